@@ -1,0 +1,23 @@
+# Two entry points (see README): `make yesno` runs the main recipe, `make test` runs the tests.
+# Each creates / updates the virtual environment it needs.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: yesno test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+yesno: $(STAMP)
+	egs/yesno/run.sh
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check ctcasr tests egs
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) egs/*/data egs/*/exp

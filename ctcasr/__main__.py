@@ -1,0 +1,3 @@
+from ctcasr.cli import main
+
+main()

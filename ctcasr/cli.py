@@ -1,0 +1,106 @@
+"""The ``ctcasr`` command line: ``ctcasr train``, ``ctcasr decode``, ``ctcasr score``.
+
+Errors caused by input print one line (``error: ...``) and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ctcasr.errors import CtcasrError
+
+app = typer.Typer(
+    help="ctcasr: CTC speech recognition from manifests to WER.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value, e.g. --set train.epochs=5 (repeatable)."),
+]
+
+
+@app.command()
+def train(
+    config: ConfigOpt,
+    train_manifest: Annotated[Path, typer.Option("--train", help="Training manifest (JSONL).")],
+    valid_manifest: Annotated[Path, typer.Option("--valid", help="Validation manifest (JSONL).")],
+    exp_dir: Annotated[Path, typer.Option("--exp-dir", help="Experiment folder for checkpoints "
+                                          "and logs; model.pt is written there at the end.")],
+    overrides: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in EXP_DIR from "
+                                         "last.pt, exactly where it stopped.")] = False,
+) -> None:
+    """Train a CTC model: tokenizer and CMVN from the training set, then epochs of training
+    with validation loss and greedy WER after each; the best epoch becomes model.pt."""
+    from ctcasr.config import load_config
+    from ctcasr.train.trainer import train as run_train
+
+    cfg = load_config(config, overrides)
+    run_train(cfg, train_manifest, valid_manifest, exp_dir, resume=resume)
+
+
+@app.command()
+def decode(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint (model.pt); it "
+                                             "carries config, tokenizer and CMVN.")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="Manifest to decode (JSONL); "
+                                           "'text' is optional, used for scoring when present.")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for hyp.txt, errors.txt, "
+                                          "summary.txt and summary.json.")],
+    decoder: Annotated[str, typer.Option("--decoder", help="Decoder name: greedy.")] = "greedy",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Padded frames per batch "
+                                            "(0: the training config's value).")] = 0,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
+) -> None:
+    """Decode a manifest and write the hypotheses and a WER/CER report; prints the WER."""
+    from ctcasr.decode.runner import decode_manifest, load_recognizer
+
+    rec = load_recognizer(checkpoint, device)
+    s = decode_manifest(rec, manifest, out_dir, decoder, max_frames, num_workers)
+    typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")
+    typer.echo(f"wrote {out_dir}/hyp.txt")
+
+
+@app.command()
+def score(
+    ref: Annotated[Path, typer.Argument(help="Reference file, 'id<TAB>text' per line.")],
+    hyp: Annotated[Path, typer.Argument(help="Hypothesis file, 'id<TAB>text' per line.")],
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Also write errors.txt and "
+                                                 "summaries there.")] = None,
+) -> None:
+    """Score any two id<TAB>text files (WER, CER, S/D/I); prints one line."""
+    from ctcasr.scoring import read_text_file, score as score_texts, write_report
+
+    refs, hyps = read_text_file(ref), read_text_file(hyp)
+    missing = [u for u in refs if u not in hyps]
+    if missing:
+        raise CtcasrError(f"{hyp}: no hypothesis for {len(missing)} id(s), e.g. {missing[0]!r}")
+    ids = list(refs)
+    if out_dir is not None:
+        s = write_report(out_dir, ids, [refs[u] for u in ids], [hyps[u] for u in ids])
+    else:
+        s = score_texts([refs[u] for u in ids], [hyps[u] for u in ids])[0]
+    typer.echo(s.line() if s else "nothing to score")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        app()
+    except CtcasrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

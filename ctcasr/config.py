@@ -1,0 +1,227 @@
+"""Typed configuration: dataclasses loaded from YAML.
+
+Every component has one dataclass; :class:`Config` nests them. Loading is strict: an unknown
+key is an error naming its dotted path, values are checked (and int→float coerced) against the
+field types. ``--set a.b=c`` overrides are applied to the raw mapping before it is typed, so
+they are checked the same way. Configs are never mutated after loading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctcasr.errors import CtcasrError
+from ctcasr.models.frontend import FrontendConfig
+
+
+@dataclass(frozen=True)
+class FbankConfig:
+    """Kaldi-compatible log-mel filterbank (``torchaudio.compliance.kaldi.fbank``)."""
+
+    sample_rate: int = 16000  # audio at other rates is resampled to this
+    num_mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    dither: float = 0.0  # 0 keeps features deterministic (exact resume, reproducible decode)
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0: offset from Nyquist, as in Kaldi
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    features: FbankConfig = field(default_factory=FbankConfig)
+    max_frames_per_batch: int = 20000  # padded frames (batch size x longest) per batch
+    max_utts_per_batch: int = 256
+    sort_noise: float = 0.1  # training: durations jittered by up to +-10 % before bucketing
+    num_workers: int = 0  # DataLoader worker processes
+    cache_features: bool = True  # keep computed fbank in memory (only without augmentation)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    type: str = "char"  # char | bpe | unigram
+    vocab_size: int = 0  # SentencePiece only
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    encoder: str = "lstm"  # a name in ctcasr.models.ENCODERS
+    encoder_conf: Any = field(default_factory=dict)  # typed by the encoder's own dataclass
+    head_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        from ctcasr.models import encoder_config_class
+
+        conf_cls = encoder_config_class(self.encoder)
+        if isinstance(self.encoder_conf, dict):
+            typed = from_dict(conf_cls, self.encoder_conf, "model.encoder_conf")
+            object.__setattr__(self, "encoder_conf", typed)
+        elif not isinstance(self.encoder_conf, conf_cls):
+            raise CtcasrError(f"model.encoder_conf: expected {conf_cls.__name__}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-9
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: str = "noam"
+    warmup_steps: int = 1000
+    peak_lr: float = 1e-3  # the learning rate reached at the end of warmup
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int = 0  # > 0: stop after this many optimizer steps in total (0 = no limit)
+    max_norm: float = 5.0  # gradient-norm clipping
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 10  # steps between log lines
+    save_every_steps: int = 0  # > 0: also write last.pt every N steps inside an epoch
+    keep_epochs: int = 5  # epoch-N.pt files kept (the newest ones)
+    num_threads: int = 0  # > 0: torch intra-op threads
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        return from_dict(cls, d, "")
+
+
+# --------------------------------------------------------------------------- loading
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``a.b=c`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise CtcasrError(f"{path}: cannot read config: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise CtcasrError(f"{path}: not valid YAML: {_one_line(e)}") from None
+        if not isinstance(raw, dict):
+            raise CtcasrError(f"{path}: a config must be a mapping at the top level")
+    for item in overrides or []:
+        apply_override(raw, item)
+    try:
+        return Config.from_dict(raw)
+    except CtcasrError as e:
+        where = f"{path}: " if path is not None else ""
+        raise CtcasrError(f"{where}{e}") from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise CtcasrError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    node = raw
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise CtcasrError(f"--set {item!r}: {p!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type, d: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from mapping ``d``; ``where`` is the dotted path for errors."""
+    if not isinstance(d, dict):
+        raise CtcasrError(f"{where or 'config'}: expected a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        path = ", ".join(_join(where, k) for k in unknown)
+        raise CtcasrError(
+            f"unknown config key {path} (known keys here: {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except CtcasrError:
+                pass
+        raise CtcasrError(f"{where}: {value!r} is not a valid {tp}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise CtcasrError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise CtcasrError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(arg, v, where) for v in value]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and not (
+        isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    ):
+        raise CtcasrError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())

@@ -1,0 +1,1 @@
+"""Data pipeline: manifest -> audio -> fbank -> batches (small pure steps, one per module)."""

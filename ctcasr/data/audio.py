@@ -1,0 +1,64 @@
+"""Reading audio with ``soundfile``: mono, float32, at the configured sample rate.
+
+Multi-channel audio is averaged to mono; other sample rates are resampled with
+``torchaudio.functional.resample``. Missing, unreadable, empty and non-finite audio raise
+:class:`CtcasrError` naming the file (and the manifest line when given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from ctcasr.errors import CtcasrError
+
+
+def load_audio(
+    path: str | Path, sample_rate: int, where: str = "", offset: float | None = None,
+    duration: float = 0.0,
+) -> torch.Tensor:
+    """Return a 1-D float32 waveform in [-1, 1] at ``sample_rate``.
+
+    With ``offset`` (seconds, not None) only ``[offset, offset + duration)`` is read.
+    """
+    path = Path(path)
+    ctx = f" (manifest {where})" if where else ""
+    if not path.is_file():
+        raise CtcasrError(f"{path}: audio file not found{ctx}")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr = f.samplerate
+            frames = -1
+            if offset is not None:
+                f.seek(min(round(offset * sr), f.frames))
+                frames = round(duration * sr)
+            data = f.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+        raise CtcasrError(f"{path}: cannot decode audio: {_first_line(e)}{ctx}") from None
+    if data.shape[0] == 0:
+        raise CtcasrError(f"{path}: audio has zero samples{ctx}")
+    if not np.isfinite(data).all():
+        raise CtcasrError(f"{path}: audio contains NaN or infinite samples{ctx}")
+    wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if sr != sample_rate:
+        wave = AF.resample(wave, sr, sample_rate)
+    return wave.contiguous()
+
+
+def audio_duration(path: str | Path, where: str = "") -> float:
+    """Duration in seconds from the file header (no decoding)."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+        ctx = f" (manifest {where})" if where else ""
+        raise CtcasrError(f"{path}: cannot read audio header: {_first_line(e)}{ctx}") from None
+    return info.frames / info.samplerate
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

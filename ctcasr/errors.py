@@ -1,0 +1,29 @@
+"""The one exception type users see.
+
+Every problem caused by user input (a manifest line, an audio file, a config key, a checkpoint)
+raises :class:`CtcasrError` with a message that names the file (and line) and what is wrong.
+The CLI prints that message on one line and exits with status 1; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+
+class CtcasrError(Exception):
+    """A user-facing error: the message alone must tell what to fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_unwrap_worker_message(message))
+
+
+def _unwrap_worker_message(message: str) -> str:
+    """Undo the traceback wrapping that DataLoader workers put around an exception.
+
+    ``torch.utils.data`` re-raises a worker's exception in the main process as
+    ``type(exc)("Caught X in DataLoader worker process N.\\nOriginal Traceback ...")``; the
+    user-facing text is the last line, after ``module.CtcasrError: ``.
+    """
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]
+    _, sep, text = last.partition("Error: ")
+    return text if sep else last

@@ -1,0 +1,45 @@
+"""Model registry: ``model.encoder`` in the config names an entry of ``ENCODERS``.
+
+Each entry gives the encoder's config dataclass (what ``model.encoder_conf`` is typed as) and a
+factory ``(input_dim, conf) -> nn.Module`` with ``forward(x, x_lens) -> (y, y_lens)`` and
+``output_dim``. Encoders keep the sequence length; only the front end changes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ctcasr.errors import CtcasrError
+from ctcasr.models.ctc import CTCModel, GlobalCMVN
+from ctcasr.models.frontend import Conv2dSubsampling
+from ctcasr.models.rnn import RNNConfig, RNNEncoder
+
+if TYPE_CHECKING:
+    from ctcasr.config import ModelConfig
+
+ENCODERS: dict[str, tuple[type, Callable[[int, Any], nn.Module]]] = {
+    "lstm": (RNNConfig, lambda d, c: RNNEncoder("lstm", d, c)),
+    "gru": (RNNConfig, lambda d, c: RNNEncoder("gru", d, c)),
+}
+
+
+def encoder_config_class(name: str) -> type:
+    if name not in ENCODERS:
+        raise CtcasrError(f"model.encoder: unknown {name!r} (choose {', '.join(ENCODERS)})")
+    return ENCODERS[name][0]
+
+
+def build_model(
+    cfg: ModelConfig, input_dim: int, vocab_size: int, mean: torch.Tensor, std: torch.Tensor
+) -> CTCModel:
+    _, factory = ENCODERS[cfg.encoder]
+    frontend = Conv2dSubsampling(input_dim, cfg.frontend)
+    encoder = factory(frontend.output_dim, cfg.encoder_conf)
+    return CTCModel(GlobalCMVN(mean, std), frontend, encoder, vocab_size, cfg.head_dropout)
+
+
+__all__ = ["ENCODERS", "CTCModel", "GlobalCMVN", "build_model", "encoder_config_class"]

@@ -1,0 +1,79 @@
+"""Front ends that sit between the features and the encoder.
+
+``Conv2dSubsampling`` (as in ESPnet / WeNet): 2-D convolutions over (time, frequency) that
+shorten time by 4, 6 or 8, then a linear projection to ``dim``. It owns its length formula,
+:meth:`output_lengths`; output frame ``t`` only sees input frames ``< lengths`` (the formula
+keeps every receptive field inside the real frames), so padding cannot leak into real outputs.
+``subsampling: 1`` is a plain linear projection (or identity when ``dim`` is 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ctcasr.errors import CtcasrError
+
+# (kernel, stride) of each time-reducing convolution, per subsampling factor.
+_LAYERS = {4: [(3, 2), (3, 2)], 6: [(3, 2), (5, 3)], 8: [(3, 2), (3, 2), (3, 2)]}
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    subsampling: int = 4  # 1 (none), 4, 6 or 8
+    channels: int = 64  # convolution channels
+    dim: int = 256  # output dimension (0 with subsampling 1: pass features through)
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.subsampling != 1 and self.subsampling not in _LAYERS:
+            raise CtcasrError(
+                f"model.frontend.subsampling: {self.subsampling} not supported (1, 4, 6 or 8)"
+            )
+
+
+class Conv2dSubsampling(nn.Module):
+    """``forward(x [B,T,F], lens [B]) -> (y [B,T',dim], lens' [B])``."""
+
+    def __init__(self, input_dim: int, cfg: FrontendConfig) -> None:
+        super().__init__()
+        self.factor = cfg.subsampling
+        self.layers = _LAYERS.get(cfg.subsampling, [])
+        convs: list[nn.Module] = []
+        freq, in_ch = input_dim, 1
+        for k, s in self.layers:
+            convs += [nn.Conv2d(in_ch, cfg.channels, k, s), nn.ReLU()]
+            freq, in_ch = (freq - k) // s + 1, cfg.channels
+        if freq < 1:
+            raise CtcasrError(f"model.frontend: {input_dim} feature bins are too few to subsample")
+        self.conv = nn.Sequential(*convs)
+        flat = in_ch * freq
+        self.proj = nn.Linear(flat, cfg.dim) if cfg.dim > 0 else nn.Identity()
+        self.output_dim = cfg.dim if cfg.dim > 0 else flat
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.min_input_frames = self._min_frames()
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for k, s in self.layers:
+            lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+        return lengths
+
+    def _min_frames(self) -> int:
+        t = 1
+        while self.output_lengths(torch.tensor(t)) < 1:
+            t += 1
+        return t
+
+    def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if int(lens.min()) < self.min_input_frames:
+            raise CtcasrError(
+                f"input of {int(lens.min())} frames is too short: subsampling x{self.factor} "
+                f"needs at least {self.min_input_frames} frames"
+            )
+        if self.layers:
+            y = self.conv(x.unsqueeze(1))  # [B, C, T', F']
+            b, c, t, f = y.shape
+            x = y.transpose(1, 2).reshape(b, t, c * f)
+        return self.dropout(self.proj(x)), self.output_lengths(lens)

@@ -1,0 +1,159 @@
+"""Tokenizers: characters or SentencePiece (BPE / unigram), with the CTC blank at id 0.
+
+``BLANK_ID`` is defined here and nowhere else. A tokenizer serialises to a plain dict of
+strings / ints / uint8 tensors (``state_dict``) so that it travels inside a checkpoint that
+loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any
+
+import sentencepiece as spm
+import torch
+
+from ctcasr.config import TokenizerConfig
+from ctcasr.errors import CtcasrError
+
+BLANK_ID = 0
+BLANK = "<blank>"
+SPACE = "▁"  # how the character tokenizer shows the word boundary (as SentencePiece does)
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids. Id ``BLANK_ID`` is the CTC blank and is never produced by encode."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Raises ValueError naming the first character it cannot encode."""
+
+    @abstractmethod
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    @abstractmethod
+    def id_to_piece(self, i: int) -> str: ...
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def is_word_start(self, i: int) -> bool:
+        """True when token ``i`` begins a new word (used by word LMs and timestamps)."""
+        return self.id_to_piece(i).startswith(SPACE)
+
+
+class CharTokenizer(Tokenizer):
+    """One token per character; the space is the token ``▁``."""
+
+    def __init__(self, chars: list[str]) -> None:
+        self.pieces = [BLANK, *chars]
+        self.index = {c: i for i, c in enumerate(self.pieces)}
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+        chars: set[str] = set()
+        for t in texts:
+            chars.update(t.replace(" ", SPACE))
+        return cls(sorted(chars))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for c in " ".join(text.split()).replace(" ", SPACE):
+            i = self.index.get(c)
+            if i is None or i == BLANK_ID:
+                raise ValueError(f"character {c!r} is not in the tokenizer's vocabulary")
+            ids.append(i)
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        s = "".join(self.pieces[i] for i in ids if i != BLANK_ID)
+        return " ".join(s.replace(SPACE, " ").split())
+
+    def id_to_piece(self, i: int) -> str:
+        return self.pieces[i]
+
+    def is_word_start(self, i: int) -> bool:
+        return self.pieces[i] == SPACE
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"type": "char", "chars": self.pieces[1:]}
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """SentencePiece (BPE or unigram). The model's pad id 0 serves as the CTC blank."""
+
+    def __init__(self, model_proto: bytes) -> None:
+        self.proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        if self.sp.pad_id() != BLANK_ID:
+            raise CtcasrError("SentencePiece model must reserve id 0 (pad) for the CTC blank")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], model_type: str, vocab_size: int) -> SentencePieceTokenizer:
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(list(texts)),
+            model_writer=buf,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            character_coverage=1.0,
+            pad_id=BLANK_ID,
+            pad_piece=BLANK,
+            unk_id=1,
+            bos_id=-1,
+            eos_id=-1,
+            hard_vocab_limit=False,
+            num_threads=1,
+            minloglevel=2,
+        )
+        return cls(buf.getvalue())
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.sp.encode(" ".join(text.split()))
+        if self.sp.unk_id() in ids:
+            unk = self.sp.unk_id()
+            bad = next((c for c in dict.fromkeys(text) if unk in self.sp.encode(c)), "?")
+            raise ValueError(f"character {bad!r} is not in the tokenizer's vocabulary")
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode([i for i in ids if i != BLANK_ID])
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(i)
+
+    def state_dict(self) -> dict[str, Any]:
+        model = torch.frombuffer(bytearray(self.proto), dtype=torch.uint8)
+        return {"type": "sentencepiece", "model": model}
+
+
+def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
+    if cfg.type == "char":
+        return CharTokenizer.train(texts)
+    if cfg.type in ("bpe", "unigram"):
+        if cfg.vocab_size <= 0:
+            raise CtcasrError(f"tokenizer.vocab_size must be > 0 for type {cfg.type!r}")
+        return SentencePieceTokenizer.train(texts, cfg.type, cfg.vocab_size)
+    raise CtcasrError(f"tokenizer.type: unknown {cfg.type!r} (choose char, bpe or unigram)")
+
+
+def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
+    if state["type"] == "char":
+        return CharTokenizer(list(state["chars"]))
+    if state["type"] == "sentencepiece":
+        return SentencePieceTokenizer(bytes(state["model"].numpy().tobytes()))
+    raise CtcasrError(f"unknown tokenizer type {state['type']!r} in checkpoint")

@@ -1,0 +1,1 @@
+"""Training: the loop (trainer), learning-rate schedules, CTC loss helpers."""

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# yesno end to end: prepare -> train -> decode, ending in the test WER.
+#
+#   egs/yesno/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--stage N] [--stop-stage N]
+#
+# Stages: 1 prepare manifests (downloads the corpus if DIR does not exist), 2 train, 3 decode.
+# Default corpus: ../shared/data/yesno relative to the repository root when it exists, else
+# egs/yesno/download (fetched from openslr resource 1).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+[ -x "$root/.venv/bin/ctcasr" ] && export PATH="$root/.venv/bin:$PATH"
+cd "$here"
+
+corpus=""
+config=conf/lstm.yaml
+exp=""
+stage=1
+stop_stage=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --corpus) corpus=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
+    --exp) exp=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$corpus" ]; then
+  if [ -d "$root/../shared/data/yesno" ]; then corpus="$root/../shared/data/yesno"; else corpus=download; fi
+fi
+exp=exp/${exp:-$(basename "$config" .yaml)}
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  echo "== stage 1: prepare ($corpus)"
+  python local/prepare.py "$corpus" data
+fi
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  echo "== stage 2: train ($config -> $exp)"
+  rm -rf "$exp"
+  start=$(date +%s)
+  ctcasr train --config "$config" --train data/train.jsonl --valid data/valid.jsonl --exp-dir "$exp"
+  echo "training took $(( $(date +%s) - start )) s"
+fi
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  echo "== stage 3: decode"
+  ctcasr decode --checkpoint "$exp/model.pt" --manifest data/test.jsonl --out-dir "$exp/decode_test"
+  cat "$exp/decode_test/summary.txt"
+fi
