@@ -54,12 +54,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        code = next((x.strip() for x in str(e).splitlines() if "Unsupported global" in x), None)
+        if code is None:
+            raise CtcasrError(f"{path}: not a readable checkpoint (not a torch.save file of "
+                              "tensors and plain data)") from None
         raise CtcasrError(
-            f"{path}: refused to load: the file holds more than tensors and plain data "
-            f"(pickled code?), which ctcasr never writes ({str(e).splitlines()[0]})"
+            f"{path}: refused to load: it holds pickled objects besides tensors and plain data "
+            f"(possibly code), which ctcasr never writes ({code})"
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise CtcasrError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+        raise CtcasrError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise CtcasrError(f"{path}: not a ctcasr checkpoint (format {FORMAT})")
     return ckpt
@@ -76,3 +80,8 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

@@ -113,6 +113,8 @@ class ASRDataset(torch.utils.data.Dataset):
 def make_loader(
     dataset: ASRDataset, sampler, num_workers: int, pin_memory: bool = False
 ) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``sampler``'s batches. It gets its own generator: a DataLoader draws
+    from the global RNG each time an epoch starts, which would make a resumed run diverge."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -120,4 +122,5 @@ def make_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(0),
     )

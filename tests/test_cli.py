@@ -1,0 +1,129 @@
+"""The command line: a smoke run through a real subprocess and the bad-input table."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ctcasr.cli import main
+
+
+def run_cli(args, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["ctcasr", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_and_decode_smoke(tiny_config, corpus, tmp_path):
+    exp, out = tmp_path / "exp", tmp_path / "dec"
+    cmd = [sys.executable, "-m", "ctcasr"]
+    r = subprocess.run([*cmd, "train", "-c", tiny_config, "--train", corpus, "--valid", corpus,
+                        "--exp-dir", exp, "--set", "train.epochs=1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (exp / "model.pt").exists()
+    r = subprocess.run([*cmd, "decode", "--checkpoint", exp / "model.pt", "--manifest", corpus,
+                        "--out-dir", out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "WER" in r.stdout
+    hyp_ids = [line.split("\t")[0] for line in (out / "hyp.txt").read_text().splitlines()]
+    assert hyp_ids == [json.loads(x)["id"] for x in corpus.read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["utterances"] == 12 and 0 <= summary["wer"]
+
+
+def test_help_describes_every_option(capsys, monkeypatch):
+    for verb in ("train", "decode", "score"):
+        code, out, _ = run_cli([verb, "--help"], capsys, monkeypatch)
+        assert code == 0
+        for line in out.splitlines():
+            if line.strip().startswith("│ ") and "--" in line.split()[1]:
+                assert len(line.split("  ")) > 2, f"{verb}: option without help: {line}"
+
+
+def break_manifest(corpus, kind):
+    lines = [json.loads(x) for x in corpus.read_text().splitlines()]
+    folder = corpus.parent
+    if kind == "missing":
+        lines[2]["audio"] = "nope.wav"
+    elif kind == "corrupt":
+        (folder / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+        lines[2]["audio"] = "bad.wav"
+    elif kind == "empty-audio":
+        sf.write(folder / "empty.wav", np.zeros(0, dtype=np.float32), 8000)
+        lines[2]["audio"] = "empty.wav"
+    elif kind == "empty-text":
+        lines[2]["text"] = ""
+    elif kind == "unencodable":
+        lines[2]["text"] = "ab Q"
+    text = "".join(json.dumps(x) + "\n" for x in lines)
+    if kind == "not-json":
+        text += "{oops\n"
+    elif kind == "missing-key":
+        text += '{"id": "z", "audio": "utt000.wav", "duration": 1.0}\n'
+    bad = folder / f"{kind}.jsonl"
+    bad.write_text(text)
+    return bad
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("missing", "nope.wav: audio file not found"),
+    ("corrupt", "bad.wav: cannot decode audio"),
+    ("empty-audio", "empty.wav: audio has zero samples"),
+    ("empty-text", ":3: empty transcript"),
+    ("unencodable", ":3: utterance 'utt002': character 'Q'"),
+    ("not-json", ":13: not valid JSON"),
+    ("missing-key", ":13: missing key(s) text"),
+])
+def test_bad_input_gives_one_line_error(kind, needle, tiny_config, corpus, tmp_path,
+                                        capsys, monkeypatch):
+    bad = break_manifest(corpus, kind)
+    # the unencodable character is only in the validation set: the tokenizer never saw it
+    train_m = corpus if kind == "unencodable" else bad
+    code, _, err = run_cli(["train", "-c", tiny_config, "--train", train_m, "--valid", bad,
+                            "--exp-dir", tmp_path / "exp"], capsys, monkeypatch)
+    assert code == 1
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_unknown_config_key_and_bad_checkpoint(tmp_path, corpus, capsys, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochz: 3\n")
+    code, _, err = run_cli(["train", "-c", cfg, "--train", corpus, "--valid", corpus,
+                            "--exp-dir", tmp_path / "e"], capsys, monkeypatch)
+    assert code == 1 and "unknown config key train.epochz" in err and str(cfg) in err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(["decode", "--checkpoint", tmp_path / "junk.pt", "--manifest", corpus,
+                            "--out-dir", tmp_path / "d"], capsys, monkeypatch)
+    assert code == 1 and "junk.pt: not a readable checkpoint" in err and "Traceback" not in err
+
+
+def test_score_verb(tmp_path, capsys, monkeypatch):
+    (tmp_path / "ref").write_text("a\tyes no\nb\tno\n")
+    (tmp_path / "hyp").write_text("b\tno\na\tyes yes\n")
+    code, out, _ = run_cli(["score", tmp_path / "ref", tmp_path / "hyp"], capsys, monkeypatch)
+    assert code == 0 and "WER 33.33 % [ 1 / 3" in out
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    import torch
+
+    from ctcasr.checkpoint import load_checkpoint, save_checkpoint
+    from ctcasr.errors import CtcasrError
+
+    torch.save({"format": 1, "model": {}, "evil": print}, tmp_path / "x.pt")
+    with pytest.raises(CtcasrError, match="x.pt: refused to load"):
+        load_checkpoint(tmp_path / "x.pt")
+    save_checkpoint({"model": {"w": torch.ones(2)}}, tmp_path / "ok.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "ok.pt")["model"]["w"], torch.ones(2))
+    assert not list(tmp_path.glob("*.tmp"))

@@ -1,0 +1,43 @@
+import io
+
+import pytest
+import torch
+
+from ctcasr.config import TokenizerConfig
+from ctcasr.tokenizer import BLANK_ID, CharTokenizer, tokenizer_from_state, train_tokenizer
+
+TEXTS = ["hello world", "the quick brown fox", "jumps over the lazy dog", "hello there"] * 10
+
+
+def reload(tok):
+    buf = io.BytesIO()
+    torch.save(tok.state_dict(), buf)
+    buf.seek(0)
+    return tokenizer_from_state(torch.load(buf, weights_only=True))
+
+
+@pytest.mark.parametrize("kind, size", [("char", 0), ("bpe", 40), ("unigram", 40)])
+def test_round_trip_and_blank(kind, size):
+    tok = train_tokenizer(TokenizerConfig(kind, size), TEXTS)
+    for text in ["hello world", "the lazy fox jumps", "dog"]:
+        ids = tok.encode(text)
+        assert ids and BLANK_ID not in ids
+        assert tok.decode(ids) == text
+        assert reload(tok).encode(text) == ids
+    assert reload(tok).vocab_size == tok.vocab_size
+    assert tok.id_to_piece(BLANK_ID) == "<blank>"
+
+
+@pytest.mark.parametrize("kind, size", [("char", 0), ("bpe", 40)])
+def test_unencodable_character_is_named(kind, size):
+    tok = train_tokenizer(TokenizerConfig(kind, size), TEXTS)
+    with pytest.raises(ValueError, match="'Z'"):
+        tok.encode("hello Zebra")
+
+
+def test_char_vocab_and_word_starts():
+    tok = CharTokenizer.train(["ab ba"])
+    assert tok.pieces == ["<blank>", "a", "b", "▁"]
+    assert tok.encode("ab  ba") == [1, 2, 3, 2, 1]
+    assert tok.decode([0, 1, 2, 0, 3, 2, 1]) == "ab ba"
+    assert [tok.is_word_start(i) for i in range(4)] == [False, False, False, True]
