@@ -16,7 +16,7 @@ yesno: $(STAMP)
 	egs/yesno/run.sh
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check ctcasr tests egs
+	$(VENV)/bin/ruff check ctcasr tests egs benchmarks
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -79,7 +79,8 @@ def score(
                                                  "summaries there.")] = None,
 ) -> None:
     """Score any two id<TAB>text files (WER, CER, S/D/I); prints one line."""
-    from ctcasr.scoring import read_text_file, score as score_texts, write_report
+    from ctcasr.scoring import read_text_file, write_report
+    from ctcasr.scoring import score as score_texts
 
     refs, hyps = read_text_file(ref), read_text_file(hyp)
     missing = [u for u in refs if u not in hyps]

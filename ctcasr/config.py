@@ -40,6 +40,7 @@ class DataConfig:
     max_frames_per_batch: int = 20000  # padded frames (batch size x longest) per batch
     max_utts_per_batch: int = 256
     sort_noise: float = 0.1  # training: durations jittered by up to +-10 % before bucketing
+    sortagrad_epochs: int = 0  # the first N epochs go shortest batch first, unshuffled
     num_workers: int = 0  # DataLoader worker processes
     cache_features: bool = True  # keep computed fbank in memory (only without augmentation)
 

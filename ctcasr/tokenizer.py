@@ -99,7 +99,9 @@ class SentencePieceTokenizer(Tokenizer):
             raise CtcasrError("SentencePiece model must reserve id 0 (pad) for the CTC blank")
 
     @classmethod
-    def train(cls, texts: Iterable[str], model_type: str, vocab_size: int) -> SentencePieceTokenizer:
+    def train(
+        cls, texts: Iterable[str], model_type: str, vocab_size: int
+    ) -> SentencePieceTokenizer:
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(list(texts)),

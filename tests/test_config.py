@@ -7,7 +7,9 @@ from ctcasr.models.rnn import RNNConfig
 
 def test_defaults_overrides_and_round_trip(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("model:\n  encoder: gru\n  encoder_conf: {hidden_size: 32}\nscheduler: {peak_lr: 1}\n")
+    p.write_text(
+        "model:\n  encoder: gru\n  encoder_conf: {hidden_size: 32}\nscheduler: {peak_lr: 1}\n"
+    )
     cfg = load_config(p, ["train.epochs=3", "optim.betas=[0.8, 0.9]", "scheduler.peak_lr=2e-3"])
     assert cfg.model.encoder == "gru"
     assert cfg.model.encoder_conf == RNNConfig(hidden_size=32)

@@ -47,7 +47,8 @@ def test_clipping_bounds_the_update(corpus):
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     loss, grad_norm = _train_step(model, opt, batch, cfg, TrainState())
-    delta = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    pairs = zip(model.parameters(), before, strict=True)
+    delta = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in pairs))
     assert grad_norm > 0.01 and loss > 0
     assert delta.item() == pytest.approx(0.01, rel=1e-3)
 

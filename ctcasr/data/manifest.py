@@ -4,7 +4,8 @@
 
 Relative ``audio`` paths resolve against the manifest's folder. An optional ``offset`` (seconds)
 makes the utterance the segment ``[offset, offset + duration)`` of the file (as Kaldi's
-``segments``); other extra keys are kept in ``Utterance.extra``. Every line is validated on reading, and errors name ``file:line``.
+``segments``); other extra keys are kept in ``Utterance.extra``. Every line is validated on
+reading, and errors name ``file:line``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Utterances are sorted by length and cut into batches so that ``batch size x longest`` stays under
 ``max_frames`` (the number of frames the encoder sees, padding included). For training, lengths
 are jittered by ``sort_noise`` before sorting (so batches differ between epochs) and the batch
-order is shuffled; for evaluation the order is fixed. Every epoch's batches are a pure function
-of ``(seed, epoch)``, which is what lets training resume mid-epoch exactly.
+order is shuffled; for evaluation the order is fixed. During the first ``sortagrad_epochs``
+epochs training batches come shortest first (SortaGrad, Deep Speech 2: short utterances first
+get CTC off its all-blank plateau sooner). Every epoch's batches are a pure function of
+``(seed, epoch)``, which is what lets training resume mid-epoch exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class BucketBatchSampler:
         shuffle: bool = False,
         seed: int = 0,
         sort_noise: float = 0.0,
+        sortagrad_epochs: int = 0,
     ) -> None:
         if max_frames <= 0 or max_utts <= 0:
             raise ValueError("max_frames and max_utts must be positive")
@@ -32,6 +35,7 @@ class BucketBatchSampler:
         self.shuffle = shuffle
         self.seed = seed
         self.sort_noise = sort_noise
+        self.sortagrad_epochs = sortagrad_epochs
         self.epoch = 0
         self.start = 0
 
@@ -42,8 +46,10 @@ class BucketBatchSampler:
     def batches(self, epoch: int) -> list[list[int]]:
         lengths = self.frames
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        if self.shuffle and self.sort_noise > 0:
-            noise = 1 + self.sort_noise * (2 * torch.rand(len(lengths), generator=gen, dtype=torch.float64) - 1)
+        shuffle = self.shuffle and epoch >= self.sortagrad_epochs
+        if shuffle and self.sort_noise > 0:
+            u = torch.rand(len(lengths), generator=gen, dtype=torch.float64)
+            noise = 1 + self.sort_noise * (2 * u - 1)
             lengths = lengths * noise
         order = torch.argsort(lengths, stable=True).tolist()
         batches: list[list[int]] = []
@@ -57,7 +63,7 @@ class BucketBatchSampler:
             cur.append(i)
         if cur:
             batches.append(cur)
-        if self.shuffle:
+        if shuffle:
             perm = torch.randperm(len(batches), generator=gen).tolist()
             batches = [batches[p] for p in perm]
         return batches

@@ -1,4 +1,4 @@
-"""The CTC model: global CMVN -> front end (subsampling) -> encoder -> linear head -> log-softmax."""
+"""The CTC model: global CMVN -> front end (subsampling) -> encoder -> linear -> log-softmax."""
 
 from __future__ import annotations
 

@@ -110,6 +110,7 @@ def _train(
         [frames_for_duration(u.duration, feat_cfg) for u in train_utts],
         dcfg.max_frames_per_batch, dcfg.max_utts_per_batch,
         shuffle=True, seed=cfg.train.seed, sort_noise=dcfg.sort_noise,
+        sortagrad_epochs=dcfg.sortagrad_epochs,
     )
     valid_sampler = BucketBatchSampler(
         [frames_for_duration(u.duration, feat_cfg) for u in valid_utts],

@@ -5,13 +5,19 @@ The label sequence is the file name (``0_1_1_0_...wav``: 1 = yes, 0 = no). Split
 first 31 files (sorted by name) for training, the other 29 for test; the last 4 of the 31 are
 held out as the validation set (model selection never sees test).
 
-Why the training set also gets word-boundary segments: every one of the first 31 files starts
-with "no" and every test file starts with "yes". A bidirectional model learns that shortcut and
-emits "no" in the leading silence of every test file (measured: 13.4 % WER, all of it
-"yes -> noyes" on the first word). The files are 8 words with clear pauses, so an energy
-detector finds the 8 words; for each training file whose 8 words are found we add the 7
-suffixes that start in a pause (words k..8, k = 2..8) as segments (``offset`` + ``duration``),
-so that the first word of a training utterance is no longer always "no".
+Why training uses re-cut copies of the files: every one of the first 31 files starts with "no"
+and every test file starts with "yes". A bidirectional model learns shortcuts from that and
+writes "no" before the first word of every test file (measured: 13.4 % WER, all of it
+"yes -> noyes"). Three cues had to go, found one after another: (1) the first word of a
+training utterance was always "no"; (2) an 8-word utterance always started with "no" (the
+model counts words); (3) each recording starts with ~25 ms of quieter signal than the rest of
+its leading silence, and the model tied that onset to "no" (with plain segments, which never
+contain the onset, it still wrote "n" on the unseen onset of every test file).
+
+So training utterances are new WAVs cut from each training file in which an energy detector
+finds the 8 words: the file's own leading silence (onset included) followed by the words
+k..8 (k = 2..8) or by the single word k (k = 1..8), cut in the middle of pauses. Whole files
+are left out; validation and test are the untouched files.
 
     python local/prepare.py CORPUS_DIR OUT_DIR
 """
@@ -53,11 +59,14 @@ def download(dest: Path) -> Path:
 
 def entry(wav: Path) -> dict:
     words = ["yes" if c == "1" else "no" for c in wav.stem.split("_")]
-    return {"id": wav.stem, "audio": str(wav.resolve()), "duration": round(sf.info(wav).duration, 4),
+    duration = round(sf.info(wav).duration, 4)
+    return {"id": wav.stem, "audio": str(wav.resolve()), "duration": duration,
             "text": " ".join(words)}
 
 
-def word_regions(wav: Path, min_gap: float = 0.12, min_word: float = 0.1) -> list[tuple[float, float]]:
+def word_regions(
+    wav: Path, min_gap: float = 0.12, min_word: float = 0.1
+) -> list[tuple[float, float]]:
     """(start, end) seconds of the speech regions found by a frame-energy threshold."""
     x, sr = sf.read(wav, dtype="float32")
     hop = sr // 100
@@ -73,17 +82,27 @@ def word_regions(wav: Path, min_gap: float = 0.12, min_word: float = 0.1) -> lis
     return [(a, b) for a, b in regions if b - a >= min_word]
 
 
-def suffix_segments(wav: Path) -> list[dict]:
-    full = entry(wav)
-    words = full["text"].split()
+def recut(wav: Path, out_dir: Path) -> list[dict]:
+    """Write the re-cut training utterances of one file; [] unless its 8 words are found."""
+    words = ["yes" if c == "1" else "no" for c in wav.stem.split("_")]
     regions = word_regions(wav)
     if len(regions) != len(words):
         return []
+    x, sr = sf.read(wav, dtype="float32")
+    pauses = [b[0] - a[1] for a, b in zip(regions, regions[1:], strict=False)]
+    lead = max(0.0, regions[0][0] - float(np.median(pauses)) / 2)
+    mids = [(a[1] + b[0]) / 2 for a, b in zip(regions, regions[1:], strict=False)]
+    cuts = [lead, *mids, len(x) / sr]
+    n = len(words)
+    spans = sorted({(k, n) for k in range(1, n)} | {(k, k + 1) for k in range(n)})
     out = []
-    for k in range(1, len(words)):
-        start = round((regions[k - 1][1] + regions[k][0]) / 2, 3)
-        out.append({"id": f"{wav.stem}-w{k + 1}", "audio": full["audio"], "offset": start,
-                    "duration": round(full["duration"] - start, 4), "text": " ".join(words[k:])})
+    for a, b in spans:
+        start, end = round(cuts[a] * sr), round(cuts[b] * sr)
+        audio = np.concatenate([x[: round(lead * sr)], x[start:end]])
+        path = out_dir / f"{wav.stem}-{a + 1}-{b}.wav"
+        sf.write(path, audio, sr, subtype="PCM_16")
+        out.append({"id": path.stem, "audio": str(path.resolve()),
+                    "duration": round(len(audio) / sr, 4), "text": " ".join(words[a:b])})
     return out
 
 
@@ -95,17 +114,19 @@ def main() -> None:
     corpus = args.corpus if args.corpus.is_dir() else download(args.corpus)
     wavs = find_wavs(corpus)
     train, test = wavs[:N_TRAIN], wavs[N_TRAIN:]
+    wav_dir = args.out / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    segmented = {w: recut(w, wav_dir) for w in train[: N_TRAIN - N_VALID]}
     splits = {
-        "train": [entry(w) for w in train[: N_TRAIN - N_VALID]],
+        "train": [u for segs in segmented.values() for u in segs],
         "valid": [entry(w) for w in train[N_TRAIN - N_VALID :]],
         "test": [entry(w) for w in test],
     }
-    segments = [seg for w in train[: N_TRAIN - N_VALID] for seg in suffix_segments(w)]
-    splits["train"] += segments
     for name, utts in splits.items():
         n = write_manifest(args.out / f"{name}.jsonl", utts)
         print(f"{args.out / f'{name}.jsonl'}: {n} utterances")
-    print(f"(train includes {len(segments)} word-boundary suffix segments)")
+    found = sum(bool(v) for v in segmented.values())
+    print(f"(train: re-cut from the {found} of {len(segmented)} files whose 8 words were found)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+import torch
+
+from ctcasr.config import FbankConfig
+from ctcasr.data.dataset import ASRDataset
+from ctcasr.data.manifest import read_manifest
+from ctcasr.data.sampler import BucketBatchSampler
+from ctcasr.tokenizer import CharTokenizer
+
+FRAMES = [50, 300, 120, 80, 610, 90, 200, 40, 1000, 75, 130, 260]
+
+
+def test_batches_cover_everything_once_under_the_budget():
+    s = BucketBatchSampler(FRAMES, max_frames=600, max_utts=3, shuffle=True, seed=1, sort_noise=0.1)
+    for epoch in range(3):
+        batches = s.batches(epoch)
+        assert sorted(i for b in batches for i in b) == list(range(len(FRAMES)))
+        for b in batches:
+            assert len(b) <= 3
+            assert len(b) == 1 or len(b) * max(FRAMES[i] for i in b) <= 600
+    assert s.batches(0) == s.batches(0)  # a pure function of (seed, epoch)
+    assert s.batches(0) != s.batches(1)  # reshuffled each epoch
+
+
+def test_eval_order_is_sorted_and_fixed():
+    s = BucketBatchSampler(FRAMES, max_frames=600)
+    flat = [i for b in s.batches(0) for i in b]
+    assert [FRAMES[i] for i in flat] == sorted(FRAMES)
+    assert s.batches(0) == s.batches(5)
+
+
+def test_sortagrad_and_resume_position():
+    s = BucketBatchSampler(FRAMES, 600, shuffle=True, seed=3, sortagrad_epochs=1)
+    first = [max(FRAMES[i] for i in b) for b in s.batches(0)]
+    assert first == sorted(first)
+    s.set_epoch(1, start=2)
+    assert list(s) == s.batches(1)[2:] and len(s) == len(s.batches(1)) - 2
+
+
+def test_collate_pads_and_keeps_lengths(corpus):
+    utts = read_manifest(corpus)
+    tok = CharTokenizer.train(u.text for u in utts)
+    ds = ASRDataset(utts, FbankConfig(sample_rate=8000, num_mel_bins=23), tok)
+    items = [ds[i] for i in (0, 1, 2)]
+    b = ds.collate(items)
+    assert b.feats.shape == (3, max(f.shape[0] for _, f, _ in items), 23)
+    assert b.feat_lens.tolist() == [f.shape[0] for _, f, _ in items]
+    assert b.token_lens.tolist() == [len(tok.encode(utts[i].text)) for i in (0, 1, 2)]
+    for k, (_, f, t) in enumerate(items):
+        assert torch.equal(b.feats[k, : f.shape[0]], f)
+        assert (b.feats[k, f.shape[0] :] == 0).all()
+        assert torch.equal(b.tokens[k, : len(t)], t)
+    assert b.ids == ["utt000", "utt001", "utt002"] and b.indices == [0, 1, 2]
