@@ -127,3 +127,15 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     save_checkpoint({"model": {"w": torch.ones(2)}}, tmp_path / "ok.pt")
     assert torch.equal(load_checkpoint(tmp_path / "ok.pt")["model"]["w"], torch.ones(2))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_file_inside_a_worker_process_gives_the_same_line(tiny_config, corpus, tmp_path,
+                                                              capsys, monkeypatch):
+    bad = break_manifest(corpus, "corrupt")
+    code, _, err = run_cli(["train", "-c", tiny_config, "--train", bad, "--valid", bad,
+                            "--exp-dir", tmp_path / "exp", "--set", "data.num_workers=1"],
+                           capsys, monkeypatch)
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: {corpus.parent / 'bad.wav'}: cannot decode audio")
+    assert "Traceback" not in err and "DataLoader worker" not in err
