@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ctcasr.errors import CtcasrError
+from ctcasr.errors import CtcasrError, first_line
 
 FORMAT = 1
 
@@ -63,7 +63,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"(possibly code), which ctcasr never writes ({code})"
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise CtcasrError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
+        raise CtcasrError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise CtcasrError(f"{path}: not a ctcasr checkpoint (format {FORMAT})")
     return ckpt
@@ -80,8 +80,3 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _first_line(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__

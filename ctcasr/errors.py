@@ -15,6 +15,12 @@ class CtcasrError(Exception):
         super().__init__(_unwrap_worker_message(message))
 
 
+def first_line(e: Exception) -> str:
+    """The first line of an exception's message (library messages can run to pages)."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def _unwrap_worker_message(message: str) -> str:
     """Undo the traceback wrapping that DataLoader workers put around an exception.
 

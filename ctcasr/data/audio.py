@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from ctcasr.errors import CtcasrError
+from ctcasr.errors import CtcasrError, first_line
 
 
 def load_audio(
@@ -38,7 +38,7 @@ def load_audio(
                 frames = round(duration * sr)
             data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
-        raise CtcasrError(f"{path}: cannot decode audio: {_first_line(e)}{ctx}") from None
+        raise CtcasrError(f"{path}: cannot decode audio: {first_line(e)}{ctx}") from None
     if data.shape[0] == 0:
         raise CtcasrError(f"{path}: audio has zero samples{ctx}")
     if not np.isfinite(data).all():
@@ -55,10 +55,5 @@ def audio_duration(path: str | Path, where: str = "") -> float:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
         ctx = f" (manifest {where})" if where else ""
-        raise CtcasrError(f"{path}: cannot read audio header: {_first_line(e)}{ctx}") from None
+        raise CtcasrError(f"{path}: cannot read audio header: {first_line(e)}{ctx}") from None
     return info.frames / info.samplerate
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
