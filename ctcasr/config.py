@@ -35,14 +35,38 @@ class FbankConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only augmentation; evaluation never augments. The draws for an utterance are a
+    pure function of (train.seed, epoch, utterance), so a resumed run sees the same ones."""
+
+    speeds: list[float] = field(default_factory=lambda: [1.0])  # speed perturbation, one per utt
+    freq_masks: int = 0  # SpecAugment frequency masks per utterance
+    freq_mask_width: int = 10  # each up to this many mel bins
+    time_masks: int = 0  # SpecAugment time masks per utterance
+    time_mask_width: int = 40  # each up to this many frames ...
+    time_mask_ratio: float = 0.2  # ... and up to this share of the utterance
+
+    def __post_init__(self) -> None:
+        if not self.speeds or any(not 0.5 <= s <= 2.0 for s in self.speeds):
+            raise CtcasrError(f"data.augment.speeds: {self.speeds} (need factors in 0.5..2.0)")
+        if not 0.0 <= self.time_mask_ratio <= 1.0:
+            raise CtcasrError(f"data.augment.time_mask_ratio: {self.time_mask_ratio} not in 0..1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.speeds != [1.0] or self.freq_masks > 0 or self.time_masks > 0
+
+
+@dataclass(frozen=True)
 class DataConfig:
     features: FbankConfig = field(default_factory=FbankConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_frames_per_batch: int = 20000  # padded frames (batch size x longest) per batch
     max_utts_per_batch: int = 256
     sort_noise: float = 0.1  # training: durations jittered by up to +-10 % before bucketing
     sortagrad_epochs: int = 0  # the first N epochs go shortest batch first, unshuffled
     num_workers: int = 0  # DataLoader worker processes
-    cache_features: bool = True  # keep computed fbank in memory (only without augmentation)
+    cache_features: bool = True  # keep computed fbank in memory (per speed factor)
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,7 @@ class ModelConfig:
     encoder: str = "lstm"  # a name in ctcasr.models.ENCODERS
     encoder_conf: Any = field(default_factory=dict)  # typed by the encoder's own dataclass
     head_dropout: float = 0.0
+    init: str = "default"  # parameter initialisation: default (PyTorch's) | xavier | kaiming
 
     def __post_init__(self) -> None:
         from ctcasr.models import encoder_config_class
@@ -78,9 +103,19 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    name: str = "noam"
+    """Learning rate per optimizer step; every schedule warms up linearly to ``peak_lr``."""
+
+    name: str = "noam"  # noam | cosine | step | plateau | constant
     warmup_steps: int = 1000
     peak_lr: float = 1e-3  # the learning rate reached at the end of warmup
+    min_lr: float = 0.0  # cosine: the floor reached at total_steps
+    total_steps: int = 0  # cosine: 0 = train.max_steps or epochs x optimizer steps per epoch
+    milestones: list[int] = field(default_factory=list)  # step: multiply by gamma at these steps
+    step_size: int = 0  # step without milestones: multiply by gamma every step_size steps
+    gamma: float = 0.1  # step: the decay factor
+    factor: float = 0.5  # plateau: multiply by this when validation loss stops improving ...
+    patience: int = 1  # ... for more than this many epochs
+    threshold: float = 1e-3  # plateau: relative improvement that counts
 
 
 @dataclass(frozen=True)
@@ -94,6 +129,24 @@ class TrainConfig:
     save_every_steps: int = 0  # > 0: also write last.pt every N steps inside an epoch
     keep_epochs: int = 5  # epoch-N.pt files kept (the newest ones)
     num_threads: int = 0  # > 0: torch intra-op threads
+    accum_grad: int = 1  # batches per optimizer step (per process)
+    amp: str = "none"  # none | bf16 | fp16: mixed precision on CUDA (ignored on CPU)
+    patience: int = 0  # > 0: stop after this many epochs without a better validation WER
+    max_bad_steps: int = 20  # stop after this many non-finite steps in a row
+    average: int = 0  # > 0: model.pt = the average of this many epoch checkpoints ...
+    average_select: str = "best"  # ... the best ones by validation WER, or the last ones
+    tensorboard: bool = True  # also write TensorBoard events when tensorboard is installed
+
+    def __post_init__(self) -> None:
+        checks = {
+            "amp": (self.amp, ("none", "bf16", "fp16")),
+            "average_select": (self.average_select, ("best", "last")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise CtcasrError(f"train.{key}: unknown {value!r} (choose {', '.join(allowed)})")
+        if self.accum_grad < 1:
+            raise CtcasrError(f"train.accum_grad: {self.accum_grad} (must be >= 1)")
 
 
 @dataclass(frozen=True)

@@ -50,3 +50,25 @@ def test_collate_pads_and_keeps_lengths(corpus):
         assert (b.feats[k, f.shape[0] :] == 0).all()
         assert torch.equal(b.tokens[k, : len(t)], t)
     assert b.ids == ["utt000", "utt001", "utt002"] and b.indices == [0, 1, 2]
+
+
+def test_ranks_share_the_global_batches_without_overlap():
+    kw = dict(max_frames=400, max_utts=3, shuffle=True, seed=3, sort_noise=0.1)
+    one = BucketBatchSampler(FRAMES, **kw)
+    ranks = [BucketBatchSampler(FRAMES, **kw, rank=r, world_size=2) for r in range(2)]
+    for epoch in range(2):
+        glob = ranks[0].batches(epoch)
+        assert glob == one.batches(epoch)[: len(glob)]
+        assert len(glob) % 2 == 0 and len(one.batches(epoch)) - len(glob) <= 1
+        for r, s in enumerate(ranks):
+            s.set_epoch(epoch, start=2)
+            assert list(s) == glob[2:][r::2]
+        assert len(ranks[0]) == len(ranks[1])
+        assert not set(i for b in ranks[0] for i in b) & set(i for b in ranks[1] for i in b)
+
+
+def test_tag_epoch_yields_keys():
+    s = BucketBatchSampler(FRAMES, max_frames=600, tag_epoch=True)
+    s.set_epoch(4)
+    first = next(iter(s))
+    assert all(isinstance(k, tuple) and k[0] == 4 for k in first)

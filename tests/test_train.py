@@ -14,7 +14,7 @@ from ctcasr.models.frontend import FrontendConfig
 from ctcasr.models.rnn import RNNConfig
 from ctcasr.tokenizer import CharTokenizer
 from ctcasr.train.loss import ctc_loss, min_ctc_frames
-from ctcasr.train.trainer import TrainState, _train_step, train
+from ctcasr.train.trainer import train, train_step
 
 
 def test_min_ctc_frames_counts_repeats():
@@ -46,7 +46,8 @@ def test_clipping_bounds_the_update(corpus):
     )
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    loss, grad_norm = _train_step(model, opt, batch, cfg, TrainState())
+    res = train_step(model, opt, [batch], len(batch), cfg.train.max_norm)
+    loss, grad_norm = res.loss, res.grad_norm
     pairs = zip(model.parameters(), before, strict=True)
     delta = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in pairs))
     assert grad_norm > 0.01 and loss > 0

@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ctcasr.config import FbankConfig
 from ctcasr.data.audio import load_audio
+from ctcasr.data.augment import Augmenter
 from ctcasr.data.features import fbank
 from ctcasr.data.manifest import Utterance
 from ctcasr.errors import CtcasrError
@@ -50,6 +51,8 @@ class Batch:
 class ASRDataset(torch.utils.data.Dataset):
     """Item ``i`` is ``(i, fbank [T, F], token ids [U])``.
 
+    With an ``augmenter``, the key ``(epoch, i)`` gives utterance ``i`` augmented as drawn for
+    ``epoch`` (speed perturbation, SpecAugment); a plain ``i`` is never augmented.
     Transcripts are tokenised up front, so an unencodable character fails before any training
     with the manifest line. Without a tokenizer (decoding), token tensors are empty.
     """
@@ -60,10 +63,13 @@ class ASRDataset(torch.utils.data.Dataset):
         feat_cfg: FbankConfig,
         tokenizer: Tokenizer | None = None,
         cache_features: bool = False,
+        augmenter: Augmenter | None = None,
     ) -> None:
         self.utts = list(utts)
         self.feat_cfg = feat_cfg
-        self.cache: dict[int, torch.Tensor] | None = {} if cache_features else None
+        self.augmenter = augmenter
+        # keyed by (index, speed factor)
+        self.cache: dict[tuple[int, float], torch.Tensor] | None = {} if cache_features else None
         self.tokens: list[torch.Tensor] = []
         for u in self.utts:
             ids: list[int] = []
@@ -77,11 +83,13 @@ class ASRDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
-    def features(self, i: int) -> torch.Tensor:
-        if self.cache is not None and i in self.cache:
-            return self.cache[i]
+    def features(self, i: int, speed: float = 1.0) -> torch.Tensor:
+        if self.cache is not None and (i, speed) in self.cache:
+            return self.cache[i, speed]
         u = self.utts[i]
         wave = load_audio(u.audio, self.feat_cfg.sample_rate, u.where, u.offset, u.duration)
+        if speed != 1.0 and self.augmenter is not None:
+            wave = self.augmenter.perturb_speed(wave, speed)
         feats = fbank(wave, self.feat_cfg) if wave.numel() else torch.empty(0)
         if feats.shape[0] == 0:
             raise CtcasrError(
@@ -89,10 +97,16 @@ class ASRDataset(torch.utils.data.Dataset):
                 f"(manifest {u.where})"
             )
         if self.cache is not None:
-            self.cache[i] = feats
+            self.cache[i, speed] = feats
         return feats
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, torch.Tensor, torch.Tensor]:
+        if isinstance(key, tuple) and self.augmenter is not None:
+            epoch, i = key
+            aug = self.augmenter
+            feats = aug.spec_augment(self.features(i, aug.speed(epoch, i)), epoch, i)
+            return i, feats, self.tokens[i]
+        i = key[1] if isinstance(key, tuple) else key
         return i, self.features(i), self.tokens[i]
 
     def collate(self, items: list[tuple[int, torch.Tensor, torch.Tensor]]) -> Batch:

@@ -7,6 +7,13 @@ order is shuffled; for evaluation the order is fixed. During the first ``sortagr
 epochs training batches come shortest first (SortaGrad, Deep Speech 2: short utterances first
 get CTC off its all-blank plateau sooner). Every epoch's batches are a pure function of
 ``(seed, epoch)``, which is what lets training resume mid-epoch exactly.
+
+Distributed training: every process computes the same global list of batches and takes every
+``world_size``-th one (``rank``, ``rank + world_size``, ...). For training the list is cut to a
+multiple of ``world_size`` (dropping at most ``world_size - 1`` batches of the epoch, different ones
+each epoch) so that all processes take the same number of steps. ``max_frames`` is per process.
+With ``tag_epoch`` the sampler yields ``(epoch, index)`` keys, which tell the dataset which
+epoch's augmentation to draw.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ class BucketBatchSampler:
         seed: int = 0,
         sort_noise: float = 0.0,
         sortagrad_epochs: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        tag_epoch: bool = False,
     ) -> None:
         if max_frames <= 0 or max_utts <= 0:
             raise ValueError("max_frames and max_utts must be positive")
@@ -36,14 +46,18 @@ class BucketBatchSampler:
         self.seed = seed
         self.sort_noise = sort_noise
         self.sortagrad_epochs = sortagrad_epochs
+        self.rank, self.world_size = rank, world_size
+        self.tag_epoch = tag_epoch
         self.epoch = 0
         self.start = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Iterate over ``epoch``'s batches, skipping the first ``start`` (already trained)."""
+        """Iterate over ``epoch``'s batches, skipping the first ``start`` of the global list
+        (already trained; a multiple of ``world_size``)."""
         self.epoch, self.start = epoch, start
 
     def batches(self, epoch: int) -> list[list[int]]:
+        """The global list of batches of ``epoch`` (all processes)."""
         lengths = self.frames
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         shuffle = self.shuffle and epoch >= self.sortagrad_epochs
@@ -66,10 +80,16 @@ class BucketBatchSampler:
         if shuffle:
             perm = torch.randperm(len(batches), generator=gen).tolist()
             batches = [batches[p] for p in perm]
+        if self.shuffle and self.world_size > 1:
+            batches = batches[: len(batches) - len(batches) % self.world_size]
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches(self.epoch)[self.start :]
+    def _mine(self) -> list[list[int]]:
+        return self.batches(self.epoch)[self.start :][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int]]]:
+        for b in self._mine():
+            yield [(self.epoch, i) for i in b] if self.tag_epoch else b
 
     def __len__(self) -> int:
-        return len(self.batches(self.epoch)) - self.start
+        return len(self._mine())

@@ -1,39 +1,48 @@
 """The training loop: one function, :func:`train`, driven by a :class:`Config`.
 
-Files in the experiment folder::
+Files in the experiment folder (written by the main process only)::
 
     config.yaml        the resolved config
-    train_log.jsonl    one JSON object per log interval / validation
+    train_log.jsonl    one JSON object per log interval / validation (+ tensorboard/ if installed)
     train.log          human-readable log
     last.pt            everything needed to resume (written each epoch and every
                        ``train.save_every_steps`` steps)
-    epoch-N.pt         weights after epoch N (the newest ``train.keep_epochs`` are kept)
+    epoch-N.pt         weights after epoch N (the newest ``train.keep_epochs`` are kept, and
+                       those ``train.average`` will need)
     best.pt            the epoch with the lowest validation WER (ties: lower loss)
-    model.pt           the model to decode with (= best.pt), written at the end
+    model.pt           the model to decode with, written at the end: best.pt, or the average
+                       of ``train.average`` epoch checkpoints
 
-Resuming is exact: the sampler's batches are a pure function of (seed, epoch), the checkpoint
-stores how many batches of the current epoch were consumed, the optimizer state, the step and
-the RNG states, so a resumed run produces bitwise the same weights as an uninterrupted one.
+An optimizer step consumes ``world_size x accum_grad`` consecutive batches of the epoch's global
+batch list (``ctcasr.train.distributed``); the loss is the CTC loss summed over their utterances
+and divided by their number, so accumulating k batches, or training on k processes, makes the
+same update as one k-times larger batch.
+
+Resuming is exact: the sampler's batches and the augmentation are pure functions of
+(seed, epoch), the checkpoint stores how many batches of the current epoch were consumed, the
+optimizer (and fp16 scaler) state, the step and every process's RNG states, so a resumed run
+produces bitwise the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import random
 import shutil
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ctcasr.checkpoint import load_checkpoint, save_checkpoint
-from ctcasr.config import Config, save_config, to_dict
-from ctcasr.data.dataset import ASRDataset, make_loader
+from ctcasr.config import Config, save_config
+from ctcasr.data.augment import Augmenter
+from ctcasr.data.dataset import ASRDataset, Batch, make_loader
 from ctcasr.data.features import CMVNStats, frames_for_duration
 from ctcasr.data.manifest import read_manifest
 from ctcasr.data.sampler import BucketBatchSampler
@@ -42,59 +51,105 @@ from ctcasr.errors import CtcasrError
 from ctcasr.models import CTCModel, build_model
 from ctcasr.scoring import score
 from ctcasr.tokenizer import Tokenizer, tokenizer_from_state, train_tokenizer
+from ctcasr.train import distributed as D
+from ctcasr.train.average import average_checkpoints, select_epochs
 from ctcasr.train.loss import ctc_loss, min_ctc_frames
-from ctcasr.train.schedule import lr_at
+from ctcasr.train.monitor import Meter, TrainLog
+from ctcasr.train.schedule import check_schedule, lr_at
+from ctcasr.train.state import TrainState, check_compatible, rng_state, set_rng_state
 
 log = logging.getLogger("ctcasr")
-
-# Config sections that must match a checkpoint for its weights to be reused.
-ARCHITECTURE_KEYS = ("data.features", "tokenizer", "model")
-
-
-@dataclass
-class TrainState:
-    """Runtime state, saved with every checkpoint (never mixed into the config)."""
-
-    epoch: int = 0  # the epoch in progress (0-based)
-    batch_in_epoch: int = 0  # batches of ``epoch`` already trained
-    step: int = 0  # optimizer steps taken
-    best_wer: float = math.inf
-    best_loss: float = math.inf
-    best_epoch: int = 0  # 1-based; 0 = none yet
-    skipped_steps: int = 0  # non-finite loss / gradient
-    infeasible_utts: int = 0  # labels longer than the encoder output allows
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CtcasrError(f"train.device is {name!r} but CUDA is not available")
-    return torch.device(name)
 
 
 def train(
     cfg: Config, train_manifest: Path, valid_manifest: Path, exp_dir: Path, resume: bool = False
 ) -> TrainState:
-    """Train (or resume training) a model; returns the final training state."""
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(exp_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
+    """Train (or resume training) a model; returns the final training state.
+
+    Under ``torchrun`` every process calls this; they train one model together (DDP)."""
+    dist, device = D.init_distributed(cfg.train.device)
+    handler = None
+    level = log.level
+    if dist.is_main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(exp_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+    else:
+        log.setLevel(logging.WARNING)
     try:
-        return _train(cfg, train_manifest, valid_manifest, exp_dir, resume)
+        return _train(cfg, train_manifest, valid_manifest, exp_dir, resume, dist, device)
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        log.setLevel(level)
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+        D.shutdown(dist)
+
+
+@dataclass
+class StepResult:
+    loss: float  # CTC loss per utterance over the whole step (all processes)
+    grad_norm: float  # before clipping
+    ok: bool  # False: non-finite loss or gradient, the step was skipped
+    infeasible: list[str]  # this process's utterances too short for their labels
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[Batch],
+    step_utts: int,
+    max_norm: float,
+    world_size: int = 1,
+    autocast: contextlib.AbstractContextManager | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> StepResult:
+    """One optimizer step over this process's ``batches`` (gradient accumulation).
+
+    ``step_utts`` is the number of utterances in the step over all processes; each process
+    scales its loss by ``world_size / step_utts`` because DDP averages gradients over processes.
+    """
+    ddp = isinstance(model, DistributedDataParallel)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    infeasible: list[str] = []
+    for j, batch in enumerate(batches):
+        last = j == len(batches) - 1
+        sync = contextlib.nullcontext() if last or not ddp else model.no_sync()
+        with sync:
+            with autocast or contextlib.nullcontext():
+                log_probs, out_lens = model(batch.feats, batch.feat_lens)
+            bad = out_lens < min_ctc_frames(batch.tokens, batch.token_lens)
+            infeasible += [batch.ids[i] for i in bad.nonzero().flatten().tolist()]
+            loss = ctc_loss(log_probs, out_lens, batch.tokens, batch.token_lens).sum()
+            scaled = loss * (world_size / step_utts)
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        loss_sum += loss.detach().double().cpu()
+    if world_size > 1:
+        D.all_reduce_sum(loss_sum, D.DistInfo(world_size=world_size))
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    loss_val = float(loss_sum) / step_utts
+    ok = math.isfinite(grad_norm) and math.isfinite(loss_val)
+    if scaler is not None:
+        scaler.step(optimizer)  # skips the update itself when gradients overflowed
+        scaler.update()
+        ok = ok or math.isfinite(loss_val)  # an fp16 overflow is the scaler's business
+    elif ok:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss_val, grad_norm, ok, infeasible)
 
 
 def _train(
-    cfg: Config, train_manifest: Path, valid_manifest: Path, exp_dir: Path, resume: bool
+    cfg: Config, train_manifest: Path, valid_manifest: Path, exp_dir: Path, resume: bool,
+    dist: D.DistInfo, device: torch.device,
 ) -> TrainState:
-    if cfg.train.num_threads > 0:
-        torch.set_num_threads(cfg.train.num_threads)
-    device = select_device(cfg.train.device)
+    tc, dcfg, feat_cfg = cfg.train, cfg.data, cfg.data.features
+    if tc.num_threads > 0:
+        torch.set_num_threads(tc.num_threads)
     ckpt = _resume_checkpoint(cfg, exp_dir, resume)
 
     train_utts = read_manifest(train_manifest)
@@ -102,53 +157,81 @@ def _train(
     if ckpt is not None:
         tokenizer = tokenizer_from_state(ckpt["tokenizer"])
     else:
-        tokenizer = train_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
-    feat_cfg, dcfg = cfg.data.features, cfg.data
-    train_ds = ASRDataset(train_utts, feat_cfg, tokenizer, dcfg.cache_features)
+        tok_state = None
+        if dist.is_main:
+            tok_state = train_tokenizer(cfg.tokenizer, (u.text for u in train_utts)).state_dict()
+        tokenizer = tokenizer_from_state(D.broadcast(tok_state, dist))
+    augmenter = Augmenter(dcfg.augment, feat_cfg.sample_rate, tc.seed) if dcfg.augment.enabled \
+        else None
+    train_ds = ASRDataset(train_utts, feat_cfg, tokenizer, dcfg.cache_features, augmenter)
     valid_ds = ASRDataset(valid_utts, feat_cfg, tokenizer, dcfg.cache_features)
+    shard = dict(rank=dist.rank, world_size=dist.world_size)
     sampler = BucketBatchSampler(
         [frames_for_duration(u.duration, feat_cfg) for u in train_utts],
         dcfg.max_frames_per_batch, dcfg.max_utts_per_batch,
-        shuffle=True, seed=cfg.train.seed, sort_noise=dcfg.sort_noise,
-        sortagrad_epochs=dcfg.sortagrad_epochs,
+        shuffle=True, seed=tc.seed, sort_noise=dcfg.sort_noise,
+        sortagrad_epochs=dcfg.sortagrad_epochs, tag_epoch=augmenter is not None, **shard,
     )
     valid_sampler = BucketBatchSampler(
         [frames_for_duration(u.duration, feat_cfg) for u in valid_utts],
-        dcfg.max_frames_per_batch, dcfg.max_utts_per_batch,
+        dcfg.max_frames_per_batch, dcfg.max_utts_per_batch, **shard,
     )
     pin = device.type == "cuda"
     train_loader = make_loader(train_ds, sampler, dcfg.num_workers, pin)
     valid_loader = make_loader(valid_ds, valid_sampler, dcfg.num_workers, pin)
 
-    torch.manual_seed(cfg.train.seed)
-    random.seed(cfg.train.seed)
+    group = dist.world_size * tc.accum_grad  # batches of the global list per optimizer step
+    total_steps = tc.max_steps or sum(
+        math.ceil(len(sampler.batches(e)) / group) for e in range(tc.epochs)
+    )
+    check_schedule(cfg.scheduler, total_steps)
+
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed + dist.rank)
     if ckpt is not None:
         dim = ckpt["feature_dim"]
         mean, std = torch.zeros(dim), torch.ones(dim)  # overwritten by the state dict
     else:
-        mean, std = compute_cmvn(train_ds, dcfg.num_workers)
+        mean, std = compute_cmvn(train_ds, dcfg.num_workers, dist)
     model = build_model(cfg.model, feat_cfg.num_mel_bins, tokenizer.vocab_size, mean, std)
     model.to(device)
+    torch.manual_seed(tc.seed + dist.rank)  # dropout differs between processes
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=lr_at(1, cfg.scheduler), betas=cfg.optim.betas,
+        model.parameters(), lr=lr_at(1, cfg.scheduler, total_steps), betas=cfg.optim.betas,
         eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
     )
+    autocast, scaler = _amp(tc.amp, device)
     state = TrainState()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ts = ckpt["train_state"]
         optimizer.load_state_dict(ts["optimizer"])
+        if scaler is not None and "scaler" in ts:
+            scaler.load_state_dict(ts["scaler"])
         state = TrainState(**ts["state"])
-        _set_rng_state(ts["rng"])
+        rngs = ts["rng"]
+        if len(rngs) == dist.world_size:
+            set_rng_state(rngs[dist.rank])
+        else:
+            log.warning("resuming on %d processes a run saved from %d: RNG states not restored",
+                        dist.world_size, len(rngs))
         log.info("resumed from %s at epoch %d, batch %d, step %d", exp_dir / "last.pt",
                  state.epoch + 1, state.batch_in_epoch, state.step)
-    else:
+    elif dist.is_main:
         save_config(cfg, exp_dir / "config.yaml")
+    net: torch.nn.Module = model
+    if dist.enabled:
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s: %.2f M parameters, vocab %d, device %s", cfg.model.encoder,
-             n_params / 1e6, tokenizer.vocab_size, device)
+    log.info("model %s: %.2f M parameters, vocab %d, device %s, %d process(es), %d step(s)",
+             cfg.model.encoder, n_params / 1e6, tokenizer.vocab_size, device, dist.world_size,
+             total_steps)
 
     def checkpoint(with_state: bool) -> dict[str, Any]:
+        """Collective under DDP (gathers RNG states): call on every process."""
         out: dict[str, Any] = {
             "config": cfg.to_dict(), "model": model.state_dict(),
             "tokenizer": tokenizer.state_dict(), "feature_dim": feat_cfg.num_mel_bins,
@@ -156,43 +239,82 @@ def _train(
         }
         if with_state:
             out["train_state"] = {
-                "optimizer": optimizer.state_dict(), "state": asdict(state), "rng": _rng_state(),
+                "optimizer": optimizer.state_dict(), "state": asdict(state),
+                "rng": D.all_gather(rng_state(), dist),
             }
+            if scaler is not None:
+                out["train_state"]["scaler"] = scaler.state_dict()
         return out
 
-    logger = _JsonLog(exp_dir / "train_log.jsonl")
+    def save(with_state: bool, path: Path) -> None:
+        ck = checkpoint(with_state)
+        if dist.is_main:
+            save_checkpoint(ck, path)
+
+    logger = TrainLog(exp_dir, enabled=dist.is_main, tensorboard=tc.tensorboard)
     stop = False
-    while state.epoch < cfg.train.epochs and not stop:
+    while state.epoch < tc.epochs and not stop:
         model.train()
-        n_batches = len(sampler.batches(state.epoch))
+        glob = sampler.batches(state.epoch)
         sampler.set_epoch(state.epoch, start=state.batch_in_epoch)
-        bar = tqdm(train_loader, total=n_batches, initial=state.batch_in_epoch,
-                   desc=f"epoch {state.epoch + 1}", leave=False, disable=None, dynamic_ncols=True)
-        meter = _Meter(feat_cfg.frame_shift_ms / 1000)
-        for batch in bar:
-            batch = batch.to(device, non_blocking=pin)
-            loss_val, grad_norm = _train_step(model, optimizer, batch, cfg, state)
-            state.batch_in_epoch += 1
-            meter.add(loss_val, batch)
-            if state.step % cfg.train.log_every == 0 or state.batch_in_epoch == n_batches:
+        batches = iter(train_loader)
+        bar = tqdm(total=len(glob), initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}",
+                   leave=False, disable=None if dist.is_main else True, dynamic_ncols=True)
+        meter = Meter(feat_cfg.frame_shift_ms / 1000)
+        for start in range(state.batch_in_epoch, len(glob), group):
+            step_batches = glob[start : start + group]
+            mine = [next(batches).to(device, non_blocking=pin)
+                    for _ in step_batches[dist.rank :: dist.world_size]]
+            step_utts = sum(len(b) for b in step_batches)
+            lr = lr_at(state.step + 1, cfg.scheduler, total_steps, state.valid_losses())
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            res = train_step(net, optimizer, mine, step_utts, tc.max_norm, dist.world_size,
+                             autocast, scaler)
+            state.batch_in_epoch = start + len(step_batches)
+            bar.update(len(step_batches))
+            if res.infeasible:
+                state.infeasible_utts += len(res.infeasible)
+                log.warning("%d utterance(s) too short for their labels under CTC (loss set to "
+                            "0): %s", len(res.infeasible), ", ".join(res.infeasible))
+            if res.ok:
+                state.step += 1
+                state.bad_in_row = 0
+            else:
+                state.skipped_steps += 1
+                state.bad_in_row += 1
+                ids = [u for b in mine for u in b.ids]
+                log.warning("non-finite loss or gradient (loss %s, grad norm %s) at step %d, "
+                            "step skipped (%d in a row); utterances: %s", res.loss, res.grad_norm,
+                            state.step + 1, state.bad_in_row, ", ".join(ids))
+                if state.bad_in_row >= tc.max_bad_steps:
+                    save(True, exp_dir / "last.pt")
+                    raise CtcasrError(
+                        f"{state.bad_in_row} non-finite steps in a row (train.max_bad_steps); "
+                        f"stopped at step {state.step}, epoch {state.epoch + 1}. The weights "
+                        f"before them are in {exp_dir / 'last.pt'}. Lower scheduler.peak_lr or "
+                        "train.max_norm, or check the utterances named in the log."
+                    )
+            padded = sum(b.feats.shape[0] * b.feats.shape[1] for b in mine)
+            meter.add(res.loss, sum(len(b) for b in mine), sum(int(b.feat_lens.sum()) for b in mine), padded)
+            if state.step % tc.log_every == 0 or state.batch_in_epoch == len(glob):
                 rec = meter.flush()
-                rec.update(step=state.step, epoch=state.epoch + 1, grad_norm=grad_norm,
-                           lr=optimizer.param_groups[0]["lr"])
+                rec.update(step=state.step, epoch=state.epoch + 1, grad_norm=res.grad_norm, lr=lr)
                 logger.write(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}")
-            if cfg.train.max_steps and state.step >= cfg.train.max_steps:
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}")
+            if tc.max_steps and state.step >= tc.max_steps:
                 stop = True
                 break
-            if cfg.train.save_every_steps and state.step % cfg.train.save_every_steps == 0:
-                save_checkpoint(checkpoint(True), exp_dir / "last.pt")
+            if tc.save_every_steps and res.ok and state.step % tc.save_every_steps == 0:
+                save(True, exp_dir / "last.pt")
         bar.close()
-        if stop and state.batch_in_epoch < n_batches:
+        if stop and state.batch_in_epoch < len(glob):
             log.info("stopping at step %d (train.max_steps)", state.step)
-            save_checkpoint(checkpoint(True), exp_dir / "last.pt")
+            save(True, exp_dir / "last.pt")
             break
         # ---- end of epoch: validate, keep the best, write checkpoints
         epoch = state.epoch + 1
-        valid_loss, valid_score = validate(model, valid_loader, tokenizer, device)
+        valid_loss, valid_score = validate(model, valid_loader, tokenizer, device, dist)
         state.epoch, state.batch_in_epoch = epoch, 0
         improved = (valid_score.wer, valid_loss) < (state.best_wer, state.best_loss)
         if improved:
@@ -203,62 +325,73 @@ def _train(
         logger.write(rec)
         log.info("epoch %d: valid loss %.4f, %s%s", epoch, valid_loss, valid_score.line(),
                  "  (best)" if improved else "")
-        save_checkpoint(checkpoint(False), exp_dir / f"epoch-{epoch}.pt")
-        if improved:
-            shutil.copyfile(exp_dir / f"epoch-{epoch}.pt", exp_dir / "best.pt.tmp")
-            (exp_dir / "best.pt.tmp").replace(exp_dir / "best.pt")
-        save_checkpoint(checkpoint(True), exp_dir / "last.pt")
-        _prune_epochs(exp_dir, cfg.train.keep_epochs, protect={state.best_epoch})
-
-    final = exp_dir / ("best.pt" if (exp_dir / "best.pt").exists() else "last.pt")
-    if final.name == "last.pt":
-        save_checkpoint(checkpoint(False), exp_dir / "model.pt")
-    else:
-        shutil.copyfile(final, exp_dir / "model.pt.tmp")
-        (exp_dir / "model.pt.tmp").replace(exp_dir / "model.pt")
+        if tc.patience and epoch - state.best_epoch >= tc.patience and epoch < tc.epochs:
+            log.info("early stop: no better validation WER for %d epochs (train.patience)",
+                     tc.patience)
+            stop = True
+        save(False, exp_dir / f"epoch-{epoch}.pt")
+        if dist.is_main:
+            if improved:
+                _copy(exp_dir / f"epoch-{epoch}.pt", exp_dir / "best.pt")
+            keep = {state.best_epoch}
+            if tc.average:
+                keep |= set(select_epochs(state.history, tc.average, tc.average_select))
+            _prune_epochs(exp_dir, tc.keep_epochs, protect=keep)
+        save(True, exp_dir / "last.pt")
+    logger.close()
+    if dist.is_main:
+        _write_final_model(cfg, state, exp_dir, checkpoint(False), model, valid_loader,
+                           tokenizer, device)
     if state.infeasible_utts:
         log.warning("%d utterance(s) had more labels than encoder frames (see the log above)",
                     state.infeasible_utts)
-    log.info("done: %d steps; model %s (best epoch %d, valid WER %.2f %%)",
-             state.step, exp_dir / "model.pt", state.best_epoch, state.best_wer)
     return state
 
 
-def _train_step(
-    model: CTCModel, optimizer: torch.optim.Optimizer, batch, cfg: Config, state: TrainState
-) -> tuple[float, float]:
-    """One optimizer step. Returns (loss per utterance, gradient norm before clipping)."""
-    for g in optimizer.param_groups:
-        g["lr"] = lr_at(state.step + 1, cfg.scheduler)
-    log_probs, out_lens = model(batch.feats, batch.feat_lens)
-    infeasible = out_lens < min_ctc_frames(batch.tokens, batch.token_lens)
-    if infeasible.any():
-        bad = [batch.ids[i] for i in infeasible.nonzero().squeeze(1).tolist()]
-        state.infeasible_utts += len(bad)
-        log.warning("%d utterance(s) too short for their labels under CTC (loss set to 0): %s",
-                    len(bad), ", ".join(bad))
-    loss = ctc_loss(log_probs, out_lens, batch.tokens, batch.token_lens).sum() / len(batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_norm))
-    if not (math.isfinite(grad_norm) and math.isfinite(loss.item())):
-        state.skipped_steps += 1
-        log.warning("non-finite loss or gradient at step %d, step skipped; utterances: %s",
-                    state.step + 1, ", ".join(batch.ids))
-        optimizer.zero_grad(set_to_none=True)
-        return float("nan"), grad_norm
-    optimizer.step()
-    state.step += 1
-    return loss.item(), grad_norm
+def _write_final_model(cfg, state, exp_dir, current, model, valid_loader, tokenizer, device):
+    """model.pt: the average of ``train.average`` epochs, or the best epoch, or the last."""
+    tc = cfg.train
+    if tc.average and state.history:
+        epochs = select_epochs(state.history, tc.average, tc.average_select)
+        avg = average_checkpoints([exp_dir / f"epoch-{e}.pt" for e in epochs])
+        save_checkpoint(avg, exp_dir / "model.pt")
+        model.load_state_dict(avg["model"])
+        loss, s = validate(model, valid_loader, tokenizer, device, D.DistInfo())
+        log.info("model.pt = average of epochs %s (%s): valid loss %.4f, %s",
+                 ", ".join(map(str, epochs)), tc.average_select, loss, s.line())
+    elif (exp_dir / "best.pt").exists():
+        _copy(exp_dir / "best.pt", exp_dir / "model.pt")
+    else:
+        save_checkpoint(current, exp_dir / "model.pt")
+    log.info("done: %d steps; model %s (best epoch %d, valid WER %.2f %%)",
+             state.step, exp_dir / "model.pt", state.best_epoch, state.best_wer)
+
+
+def _amp(mode: str, device: torch.device):
+    """(autocast context or None, GradScaler or None) for ``train.amp`` on ``device``."""
+    if mode == "none":
+        return None, None
+    if device.type != "cuda":
+        log.warning("train.amp=%s ignored: mixed precision is for CUDA, training in fp32 on %s",
+                    mode, device)
+        return None, None
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    autocast = torch.autocast(device_type="cuda", dtype=dtype)
+    return autocast, torch.amp.GradScaler("cuda") if mode == "fp16" else None
 
 
 @torch.no_grad()
-def validate(model: CTCModel, loader, tokenizer: Tokenizer, device: torch.device):
-    """Mean CTC loss per utterance and greedy WER over a loader."""
+def validate(
+    model: CTCModel, loader, tokenizer: Tokenizer, device: torch.device,
+    dist: D.DistInfo = D.DistInfo(),
+):
+    """Mean CTC loss per utterance and greedy WER over a loader (each process decodes its
+    share of the batches; the results are gathered)."""
+    was_training = model.training
     model.eval()
     total, n = 0.0, 0
     refs, hyps = [], []
-    for batch in tqdm(loader, desc="valid", leave=False, disable=None):
+    for batch in tqdm(loader, desc="valid", leave=False, disable=None if dist.is_main else True):
         batch = batch.to(device)
         log_probs, out_lens = model(batch.feats, batch.feat_lens)
         total += ctc_loss(log_probs, out_lens, batch.tokens, batch.token_lens).sum().item()
@@ -266,36 +399,36 @@ def validate(model: CTCModel, loader, tokenizer: Tokenizer, device: torch.device
         for i, nbest in enumerate(greedy_search(log_probs.cpu(), out_lens.cpu())):
             refs.append(tokenizer.decode(batch.tokens[i, : batch.token_lens[i]].tolist()))
             hyps.append(tokenizer.decode(nbest[0].tokens))
-    model.train()
+    model.train(was_training)
+    parts = D.all_gather((total, n, refs, hyps), dist)
+    total, n = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    refs, hyps = [r for p in parts for r in p[2]], [h for p in parts for h in p[3]]
     return total / max(n, 1), score(refs, hyps)[0]
 
 
-def compute_cmvn(dataset: ASRDataset, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global mean / std per fbank bin over a whole dataset (one pass; fills its cache)."""
+def compute_cmvn(
+    dataset: ASRDataset, num_workers: int, dist: D.DistInfo = D.DistInfo()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global mean / std per fbank bin over a whole dataset (one pass; fills its cache).
+    Under DDP each process reads its share and the sums are added up."""
     stats = CMVNStats.empty(dataset.feat_cfg.num_mel_bins)
+    mine = list(range(dist.rank, len(dataset), dist.world_size))
     if num_workers == 0:
-        items = (dataset[i] for i in range(len(dataset)))
+        items = (dataset[i] for i in mine)
     else:
         items = torch.utils.data.DataLoader(
-            dataset, batch_size=None, num_workers=num_workers, shuffle=False
+            torch.utils.data.Subset(dataset, mine), batch_size=None, num_workers=num_workers,
         )
-    for _, feats, _ in tqdm(items, total=len(dataset), desc="cmvn", leave=False, disable=None):
+    for _, feats, _ in tqdm(items, total=len(mine), desc="cmvn", leave=False,
+                            disable=None if dist.is_main else True):
         stats.add(feats)
+    if dist.enabled:
+        sums = torch.cat([stats.sum, stats.sum_sq, torch.tensor([float(stats.count)],
+                                                                dtype=torch.float64)])
+        D.all_reduce_sum(sums, dist)
+        d = stats.sum.shape[0]
+        stats = CMVNStats(sums[:d], sums[d : 2 * d], int(sums[-1]))
     return stats.mean_std()
-
-
-def check_compatible(saved: dict[str, Any], cfg: Config, what: str) -> None:
-    """Raise naming every architecture key where ``cfg`` differs from a checkpoint's config."""
-    new = cfg.to_dict()
-    diffs: list[str] = []
-    for section in ARCHITECTURE_KEYS:
-        a, b = _lookup(saved, section), _lookup(new, section)
-        diffs += [f"{section}.{k}" if k else section for k in _diff_keys(a, b)]
-    if diffs:
-        raise CtcasrError(
-            f"{what}: was trained with a different model config; mismatching keys: "
-            + ", ".join(diffs)
-        )
 
 
 def _resume_checkpoint(cfg: Config, exp_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -316,37 +449,11 @@ def _resume_checkpoint(cfg: Config, exp_dir: Path, resume: bool) -> dict[str, An
     return ckpt
 
 
-def _lookup(d: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        d = d.get(part, {}) if isinstance(d, dict) else {}
-    return d
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
-        return out
-    return [] if to_dict(a) == to_dict(b) else [prefix]
-
-
-def _rng_state() -> dict[str, Any]:
-    out: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def _set_rng_state(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"])
-    random.setstate(_as_tuple(rng["python"]))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-def _as_tuple(x: Any) -> Any:
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+def _copy(src: Path, dst: Path) -> None:
+    """Atomic copy (a crash leaves the old ``dst`` or the new one)."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
 
 
 def _prune_epochs(exp_dir: Path, keep: int, protect: set[int]) -> None:
@@ -355,37 +462,3 @@ def _prune_epochs(exp_dir: Path, keep: int, protect: set[int]) -> None:
     for e in epochs[:-keep] if keep > 0 else []:
         if e not in protect:
             (exp_dir / f"epoch-{e}.pt").unlink(missing_ok=True)
-
-
-class _Meter:
-    """Loss and throughput over one log interval."""
-
-    def __init__(self, frame_shift_s: float) -> None:
-        self.frame_shift_s = frame_shift_s
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss, self.utts, self.frames, self.t0 = 0.0, 0, 0, time.perf_counter()
-
-    def add(self, loss: float, batch) -> None:
-        if math.isfinite(loss):
-            self.loss += loss * len(batch)
-            self.utts += len(batch)
-        self.frames += int(batch.feat_lens.sum())
-
-    def flush(self) -> dict[str, float]:
-        dt = max(time.perf_counter() - self.t0, 1e-9)
-        rec = {"loss": self.loss / max(self.utts, 1), "utts_per_s": self.utts / dt,
-               "audio_s_per_s": self.frames * self.frame_shift_s / dt}
-        self.reset()
-        return rec
-
-
-class _JsonLog:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, rec: dict[str, Any]) -> None:
-        rec = {"time": round(time.time(), 3), **rec}
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")

@@ -1,0 +1,55 @@
+"""Training-only augmentation: speed perturbation (on the waveform) and SpecAugment (on fbank).
+
+Both use torchaudio (``torchaudio.functional.speed``, ``torchaudio.transforms.FrequencyMasking`` /
+``TimeMasking``). Every random draw for an utterance comes from a generator seeded by
+``(seed, epoch, index)``, so augmentation is a pure function of where we are in training: the
+same in DataLoader workers as in the main process, and the same after ``--resume``.
+Masks are applied to the raw log-mel features with value 0, before CMVN (as ESPnet and WeNet do).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio.functional as AF
+import torchaudio.transforms as T
+
+from ctcasr.config import AugmentConfig
+
+
+class Augmenter:
+    def __init__(self, cfg: AugmentConfig, sample_rate: int, seed: int) -> None:
+        self.cfg = cfg
+        self.sample_rate = sample_rate
+        self.seed = seed
+        self.freq_mask = T.FrequencyMasking(cfg.freq_mask_width)
+        self.time_mask = T.TimeMasking(cfg.time_mask_width, p=cfg.time_mask_ratio)
+
+    def _seed(self, epoch: int, index: int) -> int:
+        return ((self.seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63)
+
+    def speed(self, epoch: int, index: int) -> float:
+        """The speed factor for utterance ``index`` in ``epoch``."""
+        speeds = self.cfg.speeds
+        if len(speeds) == 1:
+            return speeds[0]
+        gen = torch.Generator().manual_seed(self._seed(epoch, index))
+        return speeds[int(torch.randint(len(speeds), (1,), generator=gen))]
+
+    def perturb_speed(self, wave: torch.Tensor, factor: float) -> torch.Tensor:
+        """Play ``factor`` times faster (tempo and pitch, like sox ``speed``)."""
+        if factor == 1.0:
+            return wave
+        return AF.speed(wave, self.sample_rate, factor)[0]
+
+    def spec_augment(self, feats: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        """[T, F] -> [T, F] with frequency and time masks (a new tensor)."""
+        if self.cfg.freq_masks == 0 and self.cfg.time_masks == 0:
+            return feats
+        spec = feats.t().clone()  # torchaudio masks [..., freq, time]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed(epoch, index) + 1)
+            for _ in range(self.cfg.freq_masks):
+                spec = self.freq_mask(spec)
+            for _ in range(self.cfg.time_masks):
+                spec = self.time_mask(spec)
+        return spec.t()

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ctcasr.config import AugmentConfig, FbankConfig
+from ctcasr.data.augment import Augmenter
+from ctcasr.data.dataset import ASRDataset
+from ctcasr.data.features import num_frames
+from ctcasr.data.manifest import Utterance
+from ctcasr.errors import CtcasrError
+
+FEAT = FbankConfig(sample_rate=8000, num_mel_bins=23)
+
+
+def dataset(tmp_path, aug: AugmentConfig, cache=True):
+    t = np.arange(8000) / 8000
+    sf.write(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000)
+    utts = [Utterance(f"u{i}", str(tmp_path / "a.wav"), 1.0, "x") for i in range(4)]
+    return ASRDataset(utts, FEAT, cache_features=cache, augmenter=Augmenter(aug, 8000, seed=5))
+
+
+def test_speed_perturbation_changes_length_and_is_a_function_of_epoch_and_index(tmp_path):
+    ds = dataset(tmp_path, AugmentConfig(speeds=[0.9, 1.0, 1.1]))
+    plain = ds[0][1]
+    assert plain.shape[0] == num_frames(8000, FEAT)
+    seen = {}
+    for epoch in range(6):
+        for i in range(4):
+            speed = ds.augmenter.speed(epoch, i)
+            feats = ds[(epoch, i)][1]
+            expect = num_frames(round(8000 / speed), FEAT)
+            assert abs(feats.shape[0] - expect) <= 1, (speed, feats.shape)
+            seen[speed] = feats
+            assert torch.equal(feats, ds[(epoch, i)][1])  # the same draw again
+    assert set(seen) == {0.9, 1.0, 1.1}
+    assert torch.equal(seen[1.0], plain)
+    assert torch.equal(ds[0][1], plain)  # a plain index is never augmented
+
+
+def test_spec_augment_masks_bins_and_frames_deterministically(tmp_path):
+    cfg = AugmentConfig(freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=10)
+    ds = dataset(tmp_path, cfg)
+    plain = ds[1][1]
+    a, b, c = ds[(0, 1)][1], ds[(0, 1)][1], ds[(1, 1)][1]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == plain.shape
+    masked = a == 0
+    assert masked.any() and torch.equal(a[~masked], plain[~masked])
+    full_cols = masked.all(0).sum().item()  # masked mel bins
+    full_rows = masked.all(1).sum().item()  # masked frames
+    assert 0 < full_cols <= 10 and 0 < full_rows <= 20
+    assert torch.equal(ds[1][1], plain)  # the cache keeps the clean features
+
+
+def test_bad_speeds_are_rejected():
+    with pytest.raises(CtcasrError, match="data.augment.speeds"):
+        AugmentConfig(speeds=[0.0])
+    assert not AugmentConfig().enabled and AugmentConfig(time_masks=1).enabled
