@@ -1,4 +1,6 @@
-"""The ``ctcasr`` command line: ``ctcasr train``, ``ctcasr decode``, ``ctcasr score``.
+"""The ``ctcasr`` command line: ``train``, ``decode``, ``score``, ``average``, ``plot``.
+
+Distributed training: ``torchrun --nproc_per_node=N -m ctcasr train ...``.
 
 Errors caused by input print one line (``error: ...``) and exit with status 1.
 """
@@ -92,6 +94,39 @@ def score(
     else:
         s = score_texts([refs[u] for u in ids], [hyps[u] for u in ids])[0]
     typer.echo(s.line() if s else "nothing to score")
+
+
+@app.command()
+def average(
+    inputs: Annotated[list[Path], typer.Argument(help="An experiment folder (choose epochs with "
+                                                 "--num/--select) or checkpoint files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The averaged checkpoint to write.")],
+    num: Annotated[int, typer.Option("--num", "-n", help="Epoch checkpoints to average.")] = 5,
+    select: Annotated[str, typer.Option("--select", help="best (by validation WER) or last.")]
+    = "best",
+) -> None:
+    """Average the weights of several checkpoints into one (e.g. the best 5 epochs)."""
+    from ctcasr.checkpoint import save_checkpoint
+    from ctcasr.train.average import average_checkpoints, exp_checkpoints
+
+    if len(inputs) == 1 and inputs[0].is_dir():
+        paths = exp_checkpoints(inputs[0], num, select)
+    else:
+        paths = inputs
+    save_checkpoint(average_checkpoints(paths), out)
+    typer.echo(f"wrote {out} = average of {', '.join(p.name for p in paths)}")
+
+
+@app.command()
+def plot(
+    exp_dir: Annotated[Path, typer.Argument(help="Experiment folder with train_log.jsonl.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="PNG to write "
+                                             "(default EXP_DIR/curves.png).")] = None,
+) -> None:
+    """Draw loss, validation WER/CER and learning-rate curves of a run to a PNG."""
+    from ctcasr.plot import plot_run
+
+    typer.echo(f"wrote {plot_run(exp_dir, out)}")
 
 
 def main() -> None:

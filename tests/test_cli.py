@@ -41,7 +41,7 @@ def test_train_and_decode_smoke(tiny_config, corpus, tmp_path):
 
 
 def test_help_describes_every_option(capsys, monkeypatch):
-    for verb in ("train", "decode", "score"):
+    for verb in ("train", "decode", "score", "average", "plot"):
         code, out, _ = run_cli([verb, "--help"], capsys, monkeypatch)
         assert code == 0
         for line in out.splitlines():

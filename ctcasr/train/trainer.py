@@ -295,8 +295,9 @@ def _train(
                         f"before them are in {exp_dir / 'last.pt'}. Lower scheduler.peak_lr or "
                         "train.max_norm, or check the utterances named in the log."
                     )
-            padded = sum(b.feats.shape[0] * b.feats.shape[1] for b in mine)
-            meter.add(res.loss, sum(len(b) for b in mine), sum(int(b.feat_lens.sum()) for b in mine), padded)
+            meter.add(res.loss, sum(len(b) for b in mine),
+                      sum(int(b.feat_lens.sum()) for b in mine),
+                      sum(b.feats.shape[0] * b.feats.shape[1] for b in mine))
             if state.step % tc.log_every == 0 or state.batch_in_epoch == len(glob):
                 rec = meter.flush()
                 rec.update(step=state.step, epoch=state.epoch + 1, grad_norm=res.grad_norm, lr=lr)

@@ -1,0 +1,178 @@
+"""Training mechanics: accumulation, non-finite steps, early stopping, averaging, logs, plots."""
+
+import json
+
+import pytest
+import torch
+
+from ctcasr.checkpoint import load_checkpoint
+from ctcasr.config import ModelConfig, load_config
+from ctcasr.data.dataset import ASRDataset
+from ctcasr.data.manifest import read_manifest
+from ctcasr.errors import CtcasrError
+from ctcasr.models import build_model
+from ctcasr.models.frontend import FrontendConfig
+from ctcasr.models.rnn import RNNConfig
+from ctcasr.tokenizer import CharTokenizer
+from ctcasr.train import trainer
+from ctcasr.train.average import average_checkpoints, average_state_dicts, select_epochs
+from ctcasr.train.trainer import train, train_step
+
+
+def run_train(config, manifest, exp, overrides=(), resume=False):
+    return train(load_config(config, list(overrides)), manifest, manifest, exp, resume=resume)
+
+
+def test_accumulating_k_batches_equals_one_k_times_larger_batch(corpus):
+    utts = read_manifest(corpus)
+    tok = CharTokenizer.train(u.text for u in utts)
+    cfg = load_config(None, ["data.features.sample_rate=8000", "data.features.num_mel_bins=23"])
+    ds = ASRDataset(utts[:6], cfg.data.features, tok)
+    parts = [ds.collate([ds[i] for i in idx]) for idx in ([0, 1], [2, 3, 4], [5])]
+    whole = ds.collate([ds[i] for i in range(6)])
+
+    def step(batches):
+        torch.manual_seed(0)
+        model = build_model(
+            ModelConfig(frontend=FrontendConfig(4, 4, 8), encoder_conf=RNNConfig(8, 2, 0.0)),
+            23, tok.vocab_size, torch.zeros(23), torch.ones(23) * 5,
+        )
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        res = train_step(model, opt, batches, 6, max_norm=100.0)
+        return res, torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+
+    acc, w_acc = step(parts)
+    one, w_one = step([whole])
+    assert acc.ok and acc.loss == pytest.approx(one.loss, rel=1e-5)
+    assert acc.grad_norm == pytest.approx(one.grad_norm, rel=1e-4)
+    assert torch.allclose(w_acc, w_one, atol=1e-6)
+    assert not torch.allclose(w_acc, step(parts[:1])[1], atol=1e-4)  # the test can fail
+
+
+def test_accum_grad_in_the_trainer_counts_steps(tiny_config, corpus, tmp_path):
+    one = run_train(tiny_config, corpus, tmp_path / "a", ["train.epochs=1"])
+    two = run_train(tiny_config, corpus, tmp_path / "b", ["train.epochs=1", "train.accum_grad=2"])
+    assert two.step == (one.step + 1) // 2
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny_config, corpus, tmp_path,
+                                                              monkeypatch, caplog):
+    real = trainer.ctc_loss
+    calls = {"n": 0}
+
+    def nan_first(*a, **k):  # the first step is NaN, then real losses
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 1 else loss
+
+    monkeypatch.setattr(trainer, "ctc_loss", nan_first)
+    state = run_train(tiny_config, corpus, tmp_path / "one", ["train.epochs=1"])
+    assert state.skipped_steps == 1 and state.bad_in_row == 0 and state.step > 0
+    assert "non-finite loss" in caplog.text and "utt0" in caplog.text
+
+    monkeypatch.setattr(trainer, "ctc_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(CtcasrError, match="3 non-finite steps in a row"):
+        run_train(tiny_config, corpus, tmp_path / "all", ["train.max_bad_steps=3"])
+    last = load_checkpoint(tmp_path / "all" / "last.pt")
+    st = last["train_state"]["state"]
+    assert st["step"] == 0 and st["skipped_steps"] == 3 and st["batch_in_epoch"] == 3
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_early_stopping(tiny_config, corpus, tmp_path):
+    # lr 0 after the first epoch: validation cannot improve, so patience 2 stops at epoch 3
+    st = run_train(tiny_config, corpus, tmp_path / "e",
+                   ["train.epochs=8", "train.patience=2", "scheduler.name=step",
+                    "scheduler.milestones=[1]", "scheduler.gamma=0.0"])
+    assert len(st.history) == 3 and st.best_epoch == 1
+
+
+def test_average_state_dicts_is_the_mean():
+    a = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.5]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "b": torch.tensor([1.5]), "n": torch.tensor(4)}
+    avg = average_state_dicts([a, b])
+    assert avg["w"].tolist() == [2.0, 4.0] and avg["b"].tolist() == [1.0]
+    assert avg["n"].item() == 4 and avg["n"].dtype == torch.int64
+
+
+def test_select_epochs():
+    h = [{"epoch": e, "valid_wer": w, "valid_loss": 1.0} for e, w in
+         [(1, 50.0), (2, 10.0), (3, 20.0), (4, 10.0), (5, 30.0)]]
+    assert select_epochs(h, 2, "best") == [2, 4]
+    assert select_epochs(h, 3, "best") == [2, 3, 4]
+    assert select_epochs(h, 2, "last") == [4, 5]
+
+
+def test_train_average_option_and_cli(tiny_config, corpus, tmp_path, capsys, monkeypatch):
+    exp = tmp_path / "avg"
+    st = run_train(tiny_config, corpus, exp, ["train.average=2", "train.average_select=last",
+                                              "train.keep_epochs=1"])
+    model = load_checkpoint(exp / "model.pt")
+    assert model["averaged_from"] == [str(exp / "epoch-2.pt"), str(exp / "epoch-3.pt")]
+    e2, e3 = (load_checkpoint(exp / f"epoch-{e}.pt")["model"] for e in (2, 3))
+    for k, v in model["model"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (e2[k] + e3[k]) / 2, atol=1e-7), k
+    assert st.epoch == 3
+
+    from tests.test_cli import run_cli
+
+    code, out, err = run_cli(["average", exp, "--num", "2", "--select", "last", "--out",
+                              tmp_path / "a.pt"], capsys, monkeypatch)
+    assert code == 0, err
+    again = load_checkpoint(tmp_path / "a.pt")
+    assert all(torch.equal(v, again["model"][k]) for k, v in model["model"].items())
+    code, _, err = run_cli(["average", exp, "--num", "3", "--select", "last", "--out",
+                            tmp_path / "b.pt"], capsys, monkeypatch)
+    assert code == 1 and "epoch-1.pt no longer exist" in err
+
+
+def test_average_refuses_different_architectures(tiny_config, corpus, tmp_path):
+    run_train(tiny_config, corpus, tmp_path / "a", ["train.epochs=1"])
+    run_train(tiny_config, corpus, tmp_path / "b", ["train.epochs=1",
+                                                    "model.encoder_conf.hidden_size=8"])
+    with pytest.raises(CtcasrError, match="model.encoder_conf.hidden_size"):
+        average_checkpoints([tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt"])
+
+
+def test_log_tensorboard_and_plot(tiny_config, corpus, tmp_path, capsys, monkeypatch):
+    exp = tmp_path / "e"
+    run_train(tiny_config, corpus, exp, ["train.epochs=2"])
+    recs = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines()]
+    train_recs = [r for r in recs if "loss" in r]
+    assert {"step", "loss", "lr", "grad_norm", "audio_s_per_s", "real_frames"} <= set(
+        train_recs[0])
+    assert all(0 < r["real_frames"] <= 1 for r in train_recs)
+    pytest.importorskip("tensorboard")
+    assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
+    pytest.importorskip("matplotlib")
+    from tests.test_cli import run_cli
+
+    code, out, err = run_cli(["plot", exp], capsys, monkeypatch)
+    assert code == 0, err
+    png = (exp / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_amp_is_a_noop_on_cpu(tiny_config, corpus, tmp_path, caplog):
+    a = run_train(tiny_config, corpus, tmp_path / "a", ["train.epochs=1", "train.device=cpu"])
+    b = run_train(tiny_config, corpus, tmp_path / "b", ["train.epochs=1", "train.device=cpu",
+                                                        "train.amp=bf16"])
+    assert "train.amp=bf16 ignored" in caplog.text
+    wa = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert a.step == b.step and all(torch.equal(v, wb[k]) for k, v in wa.items())
+
+
+def test_resume_with_augmentation_is_exact(tiny_config, corpus, tmp_path):
+    aug = ["data.augment.speeds=[0.9,1.0,1.1]", "data.augment.time_masks=2",
+           "data.augment.freq_masks=1", "data.augment.freq_mask_width=4"]
+    full = run_train(tiny_config, corpus, tmp_path / "full", aug)
+    part = run_train(tiny_config, corpus, tmp_path / "part", [*aug, "train.max_steps=5"])
+    assert part.step == 5
+    run_train(tiny_config, corpus, tmp_path / "part", aug, resume=True)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    c = load_checkpoint(tmp_path / "full" / "model.pt")
+    assert full.step > 5 and c["config"]["data"]["augment"]["speeds"] == [0.9, 1.0, 1.1]
