@@ -1,0 +1,141 @@
+"""Training throughput per encoder on this machine: parameters, audio seconds trained per wall
+second, and the share of real (non-padding) frames in the batches.
+
+    .venv/bin/python benchmarks/train_throughput.py [--threads 2] [--seconds 30] [--utts 300]
+
+Data: ``--utts`` utterances of ../shared/data/arctic (16 kHz English, 0.9-6.2 s) when present,
+else synthetic tone sequences of 1-6 s. Features are computed once and cached, so the numbers
+are the model's forward + backward + optimizer step through the real training path
+(``ASRDataset`` -> ``BucketBatchSampler`` -> ``train_step``), 80 mel bins, x4 subsampling,
+``max_frames_per_batch`` 20000 (the default). Each encoder trains for ``--seconds`` after one
+warm-up batch. "real frames" compares the duration-bucketed sampler with the same budget filled
+in random order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ctcasr.config import DataConfig, FbankConfig, ModelConfig
+from ctcasr.data.dataset import ASRDataset
+from ctcasr.data.features import frames_for_duration
+from ctcasr.data.manifest import Utterance
+from ctcasr.data.sampler import BucketBatchSampler
+from ctcasr.models import build_model
+from ctcasr.models.frontend import FrontendConfig
+from ctcasr.tokenizer import CharTokenizer
+from ctcasr.train.trainer import compute_cmvn, train_step
+
+ARCTIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "arctic"
+FEATS = FbankConfig(sample_rate=16000, num_mel_bins=80)
+MAX_FRAMES = DataConfig().max_frames_per_batch
+
+# The sizes measured: typical small models for ~100 h of data.
+MODELS = {
+    "lstm 3x256": ("lstm", 256, {"hidden_size": 256, "num_layers": 3, "dropout": 0.1}),
+    "gru 3x256": ("gru", 256, {"hidden_size": 256, "num_layers": 3, "dropout": 0.1}),
+    "conformer 8x144": ("conformer", 144, {"d_model": 144, "num_layers": 8, "num_heads": 4,
+                                           "ffn_dim": 576, "conv_kernel": 15}),
+    "transformer 6x256": ("transformer", 256, {"d_model": 256, "num_layers": 6, "num_heads": 4,
+                                               "ffn_dim": 1024}),
+}
+
+
+def corpus(n: int, tmp: Path) -> tuple[list[Utterance], str]:
+    if (ARCTIC / "transcripts.tsv").exists():
+        lines = (ARCTIC / "transcripts.tsv").read_text().splitlines()
+        random.Random(0).shuffle(lines)
+        utts = []
+        for line in lines[:n]:
+            uid, text = line.split("\t", 1)
+            path = ARCTIC / "audio" / f"{uid}.flac"
+            info = sf.info(str(path))
+            norm = "".join(c for c in text.lower() if c.isalpha() or c in " '")
+            utts.append(Utterance(uid, str(path), info.frames / info.samplerate, norm))
+        return utts, f"arctic ({n} utterances)"
+    rng = np.random.default_rng(0)
+    tmp.mkdir(parents=True, exist_ok=True)
+    utts = []
+    for i in range(n):
+        dur = float(rng.uniform(1.0, 6.0))
+        t = np.arange(int(dur * 16000)) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * (200 + 100 * (i % 7)) * t * (1 + t))
+        sf.write(tmp / f"{i}.wav", wav.astype(np.float32), 16000)
+        utts.append(Utterance(str(i), str(tmp / f"{i}.wav"), dur, "ab ba " * int(dur * 2)))
+    return utts, f"synthetic ({n} utterances, no arctic copy found)"
+
+
+def real_share(frames: list[int], batches: list[list[int]]) -> float:
+    real = sum(frames[i] for b in batches for i in b)
+    padded = sum(len(b) * max(frames[i] for i in b) for b in batches)
+    return real / padded
+
+
+def random_batches(frames: list[int], seed: int = 0) -> list[list[int]]:
+    order = list(range(len(frames)))
+    random.Random(seed).shuffle(order)
+    out, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * max(frames[j] for j in [*cur, i]) > MAX_FRAMES:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    return out + [cur]
+
+
+def bench(name: str, ds: ASRDataset, frames: list[int], vocab: int, mean, std, seconds: float):
+    encoder, dim, conf = MODELS[name]
+    cfg = ModelConfig(frontend=FrontendConfig(subsampling=4, channels=64, dim=dim),
+                      encoder=encoder, encoder_conf=conf)
+    torch.manual_seed(0)
+    model = build_model(cfg, FEATS.num_mel_bins, vocab, mean, std)
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    sampler = BucketBatchSampler(frames, MAX_FRAMES, shuffle=True, seed=1, sort_noise=0.1)
+    batches = [ds.collate([ds[i] for i in b]) for b in sampler.batches(0)]
+    train_step(model, opt, batches[:1], len(batches[0]), 5.0)  # warm-up
+    audio, n, t0 = 0.0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        b = batches[n % len(batches)]
+        train_step(model, opt, [b], len(b), 5.0)
+        audio += float(b.feat_lens.sum()) * FEATS.frame_shift_ms / 1000
+        n += 1
+    wall = time.perf_counter() - t0
+    return params, audio / wall, n, real_share(frames, sampler.batches(0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--utts", type=int, default=300)
+    ap.add_argument("--models", default=",".join(MODELS))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    utts, what = corpus(args.utts, Path("/tmp/ctcasr_bench_audio"))
+    tok = CharTokenizer.train(u.text for u in utts)
+    ds = ASRDataset(utts, FEATS, tok, cache_features=True)
+    mean, std = compute_cmvn(ds, 0)
+    frames = [frames_for_duration(u.duration, FEATS) for u in utts]
+    rand = real_share(frames, random_batches(frames))
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU; data: {what}, "
+          f"{sum(u.duration for u in utts) / 60:.1f} min; 80 mel, x4 subsampling, "
+          f"max_frames_per_batch {MAX_FRAMES}; {args.seconds:g} s per encoder")
+    print("| encoder | parameters | audio s / wall s | batches | real frames (bucketed) "
+          "| real frames (random order) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in args.models.split(","):
+        params, speed, n, share = bench(name, ds, frames, tok.vocab_size, mean, std, args.seconds)
+        print(f"| {name} | {params / 1e6:.2f} M | {speed:.1f} | {n} | {100 * share:.1f} % "
+              f"| {100 * rand:.1f} % |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
