@@ -116,28 +116,19 @@ def _search(
     beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
     for t, frame in enumerate(cands):
         nxt: dict[tuple[int, ...], _Prefix] = {}
-
-        def entry(prefix: tuple[int, ...], parent: _Prefix, token: int) -> _Prefix:
-            p = nxt.get(prefix)
-            if p is None:
-                p = _extend(parent, token, t, fusion) if token >= 0 else _Prefix(
-                    lm=parent.lm, words=parent.words, partial=parent.partial, frames=parent.frames)
-                nxt[prefix] = p
-            return p
-
         for prefix, st in beams.items():
             total = st.ctc
             last = prefix[-1] if prefix else None
             for k, lpk in frame:
                 if k == BLANK_ID:
-                    p = entry(prefix, st, -1)
+                    p = _entry(nxt, prefix, st, None, t, fusion)
                     p.pb = _logaddexp(p.pb, total + lpk)
                     continue
                 ext = prefix + (k,)
-                p = entry(ext, st, k)
+                p = _entry(nxt, ext, st, k, t, fusion)
                 if k == last:
                     p.pnb = _logaddexp(p.pnb, st.pb + lpk)  # a blank separated the repeat
-                    same = entry(prefix, st, -1)
+                    same = _entry(nxt, prefix, st, None, t, fusion)
                     same.pnb = _logaddexp(same.pnb, st.pnb + lpk)  # merged repeat
                 else:
                     p.pnb = _logaddexp(p.pnb, total + lpk)
@@ -156,6 +147,20 @@ def _search(
         final.append(Hypothesis(list(prefix), score, list(st.frames)))
     final.sort(key=lambda h: h.score, reverse=True)
     return final[:nbest]
+
+
+def _entry(nxt: dict[tuple[int, ...], _Prefix], prefix: tuple[int, ...], parent: _Prefix,
+           token: int | None, t: int, fusion: LMFusion | None) -> _Prefix:
+    """``nxt[prefix]``, created from ``parent`` (+ ``token`` when not None) if new."""
+    p = nxt.get(prefix)
+    if p is None:
+        if token is None:
+            p = _Prefix(lm=parent.lm, words=parent.words, partial=parent.partial,
+                        frames=parent.frames)
+        else:
+            p = _extend(parent, token, t, fusion)
+        nxt[prefix] = p
+    return p
 
 
 def _extend(parent: _Prefix, token: int, t: int, fusion: LMFusion | None) -> _Prefix:

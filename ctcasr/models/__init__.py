@@ -14,9 +14,12 @@ import torch
 from torch import nn
 
 from ctcasr.errors import CtcasrError
+from ctcasr.models.conformer import ConformerConfig, ConformerEncoder
 from ctcasr.models.ctc import CTCModel, GlobalCMVN
 from ctcasr.models.frontend import Conv2dSubsampling
+from ctcasr.models.init import init_weights
 from ctcasr.models.rnn import RNNConfig, RNNEncoder
+from ctcasr.models.transformer import TransformerConfig, TransformerEncoder
 
 if TYPE_CHECKING:
     from ctcasr.config import ModelConfig
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 ENCODERS: dict[str, tuple[type, Callable[[int, Any], nn.Module]]] = {
     "lstm": (RNNConfig, lambda d, c: RNNEncoder("lstm", d, c)),
     "gru": (RNNConfig, lambda d, c: RNNEncoder("gru", d, c)),
+    "conformer": (ConformerConfig, ConformerEncoder),
+    "transformer": (TransformerConfig, TransformerEncoder),
 }
 
 
@@ -39,7 +44,9 @@ def build_model(
     _, factory = ENCODERS[cfg.encoder]
     frontend = Conv2dSubsampling(input_dim, cfg.frontend)
     encoder = factory(frontend.output_dim, cfg.encoder_conf)
-    return CTCModel(GlobalCMVN(mean, std), frontend, encoder, vocab_size, cfg.head_dropout)
+    model = CTCModel(GlobalCMVN(mean, std), frontend, encoder, vocab_size, cfg.head_dropout)
+    init_weights(model, cfg.init)  # parameters only: the CMVN buffers stay as given
+    return model
 
 
 __all__ = ["ENCODERS", "CTCModel", "GlobalCMVN", "build_model", "encoder_config_class"]

@@ -2,6 +2,10 @@
 
 Convention: ``make_pad_mask(lengths, max_len)[b, t]`` is **True at padding** (t >= lengths[b]),
 the convention of ``torch.nn.MultiheadAttention(key_padding_mask=...)``.
+
+``make_attn_mask`` is the same information in the form
+``torch.nn.functional.scaled_dot_product_attention`` wants, whose boolean ``attn_mask`` has the
+opposite convention: True where a query **may attend** (a real key), False at padded keys.
 """
 
 from __future__ import annotations
@@ -14,3 +18,9 @@ def make_pad_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Te
     max_len = int(lengths.max()) if max_len is None else max_len
     steps = torch.arange(max_len, device=lengths.device)
     return steps.unsqueeze(0) >= lengths.unsqueeze(1)
+
+
+def make_attn_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """[B] lengths -> [B, 1, 1, max_len] bool for ``scaled_dot_product_attention``: True at
+    real keys (the inverse of :func:`make_pad_mask`), broadcast over heads and queries."""
+    return ~make_pad_mask(lengths, max_len)[:, None, None, :]
