@@ -71,8 +71,9 @@ class LMFusion:
     word_bonus: float = 0.0
 
     def word_score(self, words: tuple[str, ...], word: str) -> float:
-        ctx = words[len(words) - self.lm.order + 1 :] if self.lm.order > 1 else ()
-        return self.weight * self.lm.log_prob(ctx, word) + self.word_bonus
+        """Weighted ``ln P(word | <s> words)`` plus the bonus; ``</s>`` gets no bonus."""
+        lp = self.weight * self.lm.log_prob(("<s>", *words), word)
+        return lp if word == "</s>" else lp + self.word_bonus
 
 
 def prefix_beam_search(
@@ -142,8 +143,7 @@ def _search(
             if st.partial:
                 score += fusion.word_score(words, st.partial)
                 words = (*words, st.partial)
-            score += fusion.weight * fusion.lm.log_prob(
-                words[len(words) - fusion.lm.order + 1 :] if fusion.lm.order > 1 else (), "</s>")
+            score += fusion.word_score(words, "</s>")
         final.append(Hypothesis(list(prefix), score, list(st.frames)))
     final.sort(key=lambda h: h.score, reverse=True)
     return final[:nbest]

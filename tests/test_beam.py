@@ -1,0 +1,153 @@
+"""Prefix beam search: exact against brute force, beam 1 vs greedy, LM fusion flips a choice."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from ctcasr.decode import greedy_search
+from ctcasr.decode.beam import LMFusion, prefix_beam_search
+from ctcasr.lm import NGramLM, train_kneser_ney
+
+
+def collapse(path):
+    out, prev = [], 0
+    for k in path:
+        if k != 0 and k != prev:
+            out.append(k)
+        prev = k
+    return tuple(out)
+
+
+def brute_force(lp: torch.Tensor) -> dict[tuple[int, ...], float]:
+    """Total probability of every label sequence, summing over all CTC paths."""
+    t, v = lp.shape
+    totals: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(v), repeat=t):
+        p = math.exp(sum(lp[i, k].item() for i, k in enumerate(path)))
+        key = collapse(path)
+        totals[key] = totals.get(key, 0.0) + p
+    return totals
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_wide_beam_equals_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    t, v = (5, 3) if seed % 2 else (4, 4)
+    lp = (torch.randn(1, t, v, generator=g) * 2).log_softmax(-1)
+    totals = brute_force(lp[0])
+    ranked = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
+    hyps = prefix_beam_search(lp, torch.tensor([t]), beam=10_000, nbest=len(totals))
+    assert tuple(hyps[0][0].tokens) == ranked[0][0]
+    assert math.exp(hyps[0][0].score) == pytest.approx(ranked[0][1], rel=1e-5)
+    # every prefix, not just the best: the N-best list is the whole distribution
+    assert {tuple(h.tokens): pytest.approx(math.exp(h.score), rel=1e-5) for h in hyps[0]} \
+        == {k: pytest.approx(p, rel=1e-5) for k, p in totals.items()}
+    assert sum(math.exp(h.score) for h in hyps[0]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_beam_differs_from_greedy_where_paths_add_up():
+    # best path: blank blank (p=.36 -> ""), but "a" has .64 in total over its paths
+    lp = torch.tensor([[[0.6, 0.4], [0.6, 0.4]]]).log()
+    assert greedy_search(lp, torch.tensor([2]))[0][0].tokens == []
+    assert prefix_beam_search(lp, torch.tensor([2]), beam=5)[0][0].tokens == [1]
+
+
+def peaky(b, t, v, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, t, v, generator=g)
+    best = torch.randint(v, (b, t), generator=g)
+    best[torch.rand(b, t, generator=g) < 0.5] = 0  # blank-dominated like a trained model
+    logits.scatter_(2, best.unsqueeze(-1), 8.0)
+    return logits.log_softmax(-1)
+
+
+def test_beam_one_equals_greedy_on_peaky_outputs():
+    lp = peaky(6, 50, 8, seed=1)
+    lens = torch.tensor([50, 49, 30, 10, 1, 44])
+    greedy = greedy_search(lp, lens)
+    beam1 = prefix_beam_search(lp, lens, beam=1)
+    assert [h[0].tokens for h in beam1] == [h[0].tokens for h in greedy]
+    wide = prefix_beam_search(lp, lens, beam=16, topk=4, prune=10.0)
+    assert [h[0].tokens for h in wide] == [h[0].tokens for h in greedy]
+
+
+def test_pruning_keeps_the_result_on_peaky_outputs_and_nbest_is_sorted():
+    lp = peaky(2, 40, 12, seed=3)
+    lens = torch.tensor([40, 33])
+    full = prefix_beam_search(lp, lens, beam=8, nbest=5)
+    pruned = prefix_beam_search(lp, lens, beam=8, nbest=5, topk=3, prune=6.0)
+    for f, p in zip(full, pruned, strict=True):
+        assert f[0].tokens == p[0].tokens
+        assert [h.score for h in f] == sorted((h.score for h in f), reverse=True)
+        assert len({tuple(h.tokens) for h in f}) == len(f) == 5
+
+
+PIECES = ["<blank>", "▁", "a", "b"]  # a character tokenizer's view: ▁ is the word boundary
+
+
+def test_lm_flips_the_choice():
+    # acoustics slightly prefer "b", the LM knows only "a" as a word
+    lp = torch.tensor([[[0.1, 0.0, 0.44, 0.46], [0.9, 0.0, 0.05, 0.05]]]).clamp_min(1e-6).log()
+    lens = torch.tensor([2])
+    assert prefix_beam_search(lp, lens, beam=5)[0][0].tokens == [3]
+    lm = train_kneser_ney(["a", "a a", "a"] * 5, order=2)
+    fused = prefix_beam_search(lp, lens, beam=5, fusion=LMFusion(lm, PIECES, weight=1.0))
+    assert fused[0][0].tokens == [2]
+    ac = math.log(0.44 * 0.9 + 0.1 * 0.05 + 0.44 * 0.05)  # all paths of "a"
+    expect = ac + lm.log_prob(["<s>"], "a") + lm.log_prob(["a"], "</s>")
+    assert fused[0][0].score == pytest.approx(expect, rel=1e-4)
+
+
+def test_word_bonus_counts_words_once_each():
+    lp = torch.full((1, 6, 4), 1e-6)
+    for t, k in enumerate([2, 0, 1, 3, 0, 0]):  # "a ▁ b" -> words a, b
+        lp[0, t, k] = 1.0
+    lp = lp.log()
+    lm = train_kneser_ney(["a b"], order=1)
+    plain = prefix_beam_search(lp, torch.tensor([6]), beam=4, fusion=LMFusion(lm, PIECES, 0.0))
+    bonus = prefix_beam_search(lp, torch.tensor([6]), beam=4,
+                               fusion=LMFusion(lm, PIECES, 0.0, word_bonus=2.0))
+    assert plain[0][0].tokens == bonus[0][0].tokens == [2, 1, 3]
+    assert bonus[0][0].score - plain[0][0].score == pytest.approx(4.0)
+
+
+SENTS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "the cat ate",
+         "on the mat the cat sat", "yes no yes", "no no yes yes", "the the cat"]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_kneser_ney_sums_to_one_and_survives_the_arpa_round_trip(order, tmp_path):
+    lm = train_kneser_ney(SENTS, order=order)
+    lm.write_arpa(tmp_path / "lm.arpa")
+    back = NGramLM.read_arpa(tmp_path / "lm.arpa")
+    vocab = sorted(back.vocab - {"<s>"})
+    contexts = [(), ("the",), ("<s>",), ("the", "cat"), ("<s>", "the"), ("unseen",),
+                ("cat", "unseen"), ("sat", "on", "the"), ("no", "yes")]
+    for ctx in contexts:
+        total = sum(math.exp(back.log_prob(ctx, w)) for w in vocab)
+        assert total == pytest.approx(1.0, abs=1e-5), ctx
+        for w in vocab:
+            assert back.log_prob(ctx, w) == pytest.approx(lm.log_prob(ctx, w), abs=1e-5)
+    assert back.log_prob(["the"], "zebra") == back.log_prob(["the"], "<unk>")
+
+
+def test_kneser_ney_prefers_seen_continuations():
+    lm = train_kneser_ney(SENTS, order=3)
+    assert lm.log_prob(["sat", "on"], "the") > lm.log_prob(["sat", "on"], "cat")
+    assert lm.log_prob(["the"], "cat") > lm.log_prob(["the"], "yes")
+    # continuation counts: "sat" follows only "cat"/"dog"... "the" follows many words
+    assert lm.log_prob([], "the") > lm.log_prob([], "ate")
+
+
+def test_reads_arpa_with_errors_named(tmp_path):
+    from ctcasr.errors import CtcasrError
+
+    bad = tmp_path / "bad.arpa"
+    bad.write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\ta\n-x\tb\n\\end\\\n")
+    with pytest.raises(CtcasrError, match="bad.arpa:6: bad number"):
+        NGramLM.read_arpa(bad)
+    bad.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\ta\n-1\tb\n\\end\\\n")
+    with pytest.raises(CtcasrError, match="header says 3 1-grams, found 2"):
+        NGramLM.read_arpa(bad)
