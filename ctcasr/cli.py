@@ -1,4 +1,4 @@
-"""The ``ctcasr`` command line: ``train``, ``decode``, ``score``, ``average``, ``plot``.
+"""The ``ctcasr`` command line: ``train``, ``decode``, ``score``, ``lm``, ``average``, ``plot``.
 
 Distributed training: ``torchrun --nproc_per_node=N -m ctcasr train ...``.
 
@@ -58,17 +58,36 @@ def decode(
                                            "'text' is optional, used for scoring when present.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for hyp.txt, errors.txt, "
                                           "summary.txt and summary.json.")],
-    decoder: Annotated[str, typer.Option("--decoder", help="Decoder name: greedy.")] = "greedy",
+    decoder: Annotated[str, typer.Option("--decoder", help="greedy or beam (prefix beam "
+                                         "search).")] = "greedy",
+    beam: Annotated[int, typer.Option("--beam-size", help="Beam: prefixes kept per frame.")]
+    = 10,
+    nbest: Annotated[int, typer.Option("--nbest", help="Beam: hypotheses per utterance "
+                                       "(> 1 writes nbest.txt).")] = 1,
+    topk: Annotated[int, typer.Option("--topk", help="Beam: expand only the k most probable "
+                                      "tokens per frame (0: all).")] = 0,
+    prune: Annotated[float, typer.Option("--prune", help="Beam: expand only tokens within this "
+                                         "many nats of the frame's best.")] = 10.0,
+    lm: Annotated[Path | None, typer.Option("--lm", help="Beam: word n-gram LM (ARPA) for "
+                                            "shallow fusion (see `ctcasr lm`).")] = None,
+    lm_weight: Annotated[float, typer.Option("--lm-weight", help="Beam: LM weight.")] = 0.5,
+    word_bonus: Annotated[float, typer.Option("--word-bonus", help="Beam: score added per "
+                                              "word.")] = 0.0,
+    timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write words.ctm (word "
+                                             "start, duration, confidence).")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
     max_frames: Annotated[int, typer.Option("--max-frames", help="Padded frames per batch "
                                             "(0: the training config's value).")] = 0,
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
 ) -> None:
     """Decode a manifest and write the hypotheses and a WER/CER report; prints the WER."""
+    from ctcasr.decode import DecodeOptions
     from ctcasr.decode.runner import decode_manifest, load_recognizer
 
+    opts = DecodeOptions(beam, nbest, topk, prune, str(lm) if lm else None, lm_weight, word_bonus)
     rec = load_recognizer(checkpoint, device)
-    s = decode_manifest(rec, manifest, out_dir, decoder, max_frames, num_workers)
+    s = decode_manifest(rec, manifest, out_dir, decoder, max_frames, num_workers, opts,
+                        timestamps)
     typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")
     typer.echo(f"wrote {out_dir}/hyp.txt")
 
@@ -94,6 +113,35 @@ def score(
     else:
         s = score_texts([refs[u] for u in ids], [hyps[u] for u in ids])[0]
     typer.echo(s.line() if s else "nothing to score")
+
+
+@app.command("lm")
+def train_lm(
+    out: Annotated[Path, typer.Option("--out", "-o", help="ARPA file to write.")],
+    text: Annotated[Path | None, typer.Option("--text", help="Training text, one sentence per "
+                                              "line.")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Or: a manifest whose "
+                                                  "transcripts are the training text.")] = None,
+    order: Annotated[int, typer.Option("--order", help="n-gram order.")] = 3,
+) -> None:
+    """Train a word n-gram LM (interpolated modified Kneser-Ney) and write it as ARPA."""
+    from ctcasr.lm import train_kneser_ney
+
+    if (text is None) == (manifest is None):
+        raise CtcasrError("ctcasr lm: give exactly one of --text and --manifest")
+    if text is not None:
+        try:
+            sents = [s for s in text.read_text(encoding="utf-8").splitlines() if s.strip()]
+        except OSError as e:
+            raise CtcasrError(f"{text}: cannot read: {e.strerror}") from None
+    else:
+        from ctcasr.data.manifest import read_manifest
+
+        sents = [u.text for u in read_manifest(manifest) if u.text]
+    lm = train_kneser_ney(sents, order)
+    lm.write_arpa(out)
+    sizes = ", ".join(f"{len(t)} {n}-grams" for n, t in enumerate(lm.probs, 1))
+    typer.echo(f"wrote {out}: {sizes} from {len(sents)} sentences")
 
 
 @app.command()

@@ -38,10 +38,25 @@ def test_train_and_decode_smoke(tiny_config, corpus, tmp_path):
     assert hyp_ids == [json.loads(x)["id"] for x in corpus.read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["utterances"] == 12 and 0 <= summary["wer"]
+    # beam search with a word LM trained on the transcripts, N-best and word times
+    lm = tmp_path / "lm.arpa"
+    r = subprocess.run([*cmd, "lm", "--manifest", corpus, "--order", "2", "--out", lm],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "2-grams" in r.stdout and lm.read_text().startswith("\\data\\")
+    beam = tmp_path / "beam"
+    r = subprocess.run([*cmd, "decode", "--checkpoint", exp / "model.pt", "--manifest", corpus,
+                        "--out-dir", beam, "--decoder", "beam", "--beam-size", "4", "--nbest", "3",
+                        "--lm", lm, "--lm-weight", "0.3", "--timestamps"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    nbest = [line.split("\t") for line in (beam / "nbest.txt").read_text().splitlines()]
+    assert {n[0] for n in nbest} == set(hyp_ids) and all(n[1] in "123" for n in nbest)
+    assert (beam / "words.ctm").exists() and (beam / "summary.json").exists()
 
 
 def test_help_describes_every_option(capsys, monkeypatch):
-    for verb in ("train", "decode", "score", "average", "plot"):
+    for verb in ("train", "decode", "score", "lm", "average", "plot"):
         code, out, _ = run_cli([verb, "--help"], capsys, monkeypatch)
         assert code == 0
         for line in out.splitlines():

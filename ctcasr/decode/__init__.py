@@ -1,25 +1,65 @@
 """CTC decoders, looked up by name; all share one signature.
 
-``decoder(log_probs [B, T, V], lengths [B], **options) -> list[list[Hypothesis]]``: for each
-utterance an N-best list, best first.
+``make_decoder(name, options, tokenizer)`` returns ``decode(log_probs [B, T, V], lengths [B]) ->
+list[list[Hypothesis]]``: for each utterance an N-best list, best first. Options that a decoder
+does not use are ignored (greedy has no beam).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
+import torch
+
+from ctcasr.decode.beam import LMFusion, prefix_beam_search
 from ctcasr.decode.greedy import Hypothesis, greedy_search
 from ctcasr.errors import CtcasrError
+from ctcasr.tokenizer import Tokenizer
 
-DECODERS: dict[str, Callable[..., list[list[Hypothesis]]]] = {
-    "greedy": greedy_search,
+Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam: int = 10  # prefixes kept per frame
+    nbest: int = 1  # hypotheses returned per utterance
+    topk: int = 0  # > 0: expand only the k most probable tokens of each frame
+    prune: float = 10.0  # expand only tokens within this many nats of the frame's best
+    lm: str | None = None  # word n-gram LM (ARPA file) for shallow fusion
+    lm_weight: float = 0.5
+    word_bonus: float = 0.0  # added per word (counters the LM's preference for short outputs)
+
+
+def _greedy(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
+    return greedy_search
+
+
+def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
+    fusion = None
+    if opts.lm:
+        from ctcasr.lm import NGramLM
+
+        pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
+        fusion = LMFusion(NGramLM.read_arpa(opts.lm), pieces, opts.lm_weight, opts.word_bonus)
+    return partial(prefix_beam_search, beam=opts.beam, nbest=opts.nbest, topk=opts.topk,
+                   prune=opts.prune, fusion=fusion)
+
+
+DECODERS: dict[str, Callable[[DecodeOptions, Tokenizer], Decoder]] = {
+    "greedy": _greedy,
+    "beam": _beam,
 }
 
 
-def get_decoder(name: str) -> Callable[..., list[list[Hypothesis]]]:
+def make_decoder(name: str, opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
     if name not in DECODERS:
         raise CtcasrError(f"unknown decoder {name!r} (choose {', '.join(DECODERS)})")
-    return DECODERS[name]
+    if opts.lm and name != "beam":
+        raise CtcasrError("--lm needs --decoder beam")
+    return DECODERS[name](opts, tokenizer)
 
 
-__all__ = ["DECODERS", "Hypothesis", "get_decoder", "greedy_search"]
+__all__ = ["DECODERS", "DecodeOptions", "Hypothesis", "greedy_search", "make_decoder",
+           "prefix_beam_search"]
