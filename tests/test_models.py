@@ -1,12 +1,17 @@
 import pytest
 import torch
+from torch import nn
 
-from ctcasr.config import ModelConfig
+from ctcasr.config import Config, ModelConfig
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
+from ctcasr.models.conformer import ConformerConfig
 from ctcasr.models.frontend import Conv2dSubsampling, FrontendConfig
-from ctcasr.models.mask import make_pad_mask
+from ctcasr.models.init import init_weights
+from ctcasr.models.mask import make_attn_mask, make_pad_mask
 from ctcasr.models.rnn import RNNConfig, RNNEncoder, reverse_padded
+from ctcasr.models.transformer import TransformerConfig, apply_rotary, rotary
+from ctcasr.train.loss import ctc_loss
 
 
 def test_make_pad_mask_is_true_at_padding():
@@ -21,22 +26,48 @@ def test_reverse_padded_reverses_within_length_only():
     assert torch.equal(reverse_padded(y, torch.tensor([4, 2])), x)
 
 
-def model_for(encoder: str, impl: str = "reverse", subsampling: int = 4):
-    torch.manual_seed(0)
+def test_make_attn_mask_is_true_at_real_keys():
+    m = make_attn_mask(torch.tensor([3, 1]), 4)
+    assert m.shape == (2, 1, 1, 4)
+    assert m[:, 0, 0].tolist() == [[True, True, True, False], [True, False, False, False]]
+
+
+def encoder_conf(encoder: str, variant: str = "", dropout: float = 0.3, size: int = 16):
+    """A tiny config; ``variant`` is the RNN ``impl`` or the attention ``pos_enc``."""
+    if encoder in ("lstm", "gru"):
+        return RNNConfig(hidden_size=size, num_layers=2, dropout=dropout, impl=variant or "reverse")
+    conf = dict(d_model=size, num_layers=2, num_heads=2, ffn_dim=2 * size, dropout=dropout,
+                attention_dropout=dropout, pos_enc=variant or "rotary")
+    if encoder == "conformer":
+        return ConformerConfig(conv_kernel=5, **conf)
+    return TransformerConfig(**conf)
+
+
+def model_for(encoder: str, variant: str = "", subsampling: int = 4, init: str = "default",
+              seed: int = 0, dropout: float = 0.3):
+    torch.manual_seed(seed)
     cfg = ModelConfig(
         frontend=FrontendConfig(subsampling=subsampling, channels=4, dim=12),
         encoder=encoder,
-        encoder_conf=RNNConfig(hidden_size=10, num_layers=2, dropout=0.3, impl=impl),
+        encoder_conf=encoder_conf(encoder, variant, dropout),
+        init=init,
     )
     return build_model(cfg, 9, 6, torch.randn(9), torch.rand(9) + 0.5).eval()
 
 
-@pytest.mark.parametrize("encoder", ["lstm", "gru"])
-@pytest.mark.parametrize("impl", ["reverse", "packed"])
+VARIANTS = [
+    ("lstm", "reverse"), ("lstm", "packed"), ("gru", "reverse"), ("gru", "packed"),
+    ("conformer", "rotary"), ("conformer", "abs"), ("conformer", "none"),
+    ("transformer", "rotary"), ("transformer", "abs"),
+]
+ATTENTION_VARIANTS = [v for v in VARIANTS if v[0] in ("conformer", "transformer")]
+
+
+@pytest.mark.parametrize("encoder,variant", VARIANTS)
 @pytest.mark.parametrize("subsampling", [1, 4])
-def test_padding_invariance(encoder, impl, subsampling):
+def test_padding_invariance(encoder, variant, subsampling):
     """An utterance alone gives the same log-probs as inside a padded batch."""
-    model = model_for(encoder, impl, subsampling)
+    model = model_for(encoder, variant, subsampling)
     lens = torch.tensor([37, 80, 20])
     x = torch.randn(3, 80, 9)
     x[0, 37:] = 1e3  # garbage in the padding must not matter
@@ -48,6 +79,142 @@ def test_padding_invariance(encoder, impl, subsampling):
             assert alone_len.item() == out_lens[b].item() == alone.shape[1]
             assert torch.allclose(batch_lp[b, : out_lens[b]], alone[0], atol=1e-5)
     assert torch.allclose(batch_lp.exp().sum(-1), torch.ones(()), atol=1e-4)
+
+
+@pytest.mark.parametrize("encoder,variant", VARIANTS)
+def test_encoder_output_is_zero_at_padding(encoder, variant):
+    torch.manual_seed(0)
+    enc = model_for(encoder, variant, subsampling=1).encoder
+    x, lens = torch.randn(3, 30, 12), torch.tensor([30, 12, 1])
+    y, y_lens = enc(x, lens)
+    assert y.shape == (3, 30, enc.output_dim) and torch.equal(y_lens, lens)
+    assert (y[1, 12:] == 0).all() and (y[2, 1:] == 0).all() and (y[0] != 0).any(-1).all()
+
+
+@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+def test_attention_encoders_ignore_non_finite_padding(encoder):
+    """inf / NaN in padded frames cannot leak through ``attention @ values`` (0 * NaN = NaN)."""
+    enc = model_for(encoder, subsampling=1).encoder
+    x, lens = torch.randn(2, 20, 12), torch.tensor([20, 11])
+    with torch.no_grad():
+        ref, _ = enc(x[1:, :11], lens[1:])
+        x[1, 11:15], x[1, 15:] = float("nan"), float("inf")
+        y, _ = enc(x, lens)
+    assert torch.isfinite(y).all() and (y[1, 11:] == 0).all()
+    assert torch.allclose(y[1, :11], ref[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder,variant", ATTENTION_VARIANTS)
+def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
+    """Mixed precision (``train.amp``): the fp32 positions must not break attention's dtypes."""
+    model = model_for(encoder, variant)
+    x, lens = torch.randn(2, 40, 9), torch.tensor([40, 30])
+    with torch.no_grad():
+        ref, _ = model(x, lens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, _ = model(x, lens)
+    assert low.dtype == torch.float32 and torch.allclose(low, ref, atol=0.1)
+
+
+def test_rotary_scores_depend_on_offset_only():
+    torch.manual_seed(0)
+    q, k = torch.randn(8), torch.randn(8)
+    cos, sin = rotary(10, 8, torch.device("cpu"))
+    qs = apply_rotary(q.expand(10, 8), cos, sin)
+    ks = apply_rotary(k.expand(10, 8), cos, sin)
+    scores = qs @ ks.T  # [i, j] depends on j - i only
+    for offset in range(-9, 10):
+        diag = scores.diagonal(offset)
+        assert torch.allclose(diag, diag[0].expand_as(diag), atol=1e-5)
+    assert not torch.allclose(scores.diagonal(0)[0], scores.diagonal(1)[0])
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "conformer", "transformer"])
+def test_overfits_one_small_batch(encoder):
+    """A tiny model learns a fixed random batch: the CTC loss goes to about zero (from ~8).
+
+    Subsampling x4 (10 output frames for 40 input frames) and lr 1e-2 keep it to ~50-100 steps.
+    """
+    torch.manual_seed(0)
+    x, lens = torch.randn(3, 40, 9), torch.tensor([40, 33, 26])
+    tokens, token_lens = torch.randint(1, 6, (3, 4)), torch.tensor([4, 3, 2])
+    model = model_for(encoder, subsampling=4, dropout=0.0).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(300):
+        loss = ctc_loss(*model(x, lens), tokens, token_lens).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if losses[-1] < 0.05:
+            break
+    assert losses[-1] < 0.1, f"{encoder}: loss {losses[0]:.2f} -> {losses[-1]:.3f}"
+
+
+@pytest.mark.parametrize(
+    "conf, key",
+    [
+        ({"d_model": 10, "num_heads": 4}, "model.encoder_conf.d_model: 10 is not divisible"),
+        ({"d_model": 12, "num_heads": 4}, "model.encoder_conf.d_model: rotary needs an even"),
+        ({"num_heads": 0}, "model.encoder_conf.num_heads: must be positive"),
+        ({"dropout": 1.0}, "model.encoder_conf.dropout: must be in"),
+        ({"pos_enc": "relative"}, "model.encoder_conf.pos_enc: unknown 'relative'"),
+        ({"conv_kernel": 4}, "model.encoder_conf.conv_kernel: must be odd"),
+        ({"kernel": 3}, "unknown config key model.encoder_conf.kernel"),
+    ],
+)
+@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+def test_attention_config_rejects_bad_values(encoder, conf, key):
+    if encoder == "transformer" and "conv_kernel" in conf:
+        key = "unknown config key model.encoder_conf.conv_kernel"
+    with pytest.raises(CtcasrError, match=key):
+        Config.from_dict({"model": {"encoder": encoder, "encoder_conf": conf}})
+
+
+def test_attention_config_from_yaml_mapping():
+    cfg = Config.from_dict({"model": {"encoder": "conformer", "encoder_conf": {"d_model": 144}}})
+    assert cfg.model.encoder_conf == ConformerConfig(d_model=144)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def _linear_and_conv(model):
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+
+
+@pytest.mark.parametrize("scheme", ["xavier", "kaiming"])
+@pytest.mark.parametrize("encoder", ["lstm", "conformer"])
+def test_init_scheme_changes_weights_and_zeroes_biases(scheme, encoder):
+    default = model_for(encoder, init="default")
+    model = model_for(encoder, init=scheme)
+    assert torch.equal(model.cmvn.mean, default.cmvn.mean)  # buffers untouched
+    assert torch.equal(model.cmvn.istd, default.cmvn.istd)
+    for m in _linear_and_conv(model):
+        assert (m.bias == 0).all()
+        fan_in = m.weight[0].numel()
+        fan_out = m.weight.shape[0] * m.weight[0, 0].numel()
+        bound = (6 / (fan_in + fan_out)) ** 0.5 if scheme == "xavier" else (6 / fan_in) ** 0.5
+        assert m.weight.abs().max() <= bound + 1e-6
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            assert (m.weight == 1).all() and (m.bias == 0).all()
+        if isinstance(m, nn.LSTM):
+            w = m.weight_hh_l0[: m.hidden_size]  # the input gate's recurrent matrix
+            assert torch.allclose(w @ w.T, torch.eye(m.hidden_size), atol=1e-5)
+            assert (m.bias_ih_l0 == 0).all()
+    pairs = zip(model.parameters(), default.parameters(), strict=True)
+    changed = [not torch.equal(a, b) for a, b in pairs]
+    assert sum(changed) > len(changed) // 2
+
+
+def test_init_is_deterministic_under_a_seed_and_rejects_unknown_schemes():
+    a, b = model_for("conformer", init="xavier"), model_for("conformer", init="xavier")
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    assert all(torch.equal(p, q) for p, q in pairs)
+    c = model_for("conformer", init="xavier", seed=1)
+    assert not torch.equal(a.head.weight, c.head.weight)
+    with pytest.raises(CtcasrError, match=r"model.init: unknown 'uniform' \(choose default, xav"):
+        init_weights(a, "uniform")
 
 
 @pytest.mark.parametrize("rnn", ["lstm", "gru"])

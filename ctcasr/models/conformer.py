@@ -1,0 +1,89 @@
+"""Conformer encoder (Gulati et al., 2020) in which padding never reaches a real frame.
+
+A block is, with pre-norm residuals (:class:`ctcasr.models.transformer.Residual`)::
+
+    x + 1/2 FFN -> x + self-attention -> x + convolution module -> x + 1/2 FFN -> LayerNorm
+
+Attention, feed-forward networks and positions are shared with the Transformer
+(:mod:`ctcasr.models.transformer`, which also explains the padding handling). What is particular
+here is the convolution module, the one place where neighbouring frames are mixed:
+
+- the padded frames are zeroed after the GLU and right before the depthwise convolution (the
+  pointwise convolution's bias makes them non-zero even when the block's input is zero there),
+  so the kernel reads zeros past the end, as it would at the end of the utterance alone;
+- the normalisation after the depthwise convolution is a per-frame LayerNorm, not BatchNorm:
+  BatchNorm's batch statistics would mix padded frames (and other utterances) into every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctcasr.errors import CtcasrError
+from ctcasr.models.transformer import (
+    AttentionEncoder,
+    Block,
+    Context,
+    FeedForward,
+    Residual,
+    SelfAttention,
+    TransformerConfig,
+)
+
+
+@dataclass(frozen=True)
+class ConformerConfig(TransformerConfig):
+    """The Transformer's fields (d_model 256, 12 layers, 4 heads, ffn_dim 1024, ...) and:"""
+
+    conv_kernel: int = 15  # depthwise convolution kernel (frames, odd)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+            raise CtcasrError(
+                f"model.encoder_conf.conv_kernel: must be odd and positive, got {self.conv_kernel}"
+            )
+
+
+class ConvModule(nn.Module):
+    """Pointwise conv (D -> 2D) -> GLU -> depthwise conv -> LayerNorm -> Swish -> pointwise conv.
+
+    [B,T,D] -> [B,T,D]. The pointwise convolutions are per-frame ``nn.Linear`` layers (the same
+    thing as kernel-1 ``Conv1d`` without the transposes).
+    """
+
+    def __init__(self, cfg: ConformerConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.pointwise_in = nn.Linear(d, 2 * d)
+        self.depthwise = nn.Conv1d(d, d, cfg.conv_kernel, padding=cfg.conv_kernel // 2, groups=d)
+        self.norm = nn.LayerNorm(d)
+        self.pointwise_out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        x = F.glu(self.pointwise_in(x), dim=-1).masked_fill(ctx.pad.unsqueeze(-1), 0.0)
+        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
+        return self.pointwise_out(F.silu(self.norm(x)))
+
+
+def conformer_block(cfg: ConformerConfig) -> Block:
+    return Block(
+        {
+            "ffn1": Residual(cfg, FeedForward(cfg), scale=0.5),
+            "attn": Residual(cfg, SelfAttention(cfg)),
+            "conv": Residual(cfg, ConvModule(cfg)),
+            "ffn2": Residual(cfg, FeedForward(cfg), scale=0.5),
+        },
+        norm=nn.LayerNorm(cfg.d_model),
+    )
+
+
+class ConformerEncoder(AttentionEncoder):
+    """``forward(x [B,T,input_dim], x_lens [B]) -> (y [B,T,d_model], x_lens)``; padding is 0."""
+
+    def __init__(self, input_dim: int, cfg: ConformerConfig) -> None:
+        super().__init__(input_dim, cfg, conformer_block, final_norm=False)

@@ -1,0 +1,224 @@
+"""Self-attention encoders: the pieces shared with the Conformer, and the plain Transformer.
+
+A block is a list of pre-norm residual sub-layers, ``x + scale * dropout(f(LayerNorm(x)))``;
+the Transformer block is self-attention then a feed-forward network, the Conformer block
+(:mod:`ctcasr.models.conformer`) adds a convolution module and a second feed-forward network.
+
+Positions (``pos_enc``): ``rotary`` rotates queries and keys in every attention layer by their
+position (RoPE; attention then depends on relative offsets only); ``abs`` adds sinusoids to the
+scaled input once (``x * sqrt(d_model) + PE``, "Attention Is All You Need"); ``none`` adds
+nothing (a Conformer still sees order through its convolutions; a Transformer does not).
+``benchmarks/posenc.py`` measures them: ``rotary``, the default, left CTC's all-blank plateau
+first on every seed; ``abs`` with its ``sqrt(d_model)`` input scale was the slowest by far.
+
+Padding never reaches a real frame:
+
+- the encoder zeroes padded input frames (so whatever the batch held there, even inf or NaN,
+  cannot turn into NaN inside ``attention @ values``) and padded output frames;
+- attention masks padded *keys* (``make_attn_mask``); padded queries compute garbage that no
+  real frame reads;
+- LayerNorm and the feed-forward networks work frame by frame;
+- the Conformer's convolution module zeroes padded frames right before its depthwise
+  convolution, the only place where neighbouring frames are mixed (see there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctcasr.errors import CtcasrError
+from ctcasr.models.mask import make_attn_mask, make_pad_mask
+
+POS_ENCODINGS = ("rotary", "abs", "none")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    d_model: int = 256  # attention width; the input is projected to it when its size differs
+    num_layers: int = 12
+    num_heads: int = 4  # must divide d_model
+    ffn_dim: int = 1024  # hidden size of the feed-forward networks
+    dropout: float = 0.1  # on the input and on every residual branch
+    attention_dropout: float = 0.0  # on the attention weights
+    pos_enc: str = "rotary"  # rotary | abs | none (benchmarks/posenc.py)
+
+    def __post_init__(self) -> None:
+        where = "model.encoder_conf"
+        for name in ("d_model", "num_layers", "num_heads", "ffn_dim"):
+            if getattr(self, name) < 1:
+                raise CtcasrError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CtcasrError(f"{where}.{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise CtcasrError(
+                f"{where}.d_model: {self.d_model} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.pos_enc not in POS_ENCODINGS:
+            raise CtcasrError(
+                f"{where}.pos_enc: unknown {self.pos_enc!r} ({', '.join(POS_ENCODINGS)})"
+            )
+        if self.pos_enc == "rotary" and (self.d_model // self.num_heads) % 2:
+            raise CtcasrError(
+                f"{where}.d_model: rotary needs an even head size, d_model / num_heads = "
+                f"{self.d_model // self.num_heads}"
+            )
+
+
+# --------------------------------------------------------------------------- positions
+def _angles(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """[length, dim // 2]: position t times the frequencies 10000 ** (-2i / dim)."""
+    freqs = 10000.0 ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    return torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1) * freqs
+
+
+def sinusoidal(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """[length, dim] absolute position encoding: sines in the first half, cosines in the second."""
+    a = _angles(length, dim, device)
+    return torch.cat([a.sin(), a.cos()], dim=-1)
+
+
+def rotary(length: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each [length, head_dim], for :func:`apply_rotary`."""
+    a = _angles(length, head_dim, device).repeat(1, 2)
+    return a.cos(), a.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate feature pairs (i, i + head_dim/2) of x [..., T, head_dim] by their angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+# --------------------------------------------------------------------------- sub-layers
+class Context(NamedTuple):
+    """What every sub-layer of one forward pass may need besides its input."""
+
+    pad: torch.Tensor  # [B, T] bool, True at padding (make_pad_mask)
+    attn_mask: torch.Tensor | None  # [B, 1, 1, T] bool, True at real keys; None: no padding
+    rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) [T, head_dim] with rotary
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with ``scaled_dot_product_attention``. [B,T,D] -> [B,T,D]."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.heads = cfg.num_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dropout = cfg.attention_dropout
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        b, t, d = x.shape
+        qkv = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv  # each [B, H, T, head_dim]
+        if ctx.rope is not None:
+            q, k = apply_rotary(qkv[:2], *ctx.rope)  # queries and keys in one go
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=ctx.attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class FeedForward(nn.Module):
+    """Linear -> Swish -> dropout -> Linear, frame by frame. [B,T,D] -> [B,T,D]."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.ffn_dim), nn.SiLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.ffn_dim, cfg.d_model),
+        )
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        return self.net(x)
+
+
+class Residual(nn.Module):
+    """Pre-norm residual: ``x + scale * dropout(fn(LayerNorm(x), ctx))``."""
+
+    def __init__(self, cfg: TransformerConfig, fn: nn.Module, scale: float = 1.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.fn = fn
+        self.scale = scale
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        return x + self.scale * self.dropout(self.fn(self.norm(x), ctx))
+
+
+class Block(nn.Module):
+    """Named residual sub-layers applied in order, then ``norm`` (none by default)."""
+
+    def __init__(self, subs: dict[str, Residual], norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.subs = nn.ModuleDict(subs)
+        self.norm = norm if norm is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        for sub in self.subs.values():
+            x = sub(x, ctx)
+        return self.norm(x)
+
+
+def transformer_block(cfg: TransformerConfig) -> Block:
+    return Block({
+        "attn": Residual(cfg, SelfAttention(cfg)),
+        "ffn": Residual(cfg, FeedForward(cfg)),
+    })
+
+
+# --------------------------------------------------------------------------- encoder
+class AttentionEncoder(nn.Module):
+    """``forward(x [B,T,input_dim], x_lens [B]) -> (y [B,T,d_model], x_lens)``; padding is 0.
+
+    ``make_block(cfg)`` builds one layer; ``final_norm`` adds a LayerNorm after the last one
+    (a pre-norm stack needs it unless its blocks end in one, as the Conformer's do).
+    """
+
+    def __init__(
+        self, input_dim: int, cfg: TransformerConfig,
+        make_block: Callable[..., Block], final_norm: bool,
+    ) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.proj = nn.Linear(input_dim, d) if input_dim != d else nn.Identity()
+        self.pos_enc = cfg.pos_enc
+        self.head_dim = d // cfg.num_heads
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(make_block(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(d) if final_norm else nn.Identity()
+        self.output_dim = d
+        self.xscale = math.sqrt(d)  # abs: x * xscale + PE (benchmarks/posenc.py also tries 1)
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = x.shape[1]
+        pad = make_pad_mask(x_lens, t)
+        x = self.proj(x.masked_fill(pad.unsqueeze(-1), 0.0))
+        if self.pos_enc == "abs":
+            x = x * self.xscale + sinusoidal(t, self.output_dim, x.device)
+        ctx = Context(
+            pad=pad,
+            attn_mask=make_attn_mask(x_lens, t) if bool(pad.any()) else None,
+            rope=rotary(t, self.head_dim, x.device) if self.pos_enc == "rotary" else None,
+        )
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, ctx)
+        return self.norm(x).masked_fill(pad.unsqueeze(-1), 0.0), x_lens
+
+
+class TransformerEncoder(AttentionEncoder):
+    """Pre-norm Transformer: (self-attention, feed-forward) x num_layers, final LayerNorm."""
+
+    def __init__(self, input_dim: int, cfg: TransformerConfig) -> None:
+        super().__init__(input_dim, cfg, transformer_block, final_norm=True)
