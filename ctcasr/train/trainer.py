@@ -195,7 +195,8 @@ def _train(
         mean, std = compute_cmvn(train_ds, dcfg.num_workers, dist)
     model = build_model(cfg.model, feat_cfg.num_mel_bins, tokenizer.vocab_size, mean, std)
     model.to(device)
-    torch.manual_seed(tc.seed + dist.rank)  # dropout differs between processes
+    if dist.enabled:
+        torch.manual_seed(tc.seed + dist.rank)  # dropout differs between processes
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=lr_at(1, cfg.scheduler, total_steps), betas=cfg.optim.betas,
         eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
