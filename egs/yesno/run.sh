@@ -3,7 +3,8 @@
 #
 #   egs/yesno/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--stage N] [--stop-stage N]
 #
-# Stages: 1 prepare manifests (downloads the corpus if DIR does not exist), 2 train, 3 decode.
+# Stages: 1 prepare manifests (downloads the corpus if DIR does not exist), 2 train,
+# 3 decode (greedy, and prefix beam search with a word 3-gram LM trained on the train transcripts).
 # Default corpus: ../shared/data/yesno relative to the repository root when it exists, else
 # egs/yesno/download (fetched from openslr resource 1).
 set -euo pipefail
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$here/run.sh"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -47,5 +48,9 @@ fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "== stage 3: decode"
   ctcasr decode --checkpoint "$exp/model.pt" --manifest data/test.jsonl --out-dir "$exp/decode_test"
-  cat "$exp/decode_test/summary.txt"
+  ctcasr lm --manifest data/train.jsonl --order 3 --out data/lm_3gram.arpa
+  ctcasr decode --checkpoint "$exp/model.pt" --manifest data/test.jsonl --out-dir "$exp/decode_test_beam_lm" \
+    --decoder beam --beam-size 10 --lm data/lm_3gram.arpa --lm-weight 0.5 --timestamps
+  echo "greedy:      $(head -1 "$exp/decode_test/summary.txt")"
+  echo "beam + LM:   $(head -1 "$exp/decode_test_beam_lm/summary.txt")"
 fi
