@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$here/run.sh"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$here/run.sh"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
