@@ -151,3 +151,22 @@ def test_reads_arpa_with_errors_named(tmp_path):
     bad.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\ta\n-1\tb\n\\end\\\n")
     with pytest.raises(CtcasrError, match="header says 3 1-grams, found 2"):
         NGramLM.read_arpa(bad)
+
+
+def test_lm_fusion_with_sentencepiece_pieces():
+    # pieces that start with ▁ open a word (SentencePiece), others continue it
+    pieces = ["<blank>", "▁a", "x", "▁b"]
+    path = [1, 0, 2, 0, 3, 3, 0]  # ▁a x ▁b -> words "ax", "b"
+    lp = torch.full((1, len(path), 4), 1e-4)
+    for t, k in enumerate(path):
+        lp[0, t, k] = 1.0
+    lp = lp.log_softmax(-1)
+    lm = train_kneser_ney(["ax b", "b ax"], order=2)
+    # a beam wide enough that both CTC sums cover the same paths
+    plain = prefix_beam_search(lp, torch.tensor([len(path)]), beam=200)[0][0]
+    fused = prefix_beam_search(lp, torch.tensor([len(path)]), beam=200,
+                               fusion=LMFusion(lm, pieces, weight=1.0, word_bonus=0.5))[0][0]
+    assert fused.tokens == plain.tokens == [1, 2, 3]
+    lm_part = (lm.log_prob(["<s>"], "ax") + lm.log_prob(["ax"], "b")
+               + lm.log_prob(["b"], "</s>"))
+    assert fused.score - plain.score == pytest.approx(lm_part + 2 * 0.5, abs=1e-4)
