@@ -170,3 +170,14 @@ def test_lm_fusion_with_sentencepiece_pieces():
     lm_part = (lm.log_prob(["<s>"], "ax") + lm.log_prob(["ax"], "b")
                + lm.log_prob(["b"], "</s>"))
     assert fused.score - plain.score == pytest.approx(lm_part + 2 * 0.5, abs=1e-4)
+
+
+def test_our_arpa_scores_like_kenlm(tmp_path):
+    kenlm = pytest.importorskip("kenlm")
+    lm = train_kneser_ney(SENTS, order=3)
+    lm.write_arpa(tmp_path / "lm.arpa")
+    ref = kenlm.Model(str(tmp_path / "lm.arpa"))
+    for sent in ["the cat sat on the mat", "a dog ate the log", "zebra on the mat", "yes"]:
+        words = sent.split()
+        ours = sum(lm.log_prob(["<s>", *words[:i]], w) for i, w in enumerate([*words, "</s>"]))
+        assert ours / math.log(10) == pytest.approx(ref.score(sent, bos=True, eos=True), abs=1e-4)
