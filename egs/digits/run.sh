@@ -11,7 +11,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 [ -x "$root/.venv/bin/ctcasr" ] && export PATH="$root/.venv/bin:$PATH"
-cd "$here"
 
 corpus=""
 config=conf/lstm.yaml
@@ -19,18 +18,8 @@ test_speakers=george
 exp=""
 stage=1
 stop_stage=4
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --corpus) corpus=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --test-speakers) test_speakers=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$here/run.sh"; exit 0 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
+. "$root/egs/common/parse_options.sh"
+cd "$here"
 if [ -z "$corpus" ]; then
   if [ -d "$root/../shared/data/fsdd" ]; then corpus="$root/../shared/data/fsdd"; else corpus=download; fi
 fi
@@ -60,15 +49,18 @@ fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   echo "== stage 4: report ($exp)"
   printf "| test set | decoder | WER %% | CER %% | words |\n| --- | --- | --- | --- | --- |\n"
-  for d in "$exp"/decode_*; do
+  for d in "$exp"/decode_*/; do
+    [ -f "$d/summary.json" ] || continue
     python - "$d" <<'PY'
 import json, sys
 from pathlib import Path
+
 d = Path(sys.argv[1])
 s = json.loads((d / "summary.json").read_text())
 name = d.name.removeprefix("decode_")
-test, _, dec = name.rpartition("_greedy") if name.endswith("_greedy") else name.rpartition("_beam_lm")
-print(f"| {test} | {dec.strip('_') or ('greedy' if name.endswith('greedy') else 'beam + LM')} | {s['wer']:.2f} | {s['cer']:.2f} | {s['words']} |")
+for tag, decoder in (("_greedy", "greedy"), ("_beam_lm", "beam 10 + 3-gram LM")):
+    if name.endswith(tag):
+        print(f"| {name[: -len(tag)]} | {decoder} | {s['wer']:.2f} | {s['cer']:.2f} | {s['words']} |")
 PY
   done
 fi

@@ -11,24 +11,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 [ -x "$root/.venv/bin/ctcasr" ] && export PATH="$root/.venv/bin:$PATH"
-cd "$here"
 
 corpus=""
 config=conf/lstm.yaml
 exp=""
 stage=1
 stop_stage=3
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --corpus) corpus=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$here/run.sh"; exit 0 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
+. "$root/egs/common/parse_options.sh"
+cd "$here"
 if [ -z "$corpus" ]; then
   if [ -d "$root/../shared/data/yesno" ]; then corpus="$root/../shared/data/yesno"; else corpus=download; fi
 fi
