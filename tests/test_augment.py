@@ -57,3 +57,10 @@ def test_bad_speeds_are_rejected():
     with pytest.raises(CtcasrError, match="data.augment.speeds"):
         AugmentConfig(speeds=[0.0])
     assert not AugmentConfig().enabled and AugmentConfig(time_masks=1).enabled
+
+
+def test_spec_augment_can_start_at_a_later_epoch(tmp_path):
+    ds = dataset(tmp_path, AugmentConfig(time_masks=2, time_mask_width=10, spec_start_epoch=2))
+    plain = ds[1][1]
+    assert torch.equal(ds[(0, 1)][1], plain) and torch.equal(ds[(1, 1)][1], plain)
+    assert not torch.equal(ds[(2, 1)][1], plain)

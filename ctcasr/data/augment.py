@@ -43,7 +43,8 @@ class Augmenter:
 
     def spec_augment(self, feats: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
         """[T, F] -> [T, F] with frequency and time masks (a new tensor)."""
-        if self.cfg.freq_masks == 0 and self.cfg.time_masks == 0:
+        cfg = self.cfg
+        if (cfg.freq_masks == 0 and cfg.time_masks == 0) or epoch < cfg.spec_start_epoch:
             return feats
         spec = feats.t().clone()  # torchaudio masks [..., freq, time]
         with torch.random.fork_rng(devices=[]):
