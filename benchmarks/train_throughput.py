@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import tempfile
 import time
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    utts, what = corpus(args.utts, Path("/tmp/ctcasr_bench_audio"))
+    utts, what = corpus(args.utts, Path(tempfile.mkdtemp(prefix="ctcasr_bench_")))
     tok = CharTokenizer.train(u.text for u in utts)
     ds = ASRDataset(utts, FEATS, tok, cache_features=True)
     mean, std = compute_cmvn(ds, 0)

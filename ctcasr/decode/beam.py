@@ -72,7 +72,9 @@ class LMFusion:
 
     def word_score(self, words: tuple[str, ...], word: str) -> float:
         """Weighted ``ln P(word | <s> words)`` plus the bonus; ``</s>`` gets no bonus."""
-        lp = self.weight * self.lm.log_prob(("<s>", *words), word)
+        n = self.lm.order - 1  # only the last n words matter; <s> while there are fewer
+        ctx = words[len(words) - n :] if len(words) >= n else ("<s>", *words)
+        lp = self.weight * self.lm.log_prob(ctx, word)
         return lp if word == "</s>" else lp + self.word_bonus
 
 

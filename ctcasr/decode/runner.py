@@ -81,7 +81,8 @@ def decode_manifest(
         results = decode(log_probs, out_lens)
         for j, (i, nbest) in enumerate(zip(batch.indices, results, strict=True)):
             hyps[i] = rec.tokenizer.decode(nbest[0].tokens)
-            nbests[i] = [(h.score, rec.tokenizer.decode(h.tokens)) for h in nbest]
+            if options.nbest > 1:
+                nbests[i] = [(h.score, rec.tokenizer.decode(h.tokens)) for h in nbest]
             if timestamps:
                 words = word_times(log_probs[j, : out_lens[j]], nbest[0].tokens, rec.tokenizer,
                                    frame_s)

@@ -127,7 +127,7 @@ def train_step(
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += loss.detach().double().cpu()
     if world_size > 1:
-        D.all_reduce_sum(loss_sum, D.DistInfo(world_size=world_size))
+        torch.distributed.all_reduce(loss_sum)
     if scaler is not None:
         scaler.unscale_(optimizer)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
