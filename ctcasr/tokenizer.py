@@ -1,4 +1,4 @@
-"""Tokenizers: characters or SentencePiece (BPE / unigram), with the CTC blank at id 0.
+"""Tokenizers: characters, whole words or SentencePiece (BPE / unigram); CTC blank at id 0.
 
 ``BLANK_ID`` is defined here and nowhere else. A tokenizer serialises to a plain dict of
 strings / ints / uint8 tensors (``state_dict``) so that it travels inside a checkpoint that
@@ -89,6 +89,44 @@ class CharTokenizer(Tokenizer):
         return {"type": "char", "chars": self.pieces[1:]}
 
 
+class WordTokenizer(Tokenizer):
+    """One token per word of the training text (closed vocabulary: digits, commands, yes/no).
+    Pieces are ``▁word``, so every token starts a word for LMs and timestamps."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.pieces = [BLANK, *(SPACE + w for w in words)]
+        self.index = {w: i for i, w in enumerate(words, start=1)}
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> WordTokenizer:
+        words: set[str] = set()
+        for t in texts:
+            words.update(t.split())
+        return cls(sorted(words))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for w in text.split():
+            i = self.index.get(w)
+            if i is None:
+                raise ValueError(f"word {w!r} is not in the tokenizer's vocabulary")
+            ids.append(i)
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return " ".join(self.pieces[i][len(SPACE) :] for i in ids if i != BLANK_ID)
+
+    def id_to_piece(self, i: int) -> str:
+        return self.pieces[i]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"type": "word", "words": [p[len(SPACE) :] for p in self.pieces[1:]]}
+
+
 class SentencePieceTokenizer(Tokenizer):
     """SentencePiece (BPE or unigram). The model's pad id 0 serves as the CTC blank."""
 
@@ -146,16 +184,20 @@ class SentencePieceTokenizer(Tokenizer):
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     if cfg.type == "char":
         return CharTokenizer.train(texts)
+    if cfg.type == "word":
+        return WordTokenizer.train(texts)
     if cfg.type in ("bpe", "unigram"):
         if cfg.vocab_size <= 0:
             raise CtcasrError(f"tokenizer.vocab_size must be > 0 for type {cfg.type!r}")
         return SentencePieceTokenizer.train(texts, cfg.type, cfg.vocab_size)
-    raise CtcasrError(f"tokenizer.type: unknown {cfg.type!r} (choose char, bpe or unigram)")
+    raise CtcasrError(f"tokenizer.type: unknown {cfg.type!r} (choose char, word, bpe or unigram)")
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     if state["type"] == "char":
         return CharTokenizer(list(state["chars"]))
+    if state["type"] == "word":
+        return WordTokenizer(list(state["words"]))
     if state["type"] == "sentencepiece":
         return SentencePieceTokenizer(bytes(state["model"].numpy().tobytes()))
     raise CtcasrError(f"unknown tokenizer type {state['type']!r} in checkpoint")

@@ -63,3 +63,18 @@ def test_cmvn_stats_equal_direct_mean_and_std():
     allf = torch.cat(chunks).double()
     assert torch.allclose(mean.double(), allf.mean(0), atol=1e-5)
     assert torch.allclose(std.double(), allf.std(0, unbiased=False), atol=1e-5)
+
+
+def test_utterance_cmn_removes_a_fixed_channel_filter():
+    # A fixed microphone colouring is (nearly) a constant per-bin offset in log-mel; utterance
+    # CMN removes it: the filtered and unfiltered signals give nearly the same features.
+    cfg = FbankConfig(sample_rate=8000, num_mel_bins=23, utterance_cmn=True)
+    wave = torch.randn(8000) * 0.1 * torch.linspace(0.2, 1.0, 8000)  # noise with a level ramp
+    coloured = torch.nn.functional.conv1d(  # a short FIR low-pass: a different "microphone"
+        wave.view(1, 1, -1), torch.tensor([[[0.5, 0.3, 0.2]]]), padding=1
+    ).view(-1) * 3.0
+    plain, same = fbank(wave, cfg), fbank(coloured, cfg)
+    assert plain.mean(0).abs().max() < 1e-4  # every bin has zero mean over the utterance
+    raw = FbankConfig(sample_rate=8000, num_mel_bins=23)
+    assert (fbank(wave, raw) - fbank(coloured, raw)).abs().mean() > 1.0
+    assert (plain - same).abs().mean() < 0.2

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from ctcasr.config import TokenizerConfig
-from ctcasr.tokenizer import BLANK_ID, CharTokenizer, tokenizer_from_state, train_tokenizer
+from ctcasr.tokenizer import (
+    BLANK_ID,
+    CharTokenizer,
+    WordTokenizer,
+    tokenizer_from_state,
+    train_tokenizer,
+)
 
 TEXTS = ["hello world", "the quick brown fox", "jumps over the lazy dog", "hello there"] * 10
 
@@ -16,7 +22,7 @@ def reload(tok):
     return tokenizer_from_state(torch.load(buf, weights_only=True))
 
 
-@pytest.mark.parametrize("kind, size", [("char", 0), ("bpe", 40), ("unigram", 40)])
+@pytest.mark.parametrize("kind, size", [("char", 0), ("word", 0), ("bpe", 40), ("unigram", 40)])
 def test_round_trip_and_blank(kind, size):
     tok = train_tokenizer(TokenizerConfig(kind, size), TEXTS)
     for text in ["hello world", "the lazy fox jumps", "dog"]:
@@ -41,3 +47,13 @@ def test_char_vocab_and_word_starts():
     assert tok.encode("ab  ba") == [1, 2, 3, 2, 1]
     assert tok.decode([0, 1, 2, 0, 3, 2, 1]) == "ab ba"
     assert [tok.is_word_start(i) for i in range(4)] == [False, False, False, True]
+
+
+def test_word_vocab_and_unknown_word():
+    tok = WordTokenizer.train(["two one", "one  three"])
+    assert tok.pieces == ["<blank>", "▁one", "▁three", "▁two"]
+    assert tok.encode(" one two ") == [1, 3]
+    assert tok.decode([0, 1, 1, 0, 3]) == "one one two"  # decode does not collapse repeats
+    assert all(tok.is_word_start(i) for i in range(1, 4)) and not tok.is_word_start(0)
+    with pytest.raises(ValueError, match="'four'"):
+        tok.encode("one four")

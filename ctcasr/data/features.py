@@ -19,7 +19,7 @@ from ctcasr.config import FbankConfig
 def fbank(wave: torch.Tensor, cfg: FbankConfig) -> torch.Tensor:
     """[num_samples] float waveform in [-1, 1] -> [num_frames, num_mel_bins] log-mel."""
     # Kaldi's fbank expects 16-bit sample values; scale to keep Kaldi's energy floor meaningful.
-    return kaldi.fbank(
+    feats = kaldi.fbank(
         wave.unsqueeze(0) * 32768.0,
         num_mel_bins=cfg.num_mel_bins,
         frame_length=cfg.frame_length_ms,
@@ -30,6 +30,9 @@ def fbank(wave: torch.Tensor, cfg: FbankConfig) -> torch.Tensor:
         high_freq=cfg.high_freq,
         sample_frequency=cfg.sample_rate,
     )
+    if cfg.utterance_cmn and feats.shape[0] > 0:
+        feats = feats - feats.mean(0, keepdim=True)
+    return feats
 
 
 def num_frames(num_samples: int, cfg: FbankConfig) -> int:
