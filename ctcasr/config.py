@@ -32,6 +32,8 @@ class FbankConfig:
     dither: float = 0.0  # 0 keeps features deterministic (exact resume, reproducible decode)
     low_freq: float = 20.0
     high_freq: float = 0.0  # <= 0: offset from Nyquist, as in Kaldi
+    utterance_cmn: bool = False  # subtract each utterance's mean log-mel (removes the
+    #                              microphone / channel colouring; global CMVN still follows)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    type: str = "char"  # char | bpe | unigram
+    type: str = "char"  # char | word | bpe | unigram
     vocab_size: int = 0  # SentencePiece only
 
 
