@@ -7,42 +7,72 @@ A checkpoint is a dict of tensors and plain Python values only::
      "train_state": {...} | absent}     # optimizer, scheduler, RNG, sampler position, step
 
 The CMVN statistics are buffers of the model's state dict. Writing goes to a temporary file in
-the same folder, then ``fsync`` + ``os.replace``: a crash leaves the old file or the new one,
-never a torn one. Temporary names end in ``.tmp`` and are never read as checkpoints.
+the same folder, then ``fsync`` + ``os.replace`` + ``fsync`` of the folder: a crash (or kill -9,
+or a full disk) leaves the old file or the new one, never a torn one. Temporary names are
+``.NAME.XXXXXXXX.tmp``: never read as checkpoints, and removed by :func:`remove_temporaries`.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import shutil
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from ctcasr.errors import CtcasrError, first_line
 
 FORMAT = 1
+# Test hook: seconds to wait between writing the temporary file and renaming it, so that a test
+# can kill the process while a checkpoint is being written.
+PAUSE_ENV = "CTCASR_TEST_CHECKPOINT_PAUSE"
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
-    path = Path(path)
+    _write_atomic(Path(path), lambda f: torch.save({"format": FORMAT, **obj}, f))
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Copy a checkpoint file, atomically like :func:`save_checkpoint`."""
+    with Path(src).open("rb") as s:
+        _write_atomic(Path(dst), lambda f: shutil.copyfileobj(s, f))
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that an interrupted save left in ``folder``."""
+    stale = sorted(Path(folder).glob(".*.pt.????????.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **obj}, f)
+        # os.open honours the umask (mkstemp would make the checkpoint private to its owner)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        if os.environ.get(PAUSE_ENV):
+            time.sleep(float(os.environ[PAUSE_ENV]))
         os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CtcasrError(
-                f"{path}: could not write checkpoint ({e.strerror or e}); "
-                "the previous checkpoint, if any, is intact"
-            ) from None
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        what = e.strerror if isinstance(e, OSError) and e.strerror else \
+            f"{type(e).__name__}: {first_line(e)}"
+        raise CtcasrError(
+            f"{path}: could not write checkpoint ({what}); the previous {path.name}, if any, "
+            "is intact"
+        ) from e
+    except BaseException:  # KeyboardInterrupt, SystemExit: clean up, let it through
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
