@@ -1,9 +1,16 @@
-"""Dataset and collate: utterances -> typed, padded batches with lengths."""
+"""Dataset and collate: utterances -> typed, padded batches with lengths.
+
+Bad inputs (see :mod:`ctcasr.data.badinputs`): a transcript the tokenizer cannot encode is met
+when the dataset is made; unreadable audio, and audio too short for its transcript under CTC
+(with the model's ``output_lengths``), when an utterance is read. Under ``--skip-bad`` such an
+item comes back as ``(i, None, message)``, even from a DataLoader worker process, and ``collate``
+leaves it out of the batch and passes the message on in ``Batch.skipped``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -11,10 +18,14 @@ from torch.nn.utils.rnn import pad_sequence
 from ctcasr.config import FbankConfig
 from ctcasr.data.audio import load_audio
 from ctcasr.data.augment import Augmenter
+from ctcasr.data.badinputs import BadInputs
 from ctcasr.data.features import fbank
 from ctcasr.data.manifest import Utterance
 from ctcasr.errors import CtcasrError
 from ctcasr.tokenizer import Tokenizer
+from ctcasr.train.loss import min_ctc_frames
+
+Item = tuple[int, torch.Tensor, torch.Tensor] | tuple[int, None, str]  # (i, feats, tokens | why)
 
 
 @dataclass
@@ -27,6 +38,7 @@ class Batch:
     token_lens: torch.Tensor  # [B] int64
     ids: list[str]
     indices: list[int]  # positions in the dataset (manifest order)
+    skipped: list[str] = field(default_factory=list)  # --skip-bad: why items were left out
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(
@@ -36,12 +48,13 @@ class Batch:
             self.token_lens.to(device, non_blocking=non_blocking),
             self.ids,
             self.indices,
+            self.skipped,
         )
 
     def pin_memory(self) -> Batch:
         return Batch(
             self.feats.pin_memory(), self.feat_lens.pin_memory(), self.tokens.pin_memory(),
-            self.token_lens.pin_memory(), self.ids, self.indices,
+            self.token_lens.pin_memory(), self.ids, self.indices, self.skipped,
         )
 
     def __len__(self) -> int:
@@ -54,7 +67,10 @@ class ASRDataset(torch.utils.data.Dataset):
     With an ``augmenter``, the key ``(epoch, i)`` gives utterance ``i`` augmented as drawn for
     ``epoch`` (speed perturbation, SpecAugment); a plain ``i`` is never augmented.
     Transcripts are tokenised up front, so an unencodable character fails before any training
-    with the manifest line. Without a tokenizer (decoding), token tensors are empty.
+    with the manifest line. Without a tokenizer (decoding), token tensors are empty. With
+    ``output_lengths`` (the model's frames-out-for-frames-in), unperturbed audio that gives
+    fewer encoder frames than CTC needs for the transcript (at least one) is an error. With a
+    skipping ``bad``, bad utterances are left out (see the module docstring).
     """
 
     def __init__(
@@ -64,24 +80,42 @@ class ASRDataset(torch.utils.data.Dataset):
         tokenizer: Tokenizer | None = None,
         cache_features: bool = False,
         augmenter: Augmenter | None = None,
+        output_lengths: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        bad: BadInputs | None = None,
     ) -> None:
-        self.utts = list(utts)
         self.feat_cfg = feat_cfg
         self.augmenter = augmenter
+        self.output_lengths = output_lengths
+        self.skip_bad = bad is not None and bad.skip
         # keyed by (index, speed factor)
         self.cache: dict[tuple[int, float], torch.Tensor] | None = {} if cache_features else None
+        self.utts: list[Utterance] = []
         self.tokens: list[torch.Tensor] = []
-        for u in self.utts:
+        for u in utts:
             ids: list[int] = []
             if tokenizer is not None and u.text:
                 try:
                     ids = tokenizer.encode(u.text)
                 except ValueError as e:
-                    raise CtcasrError(f"{u.where}: utterance {u.id!r}: {e}") from None
+                    (bad or BadInputs()).skip_or_raise(f"{u.where}: utterance {u.id!r}: {e}")
+                    continue
+            self.utts.append(u)
             self.tokens.append(torch.tensor(ids, dtype=torch.long))
 
     def __len__(self) -> int:
         return len(self.utts)
+
+    def subset(self, keep: Iterable[int]) -> ASRDataset:
+        """The utterances ``keep`` (new indices 0, 1, ...; cached features kept); reading is
+        strict: a bad utterance raises."""
+        keep = list(keep)
+        new = ASRDataset([], self.feat_cfg, None, False, self.augmenter, self.output_lengths)
+        new.utts = [self.utts[i] for i in keep]
+        new.tokens = [self.tokens[i] for i in keep]
+        if self.cache is not None:
+            pos = {i: j for j, i in enumerate(keep)}
+            new.cache = {(pos[i], s): f for (i, s), f in self.cache.items() if i in pos}
+        return new
 
     def features(self, i: int, speed: float = 1.0) -> torch.Tensor:
         if self.cache is not None and (i, speed) in self.cache:
@@ -96,32 +130,63 @@ class ASRDataset(torch.utils.data.Dataset):
                 f"{u.audio}: audio too short for one {self.feat_cfg.frame_length_ms:g} ms frame "
                 f"(manifest {u.where})"
             )
+        if speed == 1.0:
+            self._check_ctc_length(i, feats.shape[0])
         if self.cache is not None:
             self.cache[i, speed] = feats
         return feats
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, torch.Tensor, torch.Tensor]:
-        if isinstance(key, tuple) and self.augmenter is not None:
-            epoch, i = key
-            aug = self.augmenter
-            feats = aug.spec_augment(self.features(i, aug.speed(epoch, i)), epoch, i)
-            return i, feats, self.tokens[i]
-        i = key[1] if isinstance(key, tuple) else key
-        return i, self.features(i), self.tokens[i]
+    def _check_ctc_length(self, i: int, frames: int) -> None:
+        if self.output_lengths is None:
+            return
+        u, tokens = self.utts[i], self.tokens[i]
+        out = int(self.output_lengths(torch.tensor(frames)))
+        need = max(1, int(min_ctc_frames(tokens[None], torch.tensor([len(tokens)]))))
+        if out < need:
+            what = f"CTC needs {need} for its {len(tokens)} labels" if len(tokens) else \
+                "decoding needs 1"
+            raise CtcasrError(f"{u.audio}: too short: {frames} feature frames give {out} encoder "
+                              f"frame(s), {what} (manifest {u.where})")
 
-    def collate(self, items: list[tuple[int, torch.Tensor, torch.Tensor]]) -> Batch:
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
+        i = key[1] if isinstance(key, tuple) else key
+        try:
+            if isinstance(key, tuple) and self.augmenter is not None:
+                aug, epoch = self.augmenter, key[0]
+                return i, aug.spec_augment(self.features(i, aug.speed(epoch, i)), epoch, i), \
+                    self.tokens[i]
+            return i, self.features(i), self.tokens[i]
+        except CtcasrError as e:
+            if not self.skip_bad:
+                raise
+            return i, None, str(e)
+
+    def collate(self, items: list[Item]) -> Batch:
+        skipped = [why for _, f, why in items if f is None]
+        items = [it for it in items if it[1] is not None]
         indices = [i for i, _, _ in items]
         feats = [f for _, f, _ in items]
         toks = [t for _, _, t in items]
         return Batch(
-            feats=pad_sequence(feats, batch_first=True),
+            feats=pad_sequence(feats, batch_first=True) if feats
+            else torch.zeros(0, 0, self.feat_cfg.num_mel_bins),
             feat_lens=torch.tensor([f.shape[0] for f in feats], dtype=torch.long),
             tokens=pad_sequence(toks, batch_first=True) if any(len(t) for t in toks)
             else torch.zeros(len(toks), 0, dtype=torch.long),
             token_lens=torch.tensor([len(t) for t in toks], dtype=torch.long),
             ids=[self.utts[i].id for i in indices],
             indices=indices,
+            skipped=skipped,
         )
+
+
+def read_each(dataset: ASRDataset, indices: Sequence[int], num_workers: int) -> Iterable[Item]:
+    """Items ``indices`` of ``dataset`` one by one (in worker processes if ``num_workers``)."""
+    if num_workers == 0:
+        return (dataset[i] for i in indices)
+    return torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, indices), batch_size=None, num_workers=num_workers,
+    )
 
 
 def make_loader(

@@ -5,7 +5,9 @@
 Relative ``audio`` paths resolve against the manifest's folder. An optional ``offset`` (seconds)
 makes the utterance the segment ``[offset, offset + duration)`` of the file (as Kaldi's
 ``segments``); other extra keys are kept in ``Utterance.extra``. Every line is validated on
-reading, and errors name ``file:line``.
+reading (ids must be unique), and errors name ``file:line``; under ``--skip-bad`` (a skipping
+:class:`BadInputs`) bad lines are left out and listed instead. Reading streams: only the ids
+seen so far are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctcasr.data.badinputs import BadInputs
 from ctcasr.errors import CtcasrError
 
 REQUIRED_KEYS = ("id", "audio", "duration", "text")
@@ -33,29 +36,43 @@ class Utterance:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def iter_manifest(path: str | Path, require_text: bool = True) -> Iterator[Utterance]:
+def iter_manifest(
+    path: str | Path, require_text: bool = True, bad: BadInputs | None = None
+) -> Iterator[Utterance]:
     """Stream a manifest, validating each line. ``require_text=False`` allows empty text."""
     path = Path(path)
+    bad = BadInputs() if bad is None else bad
     try:
-        f = path.open(encoding="utf-8")
+        f = path.open("rb")
     except OSError as e:
         raise CtcasrError(f"{path}: cannot read manifest: {e.strerror}") from None
+    seen: dict[str, int] = {}
     with f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = _decode(raw, path, lineno)
+                if not line.strip():
+                    continue
+                u = _parse_line(line, path, lineno, require_text)
+                if u.id in seen:
+                    raise CtcasrError(f"{u.where}: duplicate id {u.id!r} (first at line "
+                                      f"{seen[u.id]})")
+            except CtcasrError as e:
+                bad.skip_or_raise(e)
                 continue
-            yield _parse_line(line, path, lineno, require_text)
+            seen[u.id] = lineno
+            yield u
 
 
-def read_manifest(path: str | Path, require_text: bool = True) -> list[Utterance]:
-    utts = list(iter_manifest(path, require_text))
+def read_manifest(
+    path: str | Path, require_text: bool = True, bad: BadInputs | None = None
+) -> list[Utterance]:
+    bad = BadInputs() if bad is None else bad
+    before = bad.count
+    utts = list(iter_manifest(path, require_text, bad))
     if not utts:
-        raise CtcasrError(f"{path}: manifest is empty")
-    seen: dict[str, str] = {}
-    for u in utts:
-        if u.id in seen:
-            raise CtcasrError(f"{u.where}: duplicate id {u.id!r} (first at {seen[u.id]})")
-        seen[u.id] = u.where
+        skipped = f" (its {bad.count - before} line(s) are bad)" if bad.count > before else ""
+        raise CtcasrError(f"{path}: manifest is empty{skipped}")
     return utts
 
 
@@ -72,6 +89,13 @@ def write_manifest(path: str | Path, utts: Iterable[dict[str, Any]]) -> int:
             f.write(json.dumps(u, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def _decode(raw: bytes, path: Path, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CtcasrError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start + 1})") from None
 
 
 def _parse_line(line: str, path: Path, lineno: int, require_text: bool) -> Utterance:
