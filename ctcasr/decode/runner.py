@@ -1,8 +1,15 @@
-"""Decode a manifest with a checkpoint: rebuild everything from the checkpoint file alone."""
+"""Decode a manifest with a checkpoint: rebuild everything from the checkpoint file alone.
+
+The manifest is streamed in chunks of ``CHUNK`` utterances; each chunk is bucketed by length,
+decoded, and its results written (in manifest order) before the next is read, so memory does
+not grow with the manifest (only the ids are kept, to refuse duplicates).
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,17 +19,20 @@ from tqdm import tqdm
 from ctcasr.checkpoint import load_checkpoint
 from ctcasr.config import Config
 from ctcasr.data.audio import audio_duration
+from ctcasr.data.badinputs import BadInputs
 from ctcasr.data.dataset import ASRDataset, make_loader
 from ctcasr.data.features import frames_for_duration
-from ctcasr.data.manifest import read_manifest
+from ctcasr.data.manifest import Utterance, iter_manifest
 from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.decode import DecodeOptions, make_decoder
 from ctcasr.decode.timestamps import word_times
+from ctcasr.errors import CtcasrError, first_line
 from ctcasr.models import CTCModel, build_model
-from ctcasr.scoring import Score, write_report
+from ctcasr.scoring import ReportWriter, Score
 from ctcasr.tokenizer import Tokenizer, tokenizer_from_state
 
 log = logging.getLogger("ctcasr")
+CHUNK = 1000  # utterances read, decoded and written at a time
 
 
 @dataclass
@@ -39,10 +49,21 @@ def load_recognizer(path: str | Path, device: str | torch.device = "cpu") -> Rec
     tokenizer = tokenizer_from_state(ckpt["tokenizer"])
     dim = ckpt["feature_dim"]
     model = build_model(cfg.model, dim, tokenizer.vocab_size, torch.zeros(dim), torch.ones(dim))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CtcasrError(f"{path}: its weights do not fit its own config "
+                          f"({first_line(e).rstrip(':. ')})") from None
     device = torch.device(device)
     model.to(device).eval()
     return Recognizer(cfg, model, tokenizer, device)
+
+
+@dataclass
+class Decoded:
+    hyp: str
+    nbest: list[tuple[float, str]]
+    ctm: list[str]
 
 
 @torch.no_grad()
@@ -55,46 +76,84 @@ def decode_manifest(
     num_workers: int = 0,
     options: DecodeOptions = DecodeOptions(),
     timestamps: bool = False,
+    skip_bad: bool = False,
 ) -> Score | None:
     """Decode every utterance of ``manifest``; write the report files into ``out_dir``
-    (plus ``nbest.txt`` when ``options.nbest > 1``, ``words.ctm`` with ``timestamps``)."""
+    (plus ``nbest.txt`` when ``options.nbest > 1``, ``words.ctm`` with ``timestamps``, and
+    ``skipped.txt`` with ``skip_bad``: bad utterances are then left out and listed)."""
     decode = make_decoder(decoder, options, rec.tokenizer)
-    frame_s = rec.model.frontend.factor * rec.config.data.features.frame_shift_ms / 1000
-    utts = read_manifest(manifest, require_text=False)
+    bad = BadInputs(skip_bad)
+    utts = iter_manifest(manifest, require_text=False, bad=bad)
+    total = 0
+    with ExitStack() as stack:
+        report = stack.enter_context(ReportWriter(out_dir, name=manifest.name))
+        nbest_f = stack.enter_context((out_dir / "nbest.txt").open("w", encoding="utf-8")) \
+            if options.nbest > 1 else None
+        ctm_f = stack.enter_context((out_dir / "words.ctm").open("w", encoding="utf-8")) \
+            if timestamps else None
+        bar = stack.enter_context(tqdm(desc="decode", unit="utt", disable=None))
+        while chunk := list(itertools.islice(utts, CHUNK)):
+            total += len(chunk)
+            results = _decode_chunk(rec, chunk, decode, max_frames, num_workers, options,
+                                    timestamps, bad)
+            for i, u in enumerate(chunk):
+                if i not in results:
+                    continue
+                r = results[i]
+                report.add(u.id, u.text or None, r.hyp)
+                if nbest_f is not None:
+                    nbest_f.writelines(f"{u.id}\t{n}\t{sc:.4f}\t{text}\n"
+                                       for n, (sc, text) in enumerate(r.nbest, 1))
+                if ctm_f is not None:
+                    ctm_f.writelines(line + "\n" for line in r.ctm)
+            bar.update(len(chunk))
+        if not total:
+            raise CtcasrError(f"{manifest}: manifest is empty" +
+                              (f" ({bad.count} bad line(s) skipped)" if bad.count else ""))
+        score = report.close()
+    bad.report(out_dir / "skipped.txt")
+    return score
+
+
+def _decode_chunk(
+    rec: Recognizer, utts: list[Utterance], decode, max_frames: int, num_workers: int,
+    options: DecodeOptions, timestamps: bool, bad: BadInputs,
+) -> dict[int, Decoded]:
+    """Decode a list of utterances; results by position in ``utts`` (bad ones left out)."""
     feat_cfg = rec.config.data.features
-    frames = [
-        frames_for_duration(u.duration or audio_duration(u.audio, u.where), feat_cfg) for u in utts
-    ]
-    dataset = ASRDataset(utts, feat_cfg, tokenizer=None)
-    sampler = BucketBatchSampler(
-        frames, max_frames or rec.config.data.max_frames_per_batch,
-        rec.config.data.max_utts_per_batch,
-    )
-    hyps: list[str] = [""] * len(utts)
-    nbests: list[list[tuple[float, str]]] = [[] for _ in utts]
-    ctm: list[list[str]] = [[] for _ in utts]
-    loader = make_loader(dataset, sampler, num_workers)
-    for batch in tqdm(loader, total=len(sampler), desc="decode", disable=None):
+    kept, frames = [], []  # positions in utts, feature frames
+    for p, u in enumerate(utts):
+        try:
+            frames.append(frames_for_duration(u.duration or audio_duration(u.audio, u.where),
+                                              feat_cfg))
+            kept.append(p)
+        except CtcasrError as e:
+            bad.skip_or_raise(e)
+    if not kept:
+        return {}
+    dataset = ASRDataset([utts[p] for p in kept], feat_cfg,
+                         output_lengths=rec.model.output_lengths, bad=bad)
+    sampler = BucketBatchSampler(frames, max_frames or rec.config.data.max_frames_per_batch,
+                                 rec.config.data.max_utts_per_batch)
+    frame_s = rec.model.frontend.factor * feat_cfg.frame_shift_ms / 1000
+    out: dict[int, Decoded] = {}
+    for batch in make_loader(dataset, sampler, num_workers):
+        for why in batch.skipped:
+            bad.skip_or_raise(why)
+        if not len(batch):
+            continue
         b = batch.to(rec.device)
         log_probs, out_lens = rec.model(b.feats, b.feat_lens)
         log_probs, out_lens = log_probs.cpu(), out_lens.cpu()
-        results = decode(log_probs, out_lens)
-        for j, (i, nbest) in enumerate(zip(batch.indices, results, strict=True)):
-            hyps[i] = rec.tokenizer.decode(nbest[0].tokens)
-            if options.nbest > 1:
-                nbests[i] = [(h.score, rec.tokenizer.decode(h.tokens)) for h in nbest]
+        for j, (i, nbest) in enumerate(zip(batch.indices, decode(log_probs, out_lens),
+                                           strict=True)):
+            best, ctm = nbest[0].tokens, []
             if timestamps:
-                words = word_times(log_probs[j, : out_lens[j]], nbest[0].tokens, rec.tokenizer,
-                                   frame_s)
-                ctm[i] = [f"{utts[i].id} 1 {w.start:.3f} {w.end - w.start:.3f} {w.word} "
-                          f"{w.confidence:.3f}" for w in words]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if options.nbest > 1:
-        with (out_dir / "nbest.txt").open("w", encoding="utf-8") as f:
-            for u, nb in zip(utts, nbests, strict=True):
-                f.writelines(f"{u.id}\t{r}\t{sc:.4f}\t{text}\n" for r, (sc, text) in
-                             enumerate(nb, 1))
-    if timestamps:
-        (out_dir / "words.ctm").write_text("".join(line + "\n" for c in ctm for line in c))
-    refs = [u.text or None for u in utts]
-    return write_report(out_dir, [u.id for u in utts], refs, hyps, name=manifest.name)
+                uid = batch.ids[j]
+                words = word_times(log_probs[j, : out_lens[j]], best, rec.tokenizer, frame_s)
+                ctm = [f"{uid} 1 {w.start:.3f} {w.end - w.start:.3f} {w.word} "
+                       f"{w.confidence:.3f}" for w in words]
+            nb = [(h.score, rec.tokenizer.decode(h.tokens)) for h in nbest] \
+                if options.nbest > 1 else []
+            out[kept[i]] = Decoded(rec.tokenizer.decode(best), nb, ctm)
+    return out
