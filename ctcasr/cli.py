@@ -2,7 +2,8 @@
 
 Distributed training: ``torchrun --nproc_per_node=N -m ctcasr train ...``.
 
-Errors caused by input print one line (``error: ...``) and exit with status 1.
+Errors caused by input (and OS errors such as a full disk) print one line (``error: ...``) and
+exit with status 1.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value, e.g. --set train.epochs=5 (repeatable)."),
 ]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad utterances (unreadable "
+                                          "audio, bad manifest lines, ...) instead of stopping; "
+                                          "they are counted and listed in skipped.txt.")]
 
 
 @app.command()
@@ -40,6 +44,7 @@ def train(
     overrides: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in EXP_DIR from "
                                          "last.pt, exactly where it stopped.")] = False,
+    skip_bad: SkipBadOpt = False,
 ) -> None:
     """Train a CTC model: tokenizer and CMVN from the training set, then epochs of training
     with validation loss and greedy WER after each; the best epoch becomes model.pt."""
@@ -47,7 +52,7 @@ def train(
     from ctcasr.train.trainer import train as run_train
 
     cfg = load_config(config, overrides)
-    run_train(cfg, train_manifest, valid_manifest, exp_dir, resume=resume)
+    run_train(cfg, train_manifest, valid_manifest, exp_dir, resume=resume, skip_bad=skip_bad)
 
 
 @app.command()
@@ -79,6 +84,7 @@ def decode(
     max_frames: Annotated[int, typer.Option("--max-frames", help="Padded frames per batch "
                                             "(0: the training config's value).")] = 0,
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
+    skip_bad: SkipBadOpt = False,
 ) -> None:
     """Decode a manifest and write the hypotheses and a WER/CER report; prints the WER."""
     from ctcasr.decode import DecodeOptions
@@ -87,7 +93,7 @@ def decode(
     opts = DecodeOptions(beam, nbest, topk, prune, str(lm) if lm else None, lm_weight, word_bonus)
     rec = load_recognizer(checkpoint, device)
     s = decode_manifest(rec, manifest, out_dir, decoder, max_frames, num_workers, opts,
-                        timestamps)
+                        timestamps, skip_bad)
     typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")
     typer.echo(f"wrote {out_dir}/hyp.txt")
 
@@ -182,7 +188,7 @@ def main() -> None:
                         datefmt="%H:%M:%S")
     try:
         app()
-    except CtcasrError as e:
+    except (CtcasrError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -46,6 +46,22 @@ class TrainLog:
             self.tb.close()
 
 
+def trim_log(path: Path, step: int, epoch: int) -> None:
+    """Keep the records written up to a checkpoint at ``step`` after ``epoch`` full epochs (a
+    resumed run writes those that came after it again)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines(keepends=True) if line.strip()
+            and _before(json.loads(line), step, epoch)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    tmp.replace(path)
+
+
+def _before(rec: dict[str, Any], step: int, epoch: int) -> bool:
+    return rec["epoch"] <= epoch if "valid_loss" in rec else rec["step"] <= step
+
+
 def read_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

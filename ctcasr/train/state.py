@@ -29,6 +29,8 @@ class TrainState:
     bad_in_row: int = 0  # ... and in a row
     infeasible_utts: int = 0  # labels longer than the encoder output allows
     history: list[dict[str, float]] = field(default_factory=list)  # one record per validation
+    # [set, utterance id, why]: unreadable utterances left out by --skip-bad before training
+    unreadable: list[list[str]] = field(default_factory=list)
 
     def valid_losses(self) -> list[float]:
         return [h["valid_loss"] for h in self.history]

@@ -21,7 +21,13 @@ same update as one k-times larger batch.
 Resuming is exact: the sampler's batches and the augmentation are pure functions of
 (seed, epoch), the checkpoint stores how many batches of the current epoch were consumed, the
 optimizer (and fp16 scaler) state, the step and every process's RNG states, so a resumed run
-produces bitwise the same weights as an uninterrupted one.
+produces bitwise the same weights as an uninterrupted one. Killed at any moment (kill -9
+included), a run continues with ``--resume`` from its last checkpoint, to the same weights;
+killed before its first checkpoint, ``--resume`` starts it again (docs/reliability.md).
+
+Bad inputs stop the run before training with a one-line error, or under ``skip_bad`` are left
+out and listed in ``skipped.txt``: every training and validation utterance is read once before
+the first step (the pass that computes the CMVN statistics), so none can fail hours later.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import contextlib
 import logging
 import math
 import random
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,22 +44,29 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ctcasr.checkpoint import load_checkpoint, save_checkpoint
+from ctcasr.checkpoint import (
+    copy_checkpoint,
+    load_checkpoint,
+    remove_temporaries,
+    save_checkpoint,
+)
 from ctcasr.config import Config, save_config
 from ctcasr.data.augment import Augmenter
-from ctcasr.data.dataset import ASRDataset, Batch, make_loader
+from ctcasr.data.badinputs import BadInputs
+from ctcasr.data.dataset import ASRDataset, Batch, make_loader, read_each
 from ctcasr.data.features import CMVNStats, frames_for_duration
 from ctcasr.data.manifest import read_manifest
 from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.decode import greedy_search
 from ctcasr.errors import CtcasrError
 from ctcasr.models import CTCModel, build_model
+from ctcasr.models.frontend import Conv2dSubsampling
 from ctcasr.scoring import score
 from ctcasr.tokenizer import Tokenizer, tokenizer_from_state, train_tokenizer
 from ctcasr.train import distributed as D
 from ctcasr.train.average import average_checkpoints, select_epochs
 from ctcasr.train.loss import ctc_loss, min_ctc_frames
-from ctcasr.train.monitor import Meter, TrainLog
+from ctcasr.train.monitor import Meter, TrainLog, trim_log
 from ctcasr.train.schedule import check_schedule, lr_at
 from ctcasr.train.state import TrainState, check_compatible, rng_state, set_rng_state
 
@@ -62,7 +74,8 @@ log = logging.getLogger("ctcasr")
 
 
 def train(
-    cfg: Config, train_manifest: Path, valid_manifest: Path, exp_dir: Path, resume: bool = False
+    cfg: Config, train_manifest: Path, valid_manifest: Path, exp_dir: Path, resume: bool = False,
+    skip_bad: bool = False,
 ) -> TrainState:
     """Train (or resume training) a model; returns the final training state.
 
@@ -78,7 +91,8 @@ def train(
     else:
         log.setLevel(logging.WARNING)
     try:
-        return _train(cfg, train_manifest, valid_manifest, exp_dir, resume, dist, device)
+        return _train(cfg, train_manifest, valid_manifest, exp_dir, resume, skip_bad, dist,
+                      device)
     finally:
         log.setLevel(level)
         if handler is not None:
@@ -145,15 +159,21 @@ def train_step(
 
 def _train(
     cfg: Config, train_manifest: Path, valid_manifest: Path, exp_dir: Path, resume: bool,
-    dist: D.DistInfo, device: torch.device,
+    skip_bad: bool, dist: D.DistInfo, device: torch.device,
 ) -> TrainState:
     tc, dcfg, feat_cfg = cfg.train, cfg.data, cfg.data.features
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
+    if dist.is_main:
+        for p in remove_temporaries(exp_dir):
+            log.info("removed %s (a checkpoint that was being written when a run stopped)", p)
     ckpt = _resume_checkpoint(cfg, exp_dir, resume)
+    if ckpt is None and dist.is_main:
+        save_config(cfg, exp_dir / "config.yaml")  # also marks the folder as holding a run
 
-    train_utts = read_manifest(train_manifest)
-    valid_utts = read_manifest(valid_manifest)
+    bad = BadInputs(skip_bad)
+    train_utts = read_manifest(train_manifest, bad=bad)
+    valid_utts = read_manifest(valid_manifest, bad=bad)
     if ckpt is not None:
         tokenizer = tokenizer_from_state(ckpt["tokenizer"])
     else:
@@ -163,17 +183,32 @@ def _train(
         tokenizer = tokenizer_from_state(D.broadcast(tok_state, dist))
     augmenter = Augmenter(dcfg.augment, feat_cfg.sample_rate, tc.seed) if dcfg.augment.enabled \
         else None
-    train_ds = ASRDataset(train_utts, feat_cfg, tokenizer, dcfg.cache_features, augmenter)
-    valid_ds = ASRDataset(valid_utts, feat_cfg, tokenizer, dcfg.cache_features)
+    lengths = Conv2dSubsampling(feat_cfg.num_mel_bins, cfg.model.frontend).output_lengths
+    train_ds = ASRDataset(train_utts, feat_cfg, tokenizer, dcfg.cache_features, augmenter,
+                          lengths, bad)
+    valid_ds = ASRDataset(valid_utts, feat_cfg, tokenizer, dcfg.cache_features, None, lengths,
+                          bad)
+    stats = CMVNStats.empty(feat_cfg.num_mel_bins)
+    if ckpt is None:  # read everything once: CMVN statistics, and no bad input met later
+        unreadable = [["train", *x] for x in scan(train_ds, dcfg.num_workers, dist, bad, stats)]
+        unreadable += [["valid", *x] for x in scan(valid_ds, dcfg.num_workers, dist, bad)]
+    else:  # the same utterances as before
+        unreadable = ckpt["train_state"]["state"].get("unreadable", [])
+        for _, _, why in unreadable:
+            bad.skip_or_raise(why)
+    train_ds, valid_ds = (_without(ds, name, unreadable) for ds, name in
+                          ((train_ds, "train"), (valid_ds, "valid")))
+    if dist.is_main:
+        bad.report(exp_dir / "skipped.txt")
     shard = dict(rank=dist.rank, world_size=dist.world_size)
     sampler = BucketBatchSampler(
-        [frames_for_duration(u.duration, feat_cfg) for u in train_utts],
+        [frames_for_duration(u.duration, feat_cfg) for u in train_ds.utts],
         dcfg.max_frames_per_batch, dcfg.max_utts_per_batch,
         shuffle=True, seed=tc.seed, sort_noise=dcfg.sort_noise,
         sortagrad_epochs=dcfg.sortagrad_epochs, tag_epoch=augmenter is not None, **shard,
     )
     valid_sampler = BucketBatchSampler(
-        [frames_for_duration(u.duration, feat_cfg) for u in valid_utts],
+        [frames_for_duration(u.duration, feat_cfg) for u in valid_ds.utts],
         dcfg.max_frames_per_batch, dcfg.max_utts_per_batch, **shard,
     )
     pin = device.type == "cuda"
@@ -188,11 +223,11 @@ def _train(
 
     torch.manual_seed(tc.seed)
     random.seed(tc.seed + dist.rank)
-    if ckpt is not None:
+    if ckpt is None:
+        mean, std = stats.mean_std()
+    else:
         dim = ckpt["feature_dim"]
         mean, std = torch.zeros(dim), torch.ones(dim)  # overwritten by the state dict
-    else:
-        mean, std = compute_cmvn(train_ds, dcfg.num_workers, dist)
     model = build_model(cfg.model, feat_cfg.num_mel_bins, tokenizer.vocab_size, mean, std)
     model.to(device)
     if dist.enabled:
@@ -202,7 +237,7 @@ def _train(
         eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
     )
     autocast, scaler = _amp(tc.amp, device)
-    state = TrainState()
+    state = TrainState(unreadable=unreadable)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ts = ckpt["train_state"]
@@ -218,8 +253,10 @@ def _train(
                         dist.world_size, len(rngs))
         log.info("resumed from %s at epoch %d, batch %d, step %d", exp_dir / "last.pt",
                  state.epoch + 1, state.batch_in_epoch, state.step)
-    elif dist.is_main:
-        save_config(cfg, exp_dir / "config.yaml")
+    if dist.is_main and ckpt is None:
+        (exp_dir / "train_log.jsonl").unlink(missing_ok=True)
+    elif dist.is_main:  # the records of steps after the checkpoint are written again
+        trim_log(exp_dir / "train_log.jsonl", state.step, state.epoch)
     net: torch.nn.Module = model
     if dist.enabled:
         net = DistributedDataParallel(
@@ -334,7 +371,7 @@ def _train(
         save(False, exp_dir / f"epoch-{epoch}.pt")
         if dist.is_main:
             if improved:
-                _copy(exp_dir / f"epoch-{epoch}.pt", exp_dir / "best.pt")
+                copy_checkpoint(exp_dir / f"epoch-{epoch}.pt", exp_dir / "best.pt")
             keep = {state.best_epoch}
             if tc.average:
                 keep |= set(select_epochs(state.history, tc.average, tc.average_select))
@@ -347,6 +384,8 @@ def _train(
     if state.infeasible_utts:
         log.warning("%d utterance(s) had more labels than encoder frames (see the log above)",
                     state.infeasible_utts)
+    if dist.is_main:
+        bad.report(exp_dir / "skipped.txt")
     return state
 
 
@@ -362,7 +401,7 @@ def _write_final_model(cfg, state, exp_dir, current, model, valid_loader, tokeni
         log.info("model.pt = average of epochs %s (%s): valid loss %.4f, %s",
                  ", ".join(map(str, epochs)), tc.average_select, loss, s.line())
     elif (exp_dir / "best.pt").exists():
-        _copy(exp_dir / "best.pt", exp_dir / "model.pt")
+        copy_checkpoint(exp_dir / "best.pt", exp_dir / "model.pt")
     else:
         save_checkpoint(current, exp_dir / "model.pt")
     log.info("done: %d steps; model %s (best epoch %d, valid WER %.2f %%)",
@@ -411,26 +450,46 @@ def validate(
 def compute_cmvn(
     dataset: ASRDataset, num_workers: int, dist: D.DistInfo = D.DistInfo()
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global mean / std per fbank bin over a whole dataset (one pass; fills its cache).
-    Under DDP each process reads its share and the sums are added up."""
+    """Global mean / std per fbank bin over a whole dataset (one pass; fills its cache)."""
     stats = CMVNStats.empty(dataset.feat_cfg.num_mel_bins)
+    scan(dataset, num_workers, dist, BadInputs(), stats)
+    return stats.mean_std()
+
+
+def scan(
+    dataset: ASRDataset, num_workers: int, dist: D.DistInfo, bad: BadInputs,
+    stats: CMVNStats | None = None,
+) -> list[tuple[str, str]]:
+    """Read every utterance once (filling the feature cache), adding its features to
+    ``stats``; returns ``(id, why)`` of the bad ones, which ``bad`` raises unless skipping.
+    Under DDP each process reads its share; the sums and the bad ones are gathered."""
     mine = list(range(dist.rank, len(dataset), dist.world_size))
-    if num_workers == 0:
-        items = (dataset[i] for i in mine)
-    else:
-        items = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, mine), batch_size=None, num_workers=num_workers,
-        )
-    for _, feats, _ in tqdm(items, total=len(mine), desc="cmvn", leave=False,
-                            disable=None if dist.is_main else True):
-        stats.add(feats)
-    if dist.enabled:
+    found = []
+    for i, feats, why in tqdm(read_each(dataset, mine, num_workers), total=len(mine),
+                              desc="read", leave=False, disable=None if dist.is_main else True):
+        if feats is None:
+            found.append((i, dataset.utts[i].id, why))
+        elif stats is not None:
+            stats.add(feats)
+    if dist.enabled and stats is not None:
         sums = torch.cat([stats.sum, stats.sum_sq, torch.tensor([float(stats.count)],
                                                                 dtype=torch.float64)])
         D.all_reduce_sum(sums, dist)
         d = stats.sum.shape[0]
-        stats = CMVNStats(sums[:d], sums[d : 2 * d], int(sums[-1]))
-    return stats.mean_std()
+        stats.sum, stats.sum_sq, stats.count = sums[:d], sums[d : 2 * d], int(sums[-1])
+    found = sorted(x for part in D.all_gather(found, dist) for x in part)
+    for _, _, why in found:
+        bad.skip_or_raise(why)
+    return [(uid, why) for _, uid, why in found]
+
+
+def _without(dataset: ASRDataset, name: str, unreadable: list[list[str]]) -> ASRDataset:
+    """``dataset`` without the utterances of set ``name`` in ``unreadable`` (see TrainState)."""
+    drop = {uid for s, uid, _ in unreadable if s == name}
+    out = dataset.subset(i for i, u in enumerate(dataset.utts) if u.id not in drop)
+    if not len(out):
+        raise CtcasrError(f"no usable {name} utterance left (--skip-bad skipped them all)")
+    return out
 
 
 def _resume_checkpoint(cfg: Config, exp_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -443,19 +502,15 @@ def _resume_checkpoint(cfg: Config, exp_dir: Path, resume: bool) -> dict[str, An
             )
         return None
     if not last.exists():
+        if (exp_dir / "config.yaml").exists():  # stopped before its first checkpoint
+            log.info("%s: no checkpoint yet; starting the run from the beginning", exp_dir)
+            return None
         raise CtcasrError(f"{last}: nothing to resume (no checkpoint in the experiment folder)")
     ckpt = load_checkpoint(last)
     if "train_state" not in ckpt:
         raise CtcasrError(f"{last}: has no training state to resume from")
     check_compatible(ckpt["config"], cfg, str(last))
     return ckpt
-
-
-def _copy(src: Path, dst: Path) -> None:
-    """Atomic copy (a crash leaves the old ``dst`` or the new one)."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
 
 
 def _prune_epochs(exp_dir: Path, keep: int, protect: set[int]) -> None:
