@@ -204,7 +204,10 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise CtcasrError(f"--set {item!r}: {p!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise CtcasrError(f"--set {item!r}: not valid YAML: {_one_line(e)}") from None
 
 
 def save_config(config: Config, path: Path) -> None:
