@@ -86,6 +86,7 @@ class ASRDataset(torch.utils.data.Dataset):
         self.feat_cfg = feat_cfg
         self.augmenter = augmenter
         self.output_lengths = output_lengths
+        self.min_frames: dict[int, int] = {}  # encoder frames needed -> feature frames needed
         self.skip_bad = bad is not None and bad.skip
         # keyed by (index, speed factor)
         self.cache: dict[tuple[int, float], torch.Tensor] | None = {} if cache_features else None
@@ -110,6 +111,7 @@ class ASRDataset(torch.utils.data.Dataset):
         strict: a bad utterance raises."""
         keep = list(keep)
         new = ASRDataset([], self.feat_cfg, None, False, self.augmenter, self.output_lengths)
+        new.min_frames = self.min_frames
         new.utts = [self.utts[i] for i in keep]
         new.tokens = [self.tokens[i] for i in keep]
         if self.cache is not None:
@@ -140,9 +142,13 @@ class ASRDataset(torch.utils.data.Dataset):
         if self.output_lengths is None:
             return
         u, tokens = self.utts[i], self.tokens[i]
-        out = int(self.output_lengths(torch.tensor(frames)))
-        need = max(1, int(min_ctc_frames(tokens[None], torch.tensor([len(tokens)]))))
-        if out < need:
+        need = int(min_ctc_frames(tokens[None], torch.tensor([len(tokens)]))) if len(tokens) \
+            else 1
+        if need not in self.min_frames:  # the front end shortens time by at most 8
+            out = self.output_lengths(torch.arange(16 * need + 16))
+            self.min_frames[need] = int(torch.searchsorted(out, need))
+        if frames < self.min_frames[need]:
+            out = int(self.output_lengths(torch.tensor(frames)))
             what = f"CTC needs {need} for its {len(tokens)} labels" if len(tokens) else \
                 "decoding needs 1"
             raise CtcasrError(f"{u.audio}: too short: {frames} feature frames give {out} encoder "

@@ -86,7 +86,7 @@ def decode_manifest(
     utts = iter_manifest(manifest, require_text=False, bad=bad)
     total = 0
     with ExitStack() as stack:
-        report = stack.enter_context(ReportWriter(out_dir, name=manifest.name))
+        report = stack.enter_context(ReportWriter(out_dir, manifest.name, CHUNK))
         nbest_f = stack.enter_context((out_dir / "nbest.txt").open("w", encoding="utf-8")) \
             if options.nbest > 1 else None
         ctm_f = stack.enter_context((out_dir / "words.ctm").open("w", encoding="utf-8")) \
