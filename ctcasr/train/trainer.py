@@ -12,6 +12,7 @@ Files in the experiment folder (written by the main process only)::
     best.pt            the epoch with the lowest validation WER (ties: lower loss)
     model.pt           the model to decode with, written at the end: best.pt, or the average
                        of ``train.average`` epoch checkpoints
+    skipped.txt        with ``--skip-bad``: the bad inputs left out, one error line each
 
 An optimizer step consumes ``world_size x accum_grad`` consecutive batches of the epoch's global
 batch list (``ctcasr.train.distributed``); the loss is the CTC loss summed over their utterances
