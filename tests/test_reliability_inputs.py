@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import TINY_CONFIG, make_corpus
 
+from ctcasr.checkpoint import load_checkpoint
 from ctcasr.config import load_config
 from ctcasr.train.trainer import train
 from tests.test_cli import run_cli
@@ -242,3 +244,21 @@ def test_config_and_checkpoint_errors_name_the_keys(setup, tmp_path, capsys, mon
     code, _, err = run_cli(["average", model, other / "model.pt", "-o", tmp_path / "avg.pt"],
                            capsys, monkeypatch)
     assert code == 1 and "mismatching keys: model.frontend.dim" in one_error_line(err)
+
+
+def test_a_skip_bad_run_resumes_with_the_same_utterances(setup, tmp_path):
+    clean, config, _ = setup
+    manifest, _ = bad_manifest(clean, "resume.jsonl", ["corrupt", "empty-text", "nan"])
+
+    def run(exp, *overrides, resume=False):
+        cfg = load_config(config, ["train.epochs=2", *overrides])
+        return train(cfg, manifest, manifest, tmp_path / exp, resume=resume, skip_bad=True)
+
+    full = run("full")
+    part = run("part", "train.max_steps=3")
+    assert part.step == 3 and part.unreadable == full.unreadable and len(full.unreadable) == 4
+    assert run("part", resume=True).step == full.step
+    a, b = (load_checkpoint(tmp_path / e / "model.pt")["model"] for e in ("full", "part"))
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert (tmp_path / "part" / "skipped.txt").read_text() == \
+        (tmp_path / "full" / "skipped.txt").read_text()
