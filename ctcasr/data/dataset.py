@@ -68,8 +68,10 @@ class ASRDataset(torch.utils.data.Dataset):
         self.utts = list(utts)
         self.feat_cfg = feat_cfg
         self.augmenter = augmenter
-        # keyed by (index, speed factor)
-        self.cache: dict[tuple[int, float], torch.Tensor] | None = {} if cache_features else None
+        # keyed by (index, speed factor, warp factor)
+        self.cache: dict[tuple[int, float, float], torch.Tensor] | None = (
+            {} if cache_features else None
+        )
         self.tokens: list[torch.Tensor] = []
         for u in self.utts:
             ids: list[int] = []
@@ -83,28 +85,29 @@ class ASRDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
-    def features(self, i: int, speed: float = 1.0) -> torch.Tensor:
-        if self.cache is not None and (i, speed) in self.cache:
-            return self.cache[i, speed]
+    def features(self, i: int, speed: float = 1.0, warp: float = 1.0) -> torch.Tensor:
+        if self.cache is not None and (i, speed, warp) in self.cache:
+            return self.cache[i, speed, warp]
         u = self.utts[i]
         wave = load_audio(u.audio, self.feat_cfg.sample_rate, u.where, u.offset, u.duration)
         if speed != 1.0 and self.augmenter is not None:
             wave = self.augmenter.perturb_speed(wave, speed)
-        feats = fbank(wave, self.feat_cfg) if wave.numel() else torch.empty(0)
+        feats = fbank(wave, self.feat_cfg, warp) if wave.numel() else torch.empty(0)
         if feats.shape[0] == 0:
             raise CtcasrError(
                 f"{u.audio}: audio too short for one {self.feat_cfg.frame_length_ms:g} ms frame "
                 f"(manifest {u.where})"
             )
         if self.cache is not None:
-            self.cache[i, speed] = feats
+            self.cache[i, speed, warp] = feats
         return feats
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, torch.Tensor, torch.Tensor]:
         if isinstance(key, tuple) and self.augmenter is not None:
             epoch, i = key
             aug = self.augmenter
-            feats = aug.spec_augment(self.features(i, aug.speed(epoch, i)), epoch, i)
+            feats = self.features(i, aug.speed(epoch, i), aug.warp(epoch, i))
+            feats = aug.spec_augment(feats, epoch, i)
             return i, feats, self.tokens[i]
         i = key[1] if isinstance(key, tuple) else key
         return i, self.features(i), self.tokens[i]
