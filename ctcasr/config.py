@@ -42,6 +42,8 @@ class AugmentConfig:
     pure function of (train.seed, epoch, utterance), so a resumed run sees the same ones."""
 
     speeds: list[float] = field(default_factory=lambda: [1.0])  # speed perturbation, one per utt
+    warps: list[float] = field(default_factory=lambda: [1.0])  # VTLP: Kaldi VTLN warp of the
+    #                      mel filterbank (a different vocal tract length), one per utterance
     freq_masks: int = 0  # SpecAugment frequency masks per utterance
     freq_mask_width: int = 10  # each up to this many mel bins
     time_masks: int = 0  # SpecAugment time masks per utterance
@@ -53,12 +55,15 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if not self.speeds or any(not 0.5 <= s <= 2.0 for s in self.speeds):
             raise CtcasrError(f"data.augment.speeds: {self.speeds} (need factors in 0.5..2.0)")
+        if not self.warps or any(not 0.8 <= w <= 1.2 for w in self.warps):
+            raise CtcasrError(f"data.augment.warps: {self.warps} (need factors in 0.8..1.2)")
         if not 0.0 <= self.time_mask_ratio <= 1.0:
             raise CtcasrError(f"data.augment.time_mask_ratio: {self.time_mask_ratio} not in 0..1")
 
     @property
     def enabled(self) -> bool:
-        return self.speeds != [1.0] or self.freq_masks > 0 or self.time_masks > 0
+        return (self.speeds != [1.0] or self.warps != [1.0] or self.freq_masks > 0
+                or self.time_masks > 0)
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,28 @@ def test_spec_augment_masks_bins_and_frames_deterministically(tmp_path):
     assert torch.equal(ds[1][1], plain)  # the cache keeps the clean features
 
 
-def test_bad_speeds_are_rejected():
+def test_vtlp_moves_a_tone_along_the_mel_axis(tmp_path):
+    # A 440 Hz tone peaks in one mel bin; Kaldi's VTLN maps frequency f to about alpha * f
+    # before the filterbank, so alpha > 1 moves the peak to a higher bin and alpha < 1 lower.
+    ds = dataset(tmp_path, AugmentConfig(warps=[0.85, 1.0, 1.15]))
+    peak = {}
+    for epoch in range(8):
+        warp = ds.augmenter.warp(epoch, 2)
+        feats = ds[(epoch, 2)][1]
+        assert feats.shape == ds[2][1].shape and torch.equal(feats, ds[(epoch, 2)][1])
+        peak[warp] = int(feats.mean(0).argmax())
+    assert set(peak) == {0.85, 1.0, 1.15}
+    assert peak[1.0] == int(ds[2][1].mean(0).argmax())
+    assert peak[0.85] < peak[1.0] < peak[1.15]
+
+
+def test_bad_factors_are_rejected():
     with pytest.raises(CtcasrError, match="data.augment.speeds"):
         AugmentConfig(speeds=[0.0])
+    with pytest.raises(CtcasrError, match="data.augment.warps"):
+        AugmentConfig(warps=[1.5])
     assert not AugmentConfig().enabled and AugmentConfig(time_masks=1).enabled
+    assert AugmentConfig(warps=[0.9, 1.1]).enabled
 
 
 def test_spec_augment_can_start_at_a_later_epoch(tmp_path):

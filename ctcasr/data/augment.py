@@ -1,9 +1,11 @@
-"""Training-only augmentation: speed perturbation (on the waveform) and SpecAugment (on fbank).
+"""Training-only augmentation: speed perturbation (on the waveform), VTLP (a warped mel
+filterbank) and SpecAugment (on fbank).
 
-Both use torchaudio (``torchaudio.functional.speed``, ``torchaudio.transforms.FrequencyMasking`` /
-``TimeMasking``). Every random draw for an utterance comes from a generator seeded by
-``(seed, epoch, index)``, so augmentation is a pure function of where we are in training: the
-same in DataLoader workers as in the main process, and the same after ``--resume``.
+All use torchaudio (``torchaudio.functional.speed``, the ``vtln_warp`` of Kaldi's fbank,
+``torchaudio.transforms.FrequencyMasking`` / ``TimeMasking``). Every random draw for an
+utterance comes from a generator seeded by ``(seed, epoch, index)``, so augmentation is a pure
+function of where we are in training: the same in DataLoader workers as in the main process,
+and the same after ``--resume``.
 Masks are applied to the raw log-mel features with value 0, before CMVN (as ESPnet and WeNet do).
 """
 
@@ -27,13 +29,19 @@ class Augmenter:
     def _seed(self, epoch: int, index: int) -> int:
         return ((self.seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63)
 
+    def _choose(self, choices: list[float], seed: int) -> float:
+        if len(choices) == 1:
+            return choices[0]
+        gen = torch.Generator().manual_seed(seed)
+        return choices[int(torch.randint(len(choices), (1,), generator=gen))]
+
     def speed(self, epoch: int, index: int) -> float:
         """The speed factor for utterance ``index`` in ``epoch``."""
-        speeds = self.cfg.speeds
-        if len(speeds) == 1:
-            return speeds[0]
-        gen = torch.Generator().manual_seed(self._seed(epoch, index))
-        return speeds[int(torch.randint(len(speeds), (1,), generator=gen))]
+        return self._choose(self.cfg.speeds, self._seed(epoch, index))
+
+    def warp(self, epoch: int, index: int) -> float:
+        """The VTLP warp factor for utterance ``index`` in ``epoch`` (drawn apart from speed)."""
+        return self._choose(self.cfg.warps, self._seed(epoch, index) + 2)
 
     def perturb_speed(self, wave: torch.Tensor, factor: float) -> torch.Tensor:
         """Play ``factor`` times faster (tempo and pitch, like sox ``speed``)."""

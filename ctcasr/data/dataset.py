@@ -65,7 +65,7 @@ class ASRDataset(torch.utils.data.Dataset):
     """Item ``i`` is ``(i, fbank [T, F], token ids [U])``.
 
     With an ``augmenter``, the key ``(epoch, i)`` gives utterance ``i`` augmented as drawn for
-    ``epoch`` (speed perturbation, SpecAugment); a plain ``i`` is never augmented.
+    ``epoch`` (speed perturbation, VTLP, SpecAugment); a plain ``i`` is never augmented.
     Transcripts are tokenised up front, so an unencodable character fails before any training
     with the manifest line. Without a tokenizer (decoding), token tensors are empty. With
     ``output_lengths`` (the model's frames-out-for-frames-in), unperturbed audio that gives
@@ -88,8 +88,10 @@ class ASRDataset(torch.utils.data.Dataset):
         self.output_lengths = output_lengths
         self.min_frames: dict[int, int] = {}  # encoder frames needed -> feature frames needed
         self.skip_bad = bad is not None and bad.skip
-        # keyed by (index, speed factor)
-        self.cache: dict[tuple[int, float], torch.Tensor] | None = {} if cache_features else None
+        # keyed by (index, speed factor, warp factor)
+        self.cache: dict[tuple[int, float, float], torch.Tensor] | None = (
+            {} if cache_features else None
+        )
         self.utts: list[Utterance] = []
         self.tokens: list[torch.Tensor] = []
         for u in utts:
@@ -116,17 +118,17 @@ class ASRDataset(torch.utils.data.Dataset):
         new.tokens = [self.tokens[i] for i in keep]
         if self.cache is not None:
             pos = {i: j for j, i in enumerate(keep)}
-            new.cache = {(pos[i], s): f for (i, s), f in self.cache.items() if i in pos}
+            new.cache = {(pos[i], s, w): f for (i, s, w), f in self.cache.items() if i in pos}
         return new
 
-    def features(self, i: int, speed: float = 1.0) -> torch.Tensor:
-        if self.cache is not None and (i, speed) in self.cache:
-            return self.cache[i, speed]
+    def features(self, i: int, speed: float = 1.0, warp: float = 1.0) -> torch.Tensor:
+        if self.cache is not None and (i, speed, warp) in self.cache:
+            return self.cache[i, speed, warp]
         u = self.utts[i]
         wave = load_audio(u.audio, self.feat_cfg.sample_rate, u.where, u.offset, u.duration)
         if speed != 1.0 and self.augmenter is not None:
             wave = self.augmenter.perturb_speed(wave, speed)
-        feats = fbank(wave, self.feat_cfg) if wave.numel() else torch.empty(0)
+        feats = fbank(wave, self.feat_cfg, warp) if wave.numel() else torch.empty(0)
         if feats.shape[0] == 0:
             raise CtcasrError(
                 f"{u.audio}: audio too short for one {self.feat_cfg.frame_length_ms:g} ms frame "
@@ -135,7 +137,7 @@ class ASRDataset(torch.utils.data.Dataset):
         if speed == 1.0:
             self._check_ctc_length(i, feats.shape[0])
         if self.cache is not None:
-            self.cache[i, speed] = feats
+            self.cache[i, speed, warp] = feats
         return feats
 
     def _check_ctc_length(self, i: int, frames: int) -> None:
@@ -159,8 +161,8 @@ class ASRDataset(torch.utils.data.Dataset):
         try:
             if isinstance(key, tuple) and self.augmenter is not None:
                 aug, epoch = self.augmenter, key[0]
-                return i, aug.spec_augment(self.features(i, aug.speed(epoch, i)), epoch, i), \
-                    self.tokens[i]
+                feats = self.features(i, aug.speed(epoch, i), aug.warp(epoch, i))
+                return i, aug.spec_augment(feats, epoch, i), self.tokens[i]
             return i, self.features(i), self.tokens[i]
         except CtcasrError as e:
             if not self.skip_bad:

@@ -16,8 +16,11 @@ import torchaudio.compliance.kaldi as kaldi
 from ctcasr.config import FbankConfig
 
 
-def fbank(wave: torch.Tensor, cfg: FbankConfig) -> torch.Tensor:
-    """[num_samples] float waveform in [-1, 1] -> [num_frames, num_mel_bins] log-mel."""
+def fbank(wave: torch.Tensor, cfg: FbankConfig, warp: float = 1.0) -> torch.Tensor:
+    """[num_samples] float waveform in [-1, 1] -> [num_frames, num_mel_bins] log-mel.
+
+    ``warp`` != 1 warps the mel filterbank's frequency axis as Kaldi's VTLN does (piecewise
+    linear, ``vtln_low`` 100 Hz and ``vtln_high`` Nyquist - 500 Hz): training-time VTLP."""
     # Kaldi's fbank expects 16-bit sample values; scale to keep Kaldi's energy floor meaningful.
     feats = kaldi.fbank(
         wave.unsqueeze(0) * 32768.0,
@@ -29,6 +32,7 @@ def fbank(wave: torch.Tensor, cfg: FbankConfig) -> torch.Tensor:
         low_freq=cfg.low_freq,
         high_freq=cfg.high_freq,
         sample_frequency=cfg.sample_rate,
+        vtln_warp=warp,
     )
     if cfg.utterance_cmn and feats.shape[0] > 0:
         feats = feats - feats.mean(0, keepdim=True)
