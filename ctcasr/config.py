@@ -44,6 +44,9 @@ class AugmentConfig:
     speeds: list[float] = field(default_factory=lambda: [1.0])  # speed perturbation, one per utt
     warps: list[float] = field(default_factory=lambda: [1.0])  # VTLP: Kaldi VTLN warp of the
     #                      mel filterbank (a different vocal tract length), one per utterance
+    noise_prob: float = 0.0  # share of utterances that get white noise ...
+    noise_snr: list[float] = field(default_factory=lambda: [10.0, 30.0])  # ... at an SNR (dB)
+    #                        drawn uniformly from this range (noisy features are not cached)
     freq_masks: int = 0  # SpecAugment frequency masks per utterance
     freq_mask_width: int = 10  # each up to this many mel bins
     time_masks: int = 0  # SpecAugment time masks per utterance
@@ -57,13 +60,17 @@ class AugmentConfig:
             raise CtcasrError(f"data.augment.speeds: {self.speeds} (need factors in 0.5..2.0)")
         if not self.warps or any(not 0.8 <= w <= 1.2 for w in self.warps):
             raise CtcasrError(f"data.augment.warps: {self.warps} (need factors in 0.8..1.2)")
+        if not 0.0 <= self.noise_prob <= 1.0 or len(self.noise_snr) != 2 \
+                or self.noise_snr[0] > self.noise_snr[1]:
+            raise CtcasrError(f"data.augment: noise_prob {self.noise_prob} (need 0..1), "
+                              f"noise_snr {self.noise_snr} (need [low, high] dB)")
         if not 0.0 <= self.time_mask_ratio <= 1.0:
             raise CtcasrError(f"data.augment.time_mask_ratio: {self.time_mask_ratio} not in 0..1")
 
     @property
     def enabled(self) -> bool:
-        return (self.speeds != [1.0] or self.warps != [1.0] or self.freq_masks > 0
-                or self.time_masks > 0)
+        return (self.speeds != [1.0] or self.warps != [1.0] or self.noise_prob > 0
+                or self.freq_masks > 0 or self.time_masks > 0)
 
 
 @dataclass(frozen=True)

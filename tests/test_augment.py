@@ -68,11 +68,32 @@ def test_vtlp_moves_a_tone_along_the_mel_axis(tmp_path):
     assert peak[0.85] < peak[1.0] < peak[1.15]
 
 
+def test_noise_has_the_drawn_snr_and_is_deterministic(tmp_path):
+    cfg = AugmentConfig(noise_prob=0.5, noise_snr=[10.0, 20.0])
+    ds = dataset(tmp_path, cfg)
+    aug, plain = ds.augmenter, ds[3][1]
+    draws = [aug.noisy(epoch, 3) for epoch in range(40)]
+    assert 10 < sum(draws) < 30  # about half of the epochs
+    wave = torch.sin(torch.arange(8000) * 0.3) * 0.3
+    for epoch in range(5):
+        noisy = aug.add_noise(wave, epoch, 3)
+        assert torch.equal(noisy, aug.add_noise(wave, epoch, 3))
+        snr = 10 * torch.log10(wave.pow(2).mean() / (noisy - wave).pow(2).mean())
+        assert 9.8 < snr < 20.2
+    for epoch, noisy in enumerate(draws[:6]):
+        feats = ds[(epoch, 3)][1]
+        assert torch.equal(feats, ds[(epoch, 3)][1]) and feats.shape == plain.shape
+        assert torch.equal(feats, plain) != noisy
+    assert torch.equal(ds[3][1], plain)  # noisy features never enter the cache
+
+
 def test_bad_factors_are_rejected():
     with pytest.raises(CtcasrError, match="data.augment.speeds"):
         AugmentConfig(speeds=[0.0])
     with pytest.raises(CtcasrError, match="data.augment.warps"):
         AugmentConfig(warps=[1.5])
+    with pytest.raises(CtcasrError, match="noise_snr"):
+        AugmentConfig(noise_snr=[30.0, 10.0])
     assert not AugmentConfig().enabled and AugmentConfig(time_masks=1).enabled
     assert AugmentConfig(warps=[0.9, 1.1]).enabled
 

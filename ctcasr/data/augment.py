@@ -1,5 +1,5 @@
-"""Training-only augmentation: speed perturbation (on the waveform), VTLP (a warped mel
-filterbank) and SpecAugment (on fbank).
+"""Training-only augmentation: speed perturbation and white noise (on the waveform), VTLP (a
+warped mel filterbank) and SpecAugment (on fbank).
 
 All use torchaudio (``torchaudio.functional.speed``, the ``vtln_warp`` of Kaldi's fbank,
 ``torchaudio.transforms.FrequencyMasking`` / ``TimeMasking``). Every random draw for an
@@ -42,6 +42,23 @@ class Augmenter:
     def warp(self, epoch: int, index: int) -> float:
         """The VTLP warp factor for utterance ``index`` in ``epoch`` (drawn apart from speed)."""
         return self._choose(self.cfg.warps, self._seed(epoch, index) + 2)
+
+    def noisy(self, epoch: int, index: int) -> bool:
+        """Whether utterance ``index`` gets noise in ``epoch``."""
+        p = self.cfg.noise_prob
+        if p <= 0.0:
+            return False
+        gen = torch.Generator().manual_seed(self._seed(epoch, index) + 3)
+        return bool(torch.rand(1, generator=gen) < p)
+
+    def add_noise(self, wave: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        """``wave`` + white noise at an SNR drawn uniformly from ``noise_snr`` (dB)."""
+        gen = torch.Generator().manual_seed(self._seed(epoch, index) + 4)
+        lo, hi = self.cfg.noise_snr
+        snr = lo + (hi - lo) * float(torch.rand(1, generator=gen))
+        power = wave.pow(2).mean().clamp_min(1e-10)
+        noise = torch.randn(wave.shape, generator=gen)
+        return wave + noise * (power / 10 ** (snr / 10)).sqrt()
 
     def perturb_speed(self, wave: torch.Tensor, factor: float) -> torch.Tensor:
         """Play ``factor`` times faster (tempo and pitch, like sox ``speed``)."""

@@ -65,7 +65,7 @@ class ASRDataset(torch.utils.data.Dataset):
     """Item ``i`` is ``(i, fbank [T, F], token ids [U])``.
 
     With an ``augmenter``, the key ``(epoch, i)`` gives utterance ``i`` augmented as drawn for
-    ``epoch`` (speed perturbation, VTLP, SpecAugment); a plain ``i`` is never augmented.
+    ``epoch`` (speed perturbation, VTLP, noise, SpecAugment); a plain ``i`` is never augmented.
     Transcripts are tokenised up front, so an unencodable character fails before any training
     with the manifest line. Without a tokenizer (decoding), token tensors are empty. With
     ``output_lengths`` (the model's frames-out-for-frames-in), unperturbed audio that gives
@@ -121,13 +121,20 @@ class ASRDataset(torch.utils.data.Dataset):
             new.cache = {(pos[i], s, w): f for (i, s, w), f in self.cache.items() if i in pos}
         return new
 
-    def features(self, i: int, speed: float = 1.0, warp: float = 1.0) -> torch.Tensor:
-        if self.cache is not None and (i, speed, warp) in self.cache:
+    def features(
+        self, i: int, speed: float = 1.0, warp: float = 1.0, noise: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Log-mel of utterance ``i``: sped up, VTLP-warped, and with the noise drawn for
+        ``noise = (epoch, i)`` (noisy features are never cached)."""
+        cached = self.cache is not None and noise is None
+        if cached and (i, speed, warp) in self.cache:
             return self.cache[i, speed, warp]
         u = self.utts[i]
         wave = load_audio(u.audio, self.feat_cfg.sample_rate, u.where, u.offset, u.duration)
         if speed != 1.0 and self.augmenter is not None:
             wave = self.augmenter.perturb_speed(wave, speed)
+        if noise is not None and self.augmenter is not None:
+            wave = self.augmenter.add_noise(wave, *noise)
         feats = fbank(wave, self.feat_cfg, warp) if wave.numel() else torch.empty(0)
         if feats.shape[0] == 0:
             raise CtcasrError(
@@ -136,7 +143,7 @@ class ASRDataset(torch.utils.data.Dataset):
             )
         if speed == 1.0:
             self._check_ctc_length(i, feats.shape[0])
-        if self.cache is not None:
+        if cached:
             self.cache[i, speed, warp] = feats
         return feats
 
@@ -161,7 +168,8 @@ class ASRDataset(torch.utils.data.Dataset):
         try:
             if isinstance(key, tuple) and self.augmenter is not None:
                 aug, epoch = self.augmenter, key[0]
-                feats = self.features(i, aug.speed(epoch, i), aug.warp(epoch, i))
+                noise = (epoch, i) if aug.noisy(epoch, i) else None
+                feats = self.features(i, aug.speed(epoch, i), aug.warp(epoch, i), noise)
                 return i, aug.spec_augment(feats, epoch, i), self.tokens[i]
             return i, self.features(i), self.tokens[i]
         except CtcasrError as e:
