@@ -1,16 +1,20 @@
-# Two entry points (see README): `make yesno` runs the main recipe, `make test` runs the tests.
+# Two entry points (see README): `make digits` runs the main recipe, `make test` runs the tests
+# (`make yesno` is a one-minute sanity check).
 # Each creates / updates the virtual environment it needs.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: yesno test lint bench clean
+.PHONY: digits yesno test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+digits: $(STAMP)
+	egs/digits/run.sh
 
 yesno: $(STAMP)
 	egs/yesno/run.sh

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Connected digits from FSDD, tested on seen speakers and on a speaker never heard in training.
 #
-#   egs/digits/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--test-speakers george]
-#                     [--exp NAME] [--stage N] [--stop-stage N]
+#   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
+#                     [--exp NAME] [--average 5] [--stage N] [--stop-stage N]
 #
-# Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train (model.pt = average
-# of the best epochs, by the config), 3 decode test sets (greedy, and beam + 3-gram LM), 4 report.
+# Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
+# (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
+# (greedy, and beam 10 + 3-gram LM), 5 report (a WER table).
 # Default corpus: ../shared/data/fsdd relative to the repository root when it exists.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,11 +14,12 @@ root=$(cd "$here/../.." && pwd)
 [ -x "$root/.venv/bin/ctcasr" ] && export PATH="$root/.venv/bin:$PATH"
 
 corpus=""
-config=conf/lstm.yaml
+config=conf/conformer.yaml
 test_speakers=george
 exp=""
+average=5
 stage=1
-stop_stage=4
+stop_stage=5
 . "$root/egs/common/parse_options.sh"
 cd "$here"
 if [ -z "$corpus" ]; then
@@ -38,7 +40,11 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  echo "== stage 3: decode"
+  echo "== stage 3: average the $average best epochs -> $exp/model.pt"
+  ctcasr average "$exp" --num "$average" --select best --out "$exp/model.pt"
+fi
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  echo "== stage 4: decode"
   ctcasr lm --manifest "$data/train.jsonl" --order 3 --out "$data/lm_3gram.arpa"
   for set in test test_unseen; do
     ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" --out-dir "$exp/decode_${set}_greedy"
@@ -46,8 +52,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       --decoder beam --beam-size 10 --lm "$data/lm_3gram.arpa" --lm-weight 0.3
   done
 fi
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  echo "== stage 4: report ($exp)"
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  echo "== stage 5: report ($exp)"
   printf "| test set | decoder | WER %% | CER %% | words |\n| --- | --- | --- | --- | --- |\n"
   for d in "$exp"/decode_*/; do
     [ -f "$d/summary.json" ] || continue
