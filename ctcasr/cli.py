@@ -1,4 +1,5 @@
-"""The ``ctcasr`` command line: ``train``, ``decode``, ``score``, ``lm``, ``average``, ``plot``.
+"""The ``ctcasr`` command line: ``train``, ``decode``, ``transcribe``, ``export``, ``score``,
+``lm``, ``average``, ``plot``.
 
 Distributed training: ``torchrun --nproc_per_node=N -m ctcasr train ...``.
 
@@ -55,6 +56,20 @@ def train(
     run_train(cfg, train_manifest, valid_manifest, exp_dir, resume=resume, skip_bad=skip_bad)
 
 
+DecoderOpt = Annotated[str, typer.Option("--decoder", help="greedy or beam (prefix beam "
+                                           "search).")]
+BeamOpt = Annotated[int, typer.Option("--beam-size", help="Beam: prefixes kept per frame.")]
+TopkOpt = Annotated[int, typer.Option("--topk", help="Beam: expand only the k most probable "
+                                      "tokens per frame (0: all).")]
+PruneOpt = Annotated[float, typer.Option("--prune", help="Beam: expand only tokens within this "
+                                         "many nats of the frame's best.")]
+LmOpt = Annotated[Path | None, typer.Option("--lm", help="Beam: word n-gram LM (ARPA) for "
+                                            "shallow fusion (see `ctcasr lm`).")]
+LmWeightOpt = Annotated[float, typer.Option("--lm-weight", help="Beam: LM weight.")]
+WordBonusOpt = Annotated[float, typer.Option("--word-bonus", help="Beam: score added per word.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
+
+
 @app.command()
 def decode(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint (model.pt); it "
@@ -63,24 +78,18 @@ def decode(
                                            "'text' is optional, used for scoring when present.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for hyp.txt, errors.txt, "
                                           "summary.txt and summary.json.")],
-    decoder: Annotated[str, typer.Option("--decoder", help="greedy or beam (prefix beam "
-                                         "search).")] = "greedy",
-    beam: Annotated[int, typer.Option("--beam-size", help="Beam: prefixes kept per frame.")]
-    = 10,
+    decoder: DecoderOpt = "greedy",
+    beam: BeamOpt = 10,
     nbest: Annotated[int, typer.Option("--nbest", help="Beam: hypotheses per utterance "
                                        "(> 1 writes nbest.txt).")] = 1,
-    topk: Annotated[int, typer.Option("--topk", help="Beam: expand only the k most probable "
-                                      "tokens per frame (0: all).")] = 0,
-    prune: Annotated[float, typer.Option("--prune", help="Beam: expand only tokens within this "
-                                         "many nats of the frame's best.")] = 10.0,
-    lm: Annotated[Path | None, typer.Option("--lm", help="Beam: word n-gram LM (ARPA) for "
-                                            "shallow fusion (see `ctcasr lm`).")] = None,
-    lm_weight: Annotated[float, typer.Option("--lm-weight", help="Beam: LM weight.")] = 0.5,
-    word_bonus: Annotated[float, typer.Option("--word-bonus", help="Beam: score added per "
-                                              "word.")] = 0.0,
+    topk: TopkOpt = 0,
+    prune: PruneOpt = 10.0,
+    lm: LmOpt = None,
+    lm_weight: LmWeightOpt = 0.5,
+    word_bonus: WordBonusOpt = 0.0,
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write words.ctm (word "
                                              "start, duration, confidence).")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOpt = "cpu",
     max_frames: Annotated[int, typer.Option("--max-frames", help="Padded frames per batch "
                                             "(0: the training config's value).")] = 0,
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
@@ -96,6 +105,88 @@ def decode(
                         timestamps, skip_bad)
     typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")
     typer.echo(f"wrote {out_dir}/hyp.txt")
+
+
+Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantisation of the linear "
+                                       "and recurrent layers (CPU).")]
+
+
+@app.command()
+def transcribe(
+    model: Annotated[Path, typer.Argument(help="A checkpoint (model.pt) or a file written by "
+                                          "`ctcasr export` (TorchScript or ONNX).")],
+    audio: Annotated[list[str], typer.Argument(help="Audio files (any rate, mono or stereo, "
+                                               "whatever soundfile reads), folders (searched "
+                                               "for audio files), or - for a list of paths "
+                                               "on stdin.")],
+    json_lines: Annotated[bool, typer.Option("--json", help="Print JSON lines with word "
+                                             "times and confidences instead of "
+                                             "path<TAB>text.")] = False,
+    decoder: DecoderOpt = "greedy",
+    beam: BeamOpt = 10,
+    topk: TopkOpt = 0,
+    prune: PruneOpt = 10.0,
+    lm: LmOpt = None,
+    lm_weight: LmWeightOpt = 0.5,
+    word_bonus: WordBonusOpt = 0.0,
+    int8: Int8Opt = False,
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: the "
+                                         "library's default, all cores).")] = 0,
+    device: DeviceOpt = "cpu",
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per "
+                                                 "batch (seconds).")] = 120.0,
+    chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Longer inputs are "
+                                                 "decoded in windows of this length.")] = 30.0,
+    overlap_seconds: Annotated[float, typer.Option("--overlap-seconds", help="Overlap of "
+                                                   "consecutive windows.")] = 2.0,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Report unreadable audio on "
+                                           "stderr and go on, instead of stopping.")] = False,
+) -> None:
+    """Transcribe audio files: prints path<TAB>text per file (or JSON lines with --json)."""
+    import json
+
+    from ctcasr.decode import DecodeOptions
+    from ctcasr.infer import Transcriber, open_engine
+    from ctcasr.infer.transcriber import expand_inputs
+
+    engine = open_engine(model, int8=int8, threads=threads, device=device)
+    opts = DecodeOptions(beam=beam, topk=topk, prune=prune, lm=str(lm) if lm else None,
+                         lm_weight=lm_weight, word_bonus=word_bonus)
+    asr = Transcriber(engine, decoder, opts, json_lines, chunk_seconds, overlap_seconds,
+                      batch_seconds)
+    failed = 0
+
+    def report(e: CtcasrError) -> None:
+        nonlocal failed
+        failed += 1
+        print(f"skipped: {e}", file=sys.stderr, flush=True)
+
+    for t in asr.transcribe_iter(expand_inputs(audio, sys.stdin),
+                                 on_error=report if skip_bad else None):
+        line = json.dumps(t.to_dict(), ensure_ascii=False) if json_lines else \
+            f"{t.name}\t{t.text}"
+        typer.echo(line)
+    if failed:
+        print(f"skipped {failed} unreadable input(s)", file=sys.stderr)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="The checkpoint (model.pt) to export.")],
+    fmt: Annotated[str, typer.Option("--format", help="torchscript (fbank in the graph) or "
+                                     "onnx (needs the onnx extra).")] = "torchscript",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: "
+                                             "CHECKPOINT with .ts / .onnx, .int8 before it "
+                                             "with --int8).")] = None,
+    int8: Int8Opt = False,
+) -> None:
+    """Export a checkpoint as one self-contained file for `ctcasr transcribe` (and any
+    TorchScript or onnxruntime program): the graph, its CMVN and the tokenizer."""
+    from ctcasr.infer.export import export as run_export
+
+    path, diff = run_export(checkpoint, fmt, out, int8)
+    typer.echo(f"wrote {path}: largest log-prob difference from the checkpoint's float model "
+               f"on a test batch {diff:.2g}")
 
 
 @app.command()

@@ -47,7 +47,16 @@ def load_audio(
                           f"{duration:.2f} s (truncated file?){ctx}")
     if not np.isfinite(data).all():
         raise CtcasrError(f"{path}: audio contains NaN or infinite samples{ctx}")
-    wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    return to_mono(data, sr, sample_rate)
+
+
+def to_mono(data: np.ndarray, sr: int, sample_rate: int) -> torch.Tensor:
+    """``[samples]`` or ``[samples, channels]`` float audio at ``sr`` -> 1-D float32 at
+    ``sample_rate`` (channels averaged, then resampled)."""
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 2:
+        data = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    wave = torch.from_numpy(np.ascontiguousarray(data))
     if sr != sample_rate:
         wave = AF.resample(wave, sr, sample_rate)
     return wave.contiguous()
