@@ -82,7 +82,7 @@ def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # ~100 steps of a tiny model: faster than 2 threads, even alone
+    torch.set_num_threads(1)  # a tiny model: more threads only add overhead
     for _ in range(train_steps):
         loss = ctc_loss(*model(x, lens), y, ylens).mean()
         opt.zero_grad()
@@ -105,7 +105,9 @@ def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", train_steps=300)
+    """The trained tiny Conformer, trained once per session (test_export.py uses it too)."""
+    path = tmp_path_factory.getbasetemp() / "trained_tiny_conformer.pt"
+    return path if path.exists() else make_checkpoint(path, train_steps=300)
 
 
 def run(*args, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -166,6 +166,8 @@ def quiet_torch():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the ONNX exporter's RNN note: tested, other batch sizes work (tests/test_export.py)
+        warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size")
         yield
 
 
@@ -215,7 +217,8 @@ def open_engine(path: str | Path, int8: bool = False, threads: int = 0,
     if kind == "torchscript":
         extra = {INFO_KEY: ""}
         try:
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            with quiet_torch():
+                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except RuntimeError as e:
             raise CtcasrError(f"{path}: not a readable TorchScript file ({first_line(e)})") \
                 from None
@@ -240,7 +243,10 @@ def model_kind(path: Path) -> str:
             raise CtcasrError(f"{path}: a TorchScript file not written by `ctcasr export` "
                               f"(it lacks {INFO_KEY})")
         return "checkpoint"
-    if path.suffix == ".onnx":
+    with path.open("rb") as f:
+        first = f.read(1)
+    # an ONNX ModelProto starts with its ir_version field (tag 0x08)
+    if path.suffix == ".onnx" or (first == b"\x08" and path.suffix != ".pt"):
         return "onnx"
     return "checkpoint"  # load_checkpoint says what is wrong with it
 

@@ -20,6 +20,7 @@ model (:func:`check_export`).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -120,8 +121,11 @@ def _torchscript(model: nn.Module, info: ModelInfo, out: Path) -> None:
         feats = torch.jit.trace(Features(info.features), (torch.zeros(sr),), check_trace=False)
         traced = torch.jit.trace(model, example_batch(info, 200), check_trace=False)
         scripted = torch.jit.script(WaveModel(feats, traced))
-    _write(out, lambda tmp: torch.jit.save(scripted, tmp, _extra_files={INFO_KEY:
-                                                                         info.to_json()}))
+    def write(tmp: str) -> None:
+        with quiet_torch():
+            torch.jit.save(scripted, tmp, _extra_files={INFO_KEY: info.to_json()})
+
+    _write(out, write)
 
 
 def _onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
@@ -143,7 +147,13 @@ def _onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
         if info.int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(tmp, tmp, weight_type=QuantType.QInt8, per_channel=True)
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # its advice to pre-process (measured: no faster)
+            try:
+                quantize_dynamic(tmp, tmp, weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                root.setLevel(level)
         m = onnx.load(tmp)
         entry = m.metadata_props.add()
         entry.key, entry.value = INFO_KEY, info.to_json()
