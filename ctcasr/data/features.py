@@ -39,11 +39,27 @@ def fbank(wave: torch.Tensor, cfg: FbankConfig, warp: float = 1.0) -> torch.Tens
     return feats
 
 
+def window_hop(cfg: FbankConfig) -> tuple[int, int]:
+    """Samples per analysis window and per frame shift."""
+    return (int(cfg.sample_rate * cfg.frame_length_ms / 1000),
+            int(cfg.sample_rate * cfg.frame_shift_ms / 1000))
+
+
 def num_frames(num_samples: int, cfg: FbankConfig) -> int:
     """Frames ``fbank`` returns for ``num_samples`` samples (Kaldi's snip_edges=True)."""
-    win = int(cfg.sample_rate * cfg.frame_length_ms / 1000)
-    hop = int(cfg.sample_rate * cfg.frame_shift_ms / 1000)
+    win, hop = window_hop(cfg)
     return 0 if num_samples < win else 1 + (num_samples - win) // hop
+
+
+def samples_for_frames(frames: int, cfg: FbankConfig) -> int:
+    """The fewest samples that give ``frames`` (>= 1) frames."""
+    win, hop = window_hop(cfg)
+    return win + (frames - 1) * hop
+
+
+def frame_seconds(subsampling: int, cfg: FbankConfig) -> float:
+    """Seconds per model output frame (output frame ``t`` starts at ``t x`` this)."""
+    return subsampling * cfg.frame_shift_ms / 1000
 
 
 def frames_for_duration(duration: float, cfg: FbankConfig) -> int:

@@ -21,7 +21,7 @@ from ctcasr.config import Config
 from ctcasr.data.audio import audio_duration
 from ctcasr.data.badinputs import BadInputs
 from ctcasr.data.dataset import ASRDataset, make_loader
-from ctcasr.data.features import frames_for_duration
+from ctcasr.data.features import frame_seconds, frames_for_duration
 from ctcasr.data.manifest import Utterance, iter_manifest
 from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.decode import DecodeOptions, make_decoder
@@ -135,7 +135,7 @@ def _decode_chunk(
                          output_lengths=rec.model.output_lengths, bad=bad)
     sampler = BucketBatchSampler(frames, max_frames or rec.config.data.max_frames_per_batch,
                                  rec.config.data.max_utts_per_batch)
-    frame_s = rec.model.frontend.factor * feat_cfg.frame_shift_ms / 1000
+    frame_s = frame_seconds(rec.model.frontend.factor, feat_cfg)
     out: dict[int, Decoded] = {}
     for batch in make_loader(dataset, sampler, num_workers):
         for why in batch.skipped:

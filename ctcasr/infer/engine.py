@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from ctcasr.config import FbankConfig, from_dict
-from ctcasr.data.features import fbank
+from ctcasr.data.features import fbank, frame_seconds, samples_for_frames
 from ctcasr.errors import CtcasrError, first_line
 from ctcasr.tokenizer import Tokenizer, tokenizer_from_state
 
@@ -54,14 +54,12 @@ class ModelInfo:
     @property
     def frame_s(self) -> float:
         """Seconds per output frame (output frame ``t`` starts at ``t x frame_s``)."""
-        return self.subsampling * self.features.frame_shift_ms / 1000
+        return frame_seconds(self.subsampling, self.features)
 
     @property
     def min_samples(self) -> int:
         """Shortest waveform (samples) that gives the front end enough feature frames."""
-        sr, f = self.features.sample_rate, self.features
-        win, hop = int(sr * f.frame_length_ms / 1000), int(sr * f.frame_shift_ms / 1000)
-        return win + (self.min_input_frames - 1) * hop
+        return samples_for_frames(self.min_input_frames, self.features)
 
     def to_json(self) -> str:
         tok = dict(self.tokenizer.state_dict())

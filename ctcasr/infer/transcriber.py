@@ -30,6 +30,7 @@ import soundfile as sf
 import torch
 
 from ctcasr.data.audio import audio_duration, load_audio, to_mono
+from ctcasr.data.features import window_hop
 from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.decode import DecodeOptions, make_decoder
 from ctcasr.decode.runner import CHUNK
@@ -140,8 +141,7 @@ class Transcriber:
         self.decoder = make_decoder(decoder, options, self.tokenizer)
         self.timestamps = timestamps
         self.sr = self.info.features.sample_rate
-        hop = int(self.sr * self.info.features.frame_shift_ms / 1000)
-        self.out_hop = self.info.subsampling * hop  # samples per output frame
+        self.out_hop = self.info.subsampling * window_hop(self.info.features)[1]  # per frame
         self.window = max(round(chunk_seconds * self.sr), 2 * engine.min_samples)
         self.stride_out = max(1, round((chunk_seconds - overlap_seconds) / self.info.frame_s))
         self.stride = self.stride_out * self.out_hop
