@@ -243,3 +243,28 @@ def test_ten_minute_file_in_bounded_memory(trained, tmp_path):
     # reading whole files would make the difference 13 MiB (7 minutes of float32), one pass
     # over it some GiB (4 heads x 15000^2 attention scores)
     assert rss[10] - rss[3] < 4, rss
+
+
+def test_unreadable_input_is_one_line_or_skipped(trained, tmp_path):
+    refs = write_utterances(tmp_path / "audio", 2, seed=1300)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    bad = str(tmp_path / "bad.wav")
+    r = run("transcribe", trained, *refs, bad)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: cannot read audio")
+    r = run("transcribe", trained, bad, *refs, tmp_path / "missing.wav", "--skip-bad")
+    assert r.returncode == 0, r.stderr
+    assert dict(line.split("\t") for line in r.stdout.splitlines()) == refs
+    assert f"skipped: {tmp_path}/missing.wav: audio file not found" in r.stderr
+    assert "skipped 2 unreadable input(s)" in r.stderr
+
+
+def test_help_describes_every_option(capsys, monkeypatch):
+    from test_cli import run_cli
+
+    for verb in ("transcribe", "export"):
+        code, out, _ = run_cli([verb, "--help"], capsys, monkeypatch)
+        assert code == 0 and "--int8" in out
+        for line in out.splitlines():
+            if line.strip().startswith("│ ") and "--" in line.split()[1]:
+                assert len(line.split("  ")) > 2, f"{verb}: option without help: {line}"
