@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ctcasr.checkpoint import save_checkpoint
+from ctcasr.checkpoint import model_checkpoint, save_checkpoint
 from ctcasr.config import Config
 from ctcasr.models import build_model
 from ctcasr.tokenizer import CharTokenizer
@@ -46,9 +46,7 @@ def make_checkpoint(path: Path) -> Path:
     dim = cfg.data.features.num_mel_bins
     torch.manual_seed(0)
     model = build_model(cfg.model, dim, tok.vocab_size, torch.zeros(dim), torch.ones(dim))
-    save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(),
-                     "tokenizer": tok.state_dict(), "feature_dim": dim,
-                     "vocab_size": tok.vocab_size}, path)
+    save_checkpoint(model_checkpoint(cfg, model, tok), path)
     return path
 
 

@@ -12,8 +12,10 @@ transcripts. ``--random ENCODER`` adds a randomly initialised model of that enco
 default config sizes (16 kHz, 80 mel bins, x4 subsampling; a 500-word vocabulary), timed on the
 same audio (its WER is meaningless). Each (model, path, batch mode) runs in a fresh process, so
 its peak RSS (VmHWM) is its own; the first three files are transcribed once before timing.
-RTF = processing seconds / audio seconds. ``batch 1`` transcribes file by file; ``batched``
-sorts each manifest by length into batches of up to 120 s of padded audio (the default).
+RTF = processing seconds / audio seconds; the speed-up is eager fp32's RTF over the path's.
+``batch 1`` transcribes file by file; ``batched`` sorts each manifest by length into batches of
+up to 120 s of padded audio (the default). A WER shown as "b1 / batched" differs between the
+two: dynamic int8 quantises activations with one scale per batch.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ PATHS = [("eager", False), ("eager", True), ("torchscript", False), ("torchscrip
 
 def random_checkpoint(encoder: str, path: Path) -> Path:
     """A randomly initialised model of ``encoder`` at the default config sizes."""
-    from ctcasr.checkpoint import save_checkpoint
+    from ctcasr.checkpoint import model_checkpoint, save_checkpoint
     from ctcasr.config import Config
     from ctcasr.models import build_model
     from ctcasr.tokenizer import WordTokenizer
@@ -45,9 +47,7 @@ def random_checkpoint(encoder: str, path: Path) -> Path:
     dim = cfg.data.features.num_mel_bins
     torch.manual_seed(0)
     model = build_model(cfg.model, dim, tok.vocab_size, torch.zeros(dim), torch.ones(dim))
-    save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(),
-                     "tokenizer": tok.state_dict(), "feature_dim": dim,
-                     "vocab_size": tok.vocab_size}, path)
+    save_checkpoint(model_checkpoint(cfg, model, tok), path)
     return path
 
 
@@ -107,7 +107,9 @@ def main() -> None:
     ap.add_argument("--random", nargs="*", default=[], help="encoders to time at default sizes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-seconds", type=float, default=0.0,
-                    help="time at most this much audio per manifest (0: all)")
+                    help="use at most this much audio of each manifest (0: all)")
+    ap.add_argument("--random-seconds", type=float, default=100.0,
+                    help="--random models: at most this much audio of each manifest")
     ap.add_argument("--paths", nargs="*", default=[f"{k}{'-int8' if q else ''}"
                                                    for k, q in PATHS])
     ap.add_argument("--json", action="store_true", help="also print every row as JSON")
@@ -126,12 +128,14 @@ def main() -> None:
                for e in args.random]
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs; audio: "
           f"{', '.join(str(m) for m in args.manifest)}"
-          f"{f' (first {args.max_seconds:g} s of each)' if args.max_seconds else ''}")
+          f"{f' (first {args.max_seconds:g} s of each)' if args.max_seconds else ''}"
+          f"{f'; random models: first {args.random_seconds:g} s of each' if args.random else ''}")
     names = [m.stem for m in args.manifest]
-    print(f"| model | path | RTF batch 1 | RTF batched | peak RSS MiB (b1 / batched) | "
-          f"{' | '.join(f'WER % {n}' for n in names)} | file MB |")
-    print("| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
+    print(f"| model | path | RTF batch 1 | RTF batched | speed-up b1 / batched | peak RSS MiB "
+          f"b1 / batched | {' | '.join(f'WER % {n}' for n in names)} | file MB |")
+    print("| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
     for label, ckpt, scored in models:
+        base = None  # eager fp32 RTFs: the speed-up's reference
         for kind, int8 in PATHS:
             name = f"{kind}{'-int8' if int8 else ''}"
             if name not in args.paths:
@@ -146,10 +150,16 @@ def main() -> None:
                 rows[batch1] = run_worker({
                     "model": str(model), "int8": int8, "threads": args.threads,
                     "batch1": batch1, "manifests": [str(m) for m in args.manifest],
-                    "max_seconds": args.max_seconds})
+                    "max_seconds": args.max_seconds if scored else args.random_seconds})
             b1, bb = rows[True], rows[False]
+            base = base or (b1["rtf"], bb["rtf"])
             wers = [f"{b1['manifests'][n]['wer']:.2f}" if scored else "-" for n in names]
+            if scored and any(b1["manifests"][n]["wer"] != bb["manifests"][n]["wer"]
+                              for n in names):  # int8: activation scales depend on the batch
+                wers = [f"{b1['manifests'][n]['wer']:.2f} / {bb['manifests'][n]['wer']:.2f}"
+                        for n in names]
             print(f"| {label} | {name} | {b1['rtf']:.4f} | {bb['rtf']:.4f} | "
+                  f"{base[0] / b1['rtf']:.2f} / {base[1] / bb['rtf']:.2f} | "
                   f"{b1['peak_mib']:.0f} / {bb['peak_mib']:.0f} | {' | '.join(wers)} | "
                   f"{size / 1e6:.1f} |", flush=True)
             if args.json:

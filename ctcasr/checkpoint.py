@@ -37,6 +37,14 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     _write_atomic(Path(path), lambda f: torch.save({"format": FORMAT, **obj}, f))
 
 
+def model_checkpoint(config: Any, model: torch.nn.Module, tokenizer: Any) -> dict[str, Any]:
+    """A weights-only checkpoint of ``model`` (``config``: its :class:`ctcasr.config.Config`),
+    as ``model.pt`` holds; pass it to :func:`save_checkpoint`."""
+    return {"config": config.to_dict(), "model": model.state_dict(),
+            "tokenizer": tokenizer.state_dict(),
+            "feature_dim": config.data.features.num_mel_bins, "vocab_size": tokenizer.vocab_size}
+
+
 def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
     """Copy a checkpoint file, atomically like :func:`save_checkpoint`."""
     with Path(src).open("rb") as s:

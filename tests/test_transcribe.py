@@ -22,7 +22,7 @@ from conftest import WORD_HZ, tone
 from torch.nn.utils.rnn import pad_sequence
 
 import ctcasr
-from ctcasr.checkpoint import save_checkpoint
+from ctcasr.checkpoint import model_checkpoint, save_checkpoint
 from ctcasr.config import Config
 from ctcasr.data.features import CMVNStats, fbank
 from ctcasr.decode import greedy_search
@@ -97,9 +97,7 @@ def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0
         with torch.no_grad():
             hyps = [tok.decode(h[0].tokens) for h in greedy_search(*model(x, lens))]
         assert hyps == [t for _, t in data], "the tiny model did not learn its training set"
-    save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(),
-                     "tokenizer": tok.state_dict(), "feature_dim": 23,
-                     "vocab_size": tok.vocab_size}, path)
+    save_checkpoint(model_checkpoint(cfg, model, tok), path)
     return path
 
 
