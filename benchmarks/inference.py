@@ -12,7 +12,9 @@ transcripts. ``--random ENCODER`` adds a randomly initialised model of that enco
 default config sizes (16 kHz, 80 mel bins, x4 subsampling; a 500-word vocabulary), timed on the
 same audio (its WER is meaningless). Each (model, path, batch mode) runs in a fresh process, so
 its peak RSS (VmHWM) is its own; the first three files are transcribed once before timing.
-RTF = processing seconds / audio seconds; the speed-up is eager fp32's RTF over the path's.
+RTF = processing seconds / audio seconds, the fastest of ``--repeats`` passes; the speed-up is
+eager fp32's RTF over the path's. ``--concat K`` transcribes K consecutive utterances as one
+input (read into memory before timing), for the speed on longer inputs.
 ``batch 1`` transcribes file by file; ``batched`` sorts each manifest by length into batches of
 up to 120 s of padded audio (the default). A WER shown as "b1 / batched" differs between the
 two: dynamic int8 quantises activations with one scale per batch.
@@ -54,6 +56,7 @@ def random_checkpoint(encoder: str, path: Path) -> Path:
 def worker(args: dict) -> dict:
     """One (model, path, batch mode) in this process: RTF, WER per manifest, peak RSS."""
     import ctcasr
+    from ctcasr.data.audio import load_audio
     from ctcasr.data.manifest import read_manifest
     from ctcasr.infer import Source
     from ctcasr.scoring import score
@@ -74,13 +77,23 @@ def worker(args: dict) -> dict:
                 keep.append(u)
                 s += u.duration
             utts = keep
-        sources = [Source(u.id, u.audio, offset=u.offset, duration=u.duration) for u in utts]
+        k = args["concat"]
+        groups = [utts[i : i + k] for i in range(0, len(utts), k)]
+        if k == 1:
+            sources = [Source(u.id, u.audio, offset=u.offset, duration=u.duration)
+                       for u in utts]
+        else:  # k utterances as one waveform (read before timing)
+            sources = [Source(g[0].id, wave=torch.cat([
+                load_audio(u.audio, asr.sr, offset=u.offset, duration=u.duration) for u in g]))
+                for g in groups]
         list(asr.transcribe_iter(sources[:3]))  # warm-up
-        t0 = time.perf_counter()
-        hyps = [t.text for t in asr.transcribe_iter(sources)]
-        dt = time.perf_counter() - t0
+        dt = float("inf")
+        for _ in range(args["repeats"]):
+            t0 = time.perf_counter()
+            hyps = [t.text for t in asr.transcribe_iter(sources)]
+            dt = min(dt, time.perf_counter() - t0)
         audio = sum(u.duration for u in utts)
-        s = score([u.text for u in utts], hyps)[0]
+        s = score([" ".join(u.text for u in g) for g in groups], hyps)[0]
         out["manifests"][Path(m).stem] = {"rtf": dt / audio, "wer": s.wer if s else None,
                                           "audio_s": audio}
         total_s, total_audio = total_s + dt, total_audio + audio
@@ -99,37 +112,18 @@ def run_worker(args: dict) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, action="append", default=[])
-    ap.add_argument("--manifest", type=Path, action="append", default=[])
-    ap.add_argument("--random", nargs="*", default=[], help="encoders to time at default sizes")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-seconds", type=float, default=0.0,
-                    help="use at most this much audio of each manifest (0: all)")
-    ap.add_argument("--random-seconds", type=float, default=100.0,
-                    help="--random models: at most this much audio of each manifest")
-    ap.add_argument("--paths", nargs="*", default=[f"{k}{'-int8' if q else ''}"
-                                                   for k, q in PATHS])
-    ap.add_argument("--json", action="store_true", help="also print every row as JSON")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return
-    if not args.manifest:
-        ap.error("give at least one --manifest")
+def bench(args: argparse.Namespace, tmp: Path) -> None:
     from ctcasr.infer.export import export
 
-    tmp = Path(tempfile.mkdtemp(prefix="ctcasr-bench-"))
     models = [(c.stem, c, True) for c in args.checkpoint]
     models += [(f"{e} (default sizes, random)", random_checkpoint(e, tmp / f"{e}.pt"), False)
                for e in args.random]
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs; audio: "
           f"{', '.join(str(m) for m in args.manifest)}"
           f"{f' (first {args.max_seconds:g} s of each)' if args.max_seconds else ''}"
-          f"{f'; random models: first {args.random_seconds:g} s of each' if args.random else ''}")
+          f"{f'; random models: first {args.random_seconds:g} s of each' if args.random else ''}"
+          f"{f'; {args.concat} utterances per input' if args.concat > 1 else ''}; "
+          f"fastest of {args.repeats} passes")
     names = [m.stem for m in args.manifest]
     print(f"| model | path | RTF batch 1 | RTF batched | speed-up b1 / batched | peak RSS MiB "
           f"b1 / batched | {' | '.join(f'WER % {n}' for n in names)} | file MB |")
@@ -150,7 +144,8 @@ def main() -> None:
                 rows[batch1] = run_worker({
                     "model": str(model), "int8": int8, "threads": args.threads,
                     "batch1": batch1, "manifests": [str(m) for m in args.manifest],
-                    "max_seconds": args.max_seconds if scored else args.random_seconds})
+                    "max_seconds": args.max_seconds if scored else args.random_seconds,
+                    "concat": args.concat, "repeats": args.repeats})
             b1, bb = rows[True], rows[False]
             base = base or (b1["rtf"], bb["rtf"])
             wers = [f"{b1['manifests'][n]['wer']:.2f}" if scored else "-" for n in names]
@@ -164,6 +159,34 @@ def main() -> None:
                   f"{size / 1e6:.1f} |", flush=True)
             if args.json:
                 print(json.dumps({"model": label, "path": name, "batch1": b1, "batched": bb}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, action="append", default=[])
+    ap.add_argument("--manifest", type=Path, action="append", default=[])
+    ap.add_argument("--random", nargs="*", default=[], help="encoders to time at default sizes")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-seconds", type=float, default=0.0,
+                    help="use at most this much audio of each manifest (0: all)")
+    ap.add_argument("--random-seconds", type=float, default=100.0,
+                    help="--random models: at most this much audio of each manifest")
+    ap.add_argument("--concat", type=int, default=1,
+                    help="transcribe K consecutive utterances as one input (longer inputs)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes (the fastest counts)")
+    ap.add_argument("--paths", nargs="*", default=[f"{k}{'-int8' if q else ''}"
+                                                   for k, q in PATHS])
+    ap.add_argument("--json", action="store_true", help="also print every row as JSON")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if not args.manifest:
+        ap.error("give at least one --manifest")
+    with tempfile.TemporaryDirectory(prefix="ctcasr-bench-") as tmp:
+        bench(args, Path(tmp))
 
 
 if __name__ == "__main__":
