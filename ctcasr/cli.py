@@ -1,5 +1,5 @@
 """The ``ctcasr`` command line: ``train``, ``decode``, ``transcribe``, ``export``, ``score``,
-``lm``, ``average``, ``plot``.
+``tokenizer``, ``lm``, ``average``, ``plot``.
 
 Distributed training: ``torchrun --nproc_per_node=N -m ctcasr train ...``.
 
@@ -210,6 +210,52 @@ def score(
     else:
         s = score_texts([refs[u] for u in ids], [hyps[u] for u in ids])[0]
     typer.echo(s.line() if s else "nothing to score")
+
+
+@app.command("tokenizer")
+def make_tokenizer_file(
+    config: ConfigOpt,
+    manifest: Annotated[Path, typer.Option("--manifest", help="Training manifest: its "
+                                           "transcripts are the only text the tokenizer sees.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer file (JSON) to write; "
+                                      "train uses it with --set tokenizer.path=OUT.")],
+    overrides: SetOpt = None,
+) -> None:
+    """Train the config's tokenizer on a manifest's transcripts, write it, and report how many
+    tokens per second it gives against the model's output frame rate (CTC needs one frame per
+    token, two for a repeated one)."""
+    import torch
+
+    from ctcasr.config import load_config
+    from ctcasr.data.features import frame_seconds, frames_for_duration
+    from ctcasr.data.manifest import read_manifest
+    from ctcasr.models.frontend import Conv2dSubsampling
+    from ctcasr.tokenizer import save_tokenizer, train_tokenizer
+    from ctcasr.train.loss import min_ctc_frames
+
+    cfg = load_config(config, overrides)
+    feat, front = cfg.data.features, cfg.model.frontend
+    utts = [u for u in read_manifest(manifest) if u.text]
+    tok = train_tokenizer(cfg.tokenizer, (u.text for u in utts))
+    save_tokenizer(tok, cfg.tokenizer, out)
+    subsample = Conv2dSubsampling(feat.num_mel_bins, front).output_lengths
+    fastest = max(cfg.data.augment.speeds) if cfg.data.augment.enabled else 1.0
+    ntok, tight = [], {1.0: 0, fastest: 0}
+    for u in utts:
+        ids = torch.tensor([tok.encode(u.text)])
+        need = int(min_ctc_frames(ids, torch.tensor([ids.shape[1]])))
+        ntok.append(ids.shape[1])
+        for speed in tight:
+            have = int(subsample(torch.tensor(frames_for_duration(u.duration / speed, feat))))
+            tight[speed] += need > have
+    seconds = sum(u.duration for u in utts)
+    typer.echo(f"wrote {out}: {cfg.tokenizer.type}, {tok.vocab_size} pieces, from "
+               f"{len(utts)} transcripts")
+    typer.echo(f"tokens per utterance {sum(ntok) / len(ntok):.1f} (max {max(ntok)}), "
+               f"{sum(ntok) / seconds:.1f} per second of audio; the model outputs "
+               f"{1 / frame_seconds(front.subsampling, feat):.1f} frames per second")
+    typer.echo("utterances with more tokens than output frames (CTC cannot align them): "
+               + ", ".join(f"{n} at speed {s:g}" for s, n in tight.items()))
 
 
 @app.command("lm")

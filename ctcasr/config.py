@@ -89,6 +89,8 @@ class DataConfig:
 class TokenizerConfig:
     type: str = "char"  # char | word | bpe | unigram
     vocab_size: int = 0  # SentencePiece only
+    path: str = ""  # a file written by `ctcasr tokenizer` (of this type and size) to use
+    # instead of training one from the training set
 
 
 @dataclass(frozen=True)

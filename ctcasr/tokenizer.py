@@ -7,9 +7,12 @@ loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
@@ -201,3 +204,37 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     if state["type"] == "sentencepiece":
         return SentencePieceTokenizer(bytes(state["model"].numpy().tobytes()))
     raise CtcasrError(f"unknown tokenizer type {state['type']!r} in checkpoint")
+
+
+def make_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
+    """``cfg.path``'s tokenizer when set (checked against ``cfg``), else one trained on ``texts``."""
+    return load_tokenizer(cfg.path, cfg) if cfg.path else train_tokenizer(cfg, texts)
+
+
+def save_tokenizer(tok: Tokenizer, cfg: TokenizerConfig, path: str | Path) -> None:
+    """A JSON file: the config it was trained with, its pieces (to read) and its state."""
+    state = {k: base64.b64encode(v.numpy().tobytes()).decode() if isinstance(v, torch.Tensor)
+             else v for k, v in tok.state_dict().items()}
+    doc = {"type": cfg.type, "vocab_size": cfg.vocab_size, "state": state,
+           "pieces": [tok.id_to_piece(i) for i in range(tok.vocab_size)]}
+    Path(path).write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def load_tokenizer(path: str | Path, cfg: TokenizerConfig | None = None) -> Tokenizer:
+    """Read :func:`save_tokenizer`'s file; with ``cfg``, its type and size must match."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        state = dict(doc["state"])
+        trained = (doc["type"], doc["vocab_size"])
+    except OSError as e:
+        raise CtcasrError(f"{path}: cannot read tokenizer: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise CtcasrError(f"{path}: not a tokenizer file written by `ctcasr tokenizer`") from None
+    if cfg is not None and trained != (cfg.type, cfg.vocab_size):
+        raise CtcasrError(
+            f"tokenizer.path {path} holds a {trained[0]} tokenizer of vocab_size {trained[1]}, "
+            f"but the config says {cfg.type} of vocab_size {cfg.vocab_size}")
+    if state.get("type") == "sentencepiece":
+        state["model"] = torch.frombuffer(bytearray(base64.b64decode(state["model"])),
+                                          dtype=torch.uint8)
+    return tokenizer_from_state(state)

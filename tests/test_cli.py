@@ -154,3 +154,39 @@ def test_bad_file_inside_a_worker_process_gives_the_same_line(tiny_config, corpu
     assert code == 1 and len(lines) == 1, err
     assert lines[0].startswith(f"error: {corpus.parent / 'bad.wav'}: cannot decode audio")
     assert "Traceback" not in err and "DataLoader worker" not in err
+
+
+def test_tokenizer_verb_writes_the_file_train_uses(tiny_config, corpus, tmp_path, capsys,
+                                                   monkeypatch):
+    import torch
+
+    from ctcasr.tokenizer import load_tokenizer
+
+    lines = corpus.read_text().splitlines()
+    first = json.loads(lines[0])  # 1 word, 0.45 s: 9 output frames at x4
+    lines.append(json.dumps({**first, "id": "crowded", "text": " ".join(["ab"] * 8)}))
+    manifest = tmp_path / "with_crowded.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    tok_file = tmp_path / "tok.json"
+    code, out, err = run_cli(["tokenizer", "-c", tiny_config, "--manifest", manifest,
+                              "--out", tok_file], capsys, monkeypatch)
+    assert code == 0, err
+    assert f"wrote {tok_file}: char, 4 pieces, from 13 transcripts" in out  # blank ▁ a b
+    assert "more tokens than output frames (CTC cannot align them): 1 at speed 1\n" in out
+    pieces = json.loads(tok_file.read_text())["pieces"]
+    assert sorted(pieces) == sorted(["<blank>", "▁", "a", "b"])
+
+    exp = tmp_path / "exp"
+    code, out, err = run_cli(["train", "-c", tiny_config, "--train", corpus, "--valid", corpus,
+                              "--exp-dir", exp, "--set", "train.epochs=1",
+                              "--set", f"tokenizer.path={tok_file}"], capsys, monkeypatch)
+    assert code == 0, err
+    state = torch.load(exp / "model.pt", weights_only=True)["tokenizer"]
+    assert state["chars"] == load_tokenizer(tok_file).state_dict()["chars"]
+
+    code, out, err = run_cli(["train", "-c", tiny_config, "--train", corpus, "--valid", corpus,
+                              "--exp-dir", tmp_path / "exp2", "--set", "tokenizer.type=bpe",
+                              "--set", "tokenizer.vocab_size=8",
+                              "--set", f"tokenizer.path={tok_file}"], capsys, monkeypatch)
+    assert code == 1
+    assert "holds a char tokenizer of vocab_size 0, but the config says bpe of vocab_size 8" in err

@@ -57,3 +57,35 @@ def test_word_vocab_and_unknown_word():
     assert all(tok.is_word_start(i) for i in range(1, 4)) and not tok.is_word_start(0)
     with pytest.raises(ValueError, match="'four'"):
         tok.encode("one four")
+
+
+@pytest.mark.parametrize("kind, size", [("char", 0), ("word", 0), ("bpe", 40), ("unigram", 40)])
+def test_tokenizer_file_round_trip(tmp_path, kind, size):
+    from ctcasr.tokenizer import load_tokenizer, make_tokenizer, save_tokenizer
+
+    cfg = TokenizerConfig(kind, size)
+    tok = train_tokenizer(cfg, TEXTS)
+    save_tokenizer(tok, cfg, tmp_path / "tok.json")
+    back = make_tokenizer(TokenizerConfig(kind, size, str(tmp_path / "tok.json")), ["unused"])
+    assert back.vocab_size == tok.vocab_size
+    assert [back.id_to_piece(i) for i in range(back.vocab_size)] == \
+        [tok.id_to_piece(i) for i in range(tok.vocab_size)]
+    for text in ["hello world", "the lazy fox jumps"]:
+        assert back.encode(text) == tok.encode(text)
+        assert back.decode(back.encode(text)) == text
+
+
+def test_tokenizer_file_must_match_the_config(tmp_path):
+    from ctcasr.errors import CtcasrError
+    from ctcasr.tokenizer import load_tokenizer, save_tokenizer
+
+    cfg = TokenizerConfig("bpe", 40)
+    save_tokenizer(train_tokenizer(cfg, TEXTS), cfg, tmp_path / "tok.json")
+    with pytest.raises(CtcasrError, match="holds a bpe tokenizer of vocab_size 40, but the "
+                       "config says bpe of vocab_size 60"):
+        load_tokenizer(tmp_path / "tok.json", TokenizerConfig("bpe", 60))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(CtcasrError, match="bad.json: not a tokenizer file"):
+        load_tokenizer(tmp_path / "bad.json")
+    with pytest.raises(CtcasrError, match="missing.json: cannot read tokenizer"):
+        load_tokenizer(tmp_path / "missing.json")

@@ -63,7 +63,7 @@ from ctcasr.errors import CtcasrError
 from ctcasr.models import CTCModel, build_model
 from ctcasr.models.frontend import Conv2dSubsampling
 from ctcasr.scoring import score
-from ctcasr.tokenizer import Tokenizer, tokenizer_from_state, train_tokenizer
+from ctcasr.tokenizer import Tokenizer, make_tokenizer, tokenizer_from_state
 from ctcasr.train import distributed as D
 from ctcasr.train.average import average_checkpoints, select_epochs
 from ctcasr.train.loss import ctc_loss, min_ctc_frames
@@ -180,7 +180,7 @@ def _train(
     else:
         tok_state = None
         if dist.is_main:
-            tok_state = train_tokenizer(cfg.tokenizer, (u.text for u in train_utts)).state_dict()
+            tok_state = make_tokenizer(cfg.tokenizer, (u.text for u in train_utts)).state_dict()
         tokenizer = tokenizer_from_state(D.broadcast(tok_state, dist))
     augmenter = Augmenter(dcfg.augment, feat_cfg.sample_rate, tc.seed) if dcfg.augment.enabled \
         else None
