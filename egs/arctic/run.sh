@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# English read speech (CMU ARCTIC, one speaker, 1.2 h), tested on phrases never seen in training.
+#
+#   egs/arctic/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--exp NAME] [--average 5]
+#                     [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"] [--stage N] [--stop-stage N]
+#
+# Stages: 1 prepare (normalised text, split by phrase; downloads upstream if DIR does not exist),
+# 2 tokenizer (trained on the training transcripts only), 3 train, 4 average (model.pt = the mean
+# of the N epochs with the best validation WER), 5 LM (3-gram on the training transcripts only),
+# 6 decode: greedy, prefix beam, and beam + LM with the weight and word bonus chosen on valid,
+# 7 report (a WER/CER table of the unseen-phrase test set).
+# Default corpus: ../shared/data/arctic relative to the repository root when it exists.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+[ -x "$root/.venv/bin/ctcasr" ] && export PATH="$root/.venv/bin:$PATH"
+
+corpus=""
+config=conf/conformer.yaml
+exp=""
+average=5
+beam=10
+lm_weights="0.3 0.5 0.8"
+word_bonuses="0 1 2"
+stage=1
+stop_stage=7
+. "$root/egs/common/parse_options.sh"
+cd "$here"
+if [ -z "$corpus" ]; then
+  if [ -d "$root/../shared/data/arctic" ]; then corpus="$root/../shared/data/arctic"; else corpus=download; fi
+fi
+data=data
+name=$(basename "$config" .yaml)
+exp=exp/${exp:-$name}
+tokenizer=$data/tokenizer_$name.json
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  echo "== stage 1: prepare ($corpus)"
+  python local/prepare.py "$corpus" "$data"
+fi
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  echo "== stage 2: tokenizer ($config, training transcripts only -> $tokenizer)"
+  ctcasr tokenizer --config "$config" --manifest "$data/train.jsonl" --out "$tokenizer"
+fi
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  echo "== stage 3: train ($config -> $exp)"
+  rm -rf "$exp"
+  start=$(date +%s)
+  ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
+    --exp-dir "$exp" --set "tokenizer.path=$tokenizer"
+  echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
+fi
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  echo "== stage 4: average the $average best epochs -> $exp/model.pt"
+  ctcasr average "$exp" --num "$average" --select best --out "$exp/model.pt"
+fi
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  echo "== stage 5: word 3-gram LM on the training transcripts"
+  ctcasr lm --text "$data/text_train.txt" --order 3 --out "$data/lm_3gram.arpa"
+fi
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  echo "== stage 6: decode"
+  dec() { local set=$1 tag=$2; shift 2
+    ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" \
+      --out-dir "$exp/decode_${set}_$tag" "$@" > /dev/null; }
+  dec valid greedy
+  dec test greedy
+  dec test beam --decoder beam --beam-size "$beam"
+  for w in $lm_weights; do
+    for b in $word_bonuses; do
+      dec valid "lm${w}_bonus$b" --decoder beam --beam-size "$beam" --lm "$data/lm_3gram.arpa" \
+        --lm-weight "$w" --word-bonus "$b"
+    done
+  done
+  best=$(python - "$exp" <<'PY'
+import json, sys
+from pathlib import Path
+
+runs = sorted(Path(sys.argv[1]).glob("decode_valid_lm*_bonus*/summary.json"))
+best = min(runs, key=lambda p: (json.loads(p.read_text())["wer"], str(p)))
+print(best.parent.name.removeprefix("decode_valid_lm").replace("_bonus", " "))
+PY
+)
+  read -r w b <<< "$best"
+  echo "LM weight $w, word bonus $b (best on valid)" | tee "$exp/lm_tuning.txt"
+  dec test "beam_lm" --decoder beam --beam-size "$beam" --lm "$data/lm_3gram.arpa" \
+    --lm-weight "$w" --word-bonus "$b"
+fi
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  echo "== stage 7: report ($exp, test = phrases never seen in training)"
+  printf "| test set | decoder | WER %% | CER %% | words |\n| --- | --- | --- | --- | --- |\n"
+  python - "$exp" "$beam" <<'PY'
+import json, sys
+from pathlib import Path
+
+exp, beam = Path(sys.argv[1]), sys.argv[2]
+tuned = (exp / "lm_tuning.txt").read_text().split(" (")[0] if (exp / "lm_tuning.txt").exists() else ""
+names = [("valid_greedy", "valid", "greedy"), ("test_greedy", "test", "greedy"),
+         ("test_beam", "test", f"beam {beam}"),
+         ("test_beam_lm", "test", f"beam {beam} + 3-gram LM ({tuned})")]
+for d, split, decoder in names:
+    p = exp / f"decode_{d}" / "summary.json"
+    if p.exists():
+        s = json.loads(p.read_text())
+        print(f"| {split} | {decoder} | {s['wer']:.2f} | {s['cer']:.2f} | {s['words']} |")
+PY
+fi
