@@ -207,7 +207,7 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
 
 
 def make_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
-    """``cfg.path``'s tokenizer when set (checked against ``cfg``), else one trained on ``texts``."""
+    """The tokenizer in ``cfg.path`` (checked against ``cfg``), else one trained on ``texts``."""
     return load_tokenizer(cfg.path, cfg) if cfg.path else train_tokenizer(cfg, texts)
 
 

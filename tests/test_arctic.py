@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REPO, SHARED_DATA
 
 RECIPE = REPO / "egs" / "arctic"

@@ -61,7 +61,7 @@ def test_word_vocab_and_unknown_word():
 
 @pytest.mark.parametrize("kind, size", [("char", 0), ("word", 0), ("bpe", 40), ("unigram", 40)])
 def test_tokenizer_file_round_trip(tmp_path, kind, size):
-    from ctcasr.tokenizer import load_tokenizer, make_tokenizer, save_tokenizer
+    from ctcasr.tokenizer import make_tokenizer, save_tokenizer
 
     cfg = TokenizerConfig(kind, size)
     tok = train_tokenizer(cfg, TEXTS)
