@@ -107,7 +107,8 @@ def test_recipe_tokenizer_and_lm_see_training_text_only(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for first, last in ((1, 2), (5, 5)):
-        subprocess.run(["bash", egs / "arctic" / "run.sh", "--corpus", ARCTIC, "--stage",
+        subprocess.run(["bash", egs / "arctic" / "run.sh", "--corpus", ARCTIC,  # BPE config
+                        "--config", "conf/conformer.yaml", "--stage",
                         str(first), "--stop-stage", str(last)], check=True, capture_output=True,
                        env=env)
     data = egs / "arctic" / "data"
