@@ -2,7 +2,7 @@
 # English read speech (CMU ARCTIC, one speaker, 1.2 h), tested on phrases never seen in training.
 #
 #   egs/arctic/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--average 5]
-#                     [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "1 2 3"] [--stage N] [--stop-stage N]
+#                     [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "1 2 3 4"] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (normalised text, split by phrase; downloads upstream if DIR does not exist),
 # 2 tokenizer (trained on the training transcripts only), 3 train, 4 average (model.pt = the mean
@@ -21,7 +21,7 @@ exp=""
 average=5
 beam=10
 lm_weights="0.3 0.5 0.8"
-word_bonuses="1 2 3"
+word_bonuses="1 2 3 4"
 stage=1
 stop_stage=7
 . "$root/egs/common/parse_options.sh"
