@@ -32,9 +32,9 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-import soundfile as sf
-
+from ctcasr.data.audio import audio_duration
 from ctcasr.data.manifest import write_manifest
+from ctcasr.errors import CtcasrError
 
 URLS = [f"https://github.com/rhasspy/dataset-voice-cathy/archive/refs/heads/{b}.tar.gz"
         for b in ("master", "main")]
@@ -124,10 +124,13 @@ def main() -> None:
         words = normalise(text)
         if not words:
             sys.exit(f"error: {utt}: transcript {text!r} is empty after normalisation")
-        info = sf.info(str(path))
+        try:
+            duration = audio_duration(path)
+        except CtcasrError as e:
+            sys.exit(f"error: {e}")
         name = side(phrase_of(utt), args.valid_percent, args.test_percent)
         sets[name].append({"id": utt, "audio": str(path.resolve()),
-                           "duration": round(info.frames / info.samplerate, 4), "text": words})
+                           "duration": round(duration, 4), "text": words})
     args.out.mkdir(parents=True, exist_ok=True)
     for name, utts in sets.items():
         write_manifest(args.out / f"{name}.jsonl", utts)
