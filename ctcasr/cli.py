@@ -67,6 +67,9 @@ LmOpt = Annotated[Path | None, typer.Option("--lm", help="Beam: word n-gram LM (
                                             "shallow fusion (see `ctcasr lm`).")]
 LmWeightOpt = Annotated[float, typer.Option("--lm-weight", help="Beam: LM weight.")]
 WordBonusOpt = Annotated[float, typer.Option("--word-bonus", help="Beam: score added per word.")]
+UnkPenaltyOpt = Annotated[float, typer.Option(
+    "--unk-penalty", help="Beam + LM: score added per word the LM does not know (<= 0); "
+    "-inf allows only the LM's words.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 
 
@@ -87,6 +90,7 @@ def decode(
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = 0.5,
     word_bonus: WordBonusOpt = 0.0,
+    unk_penalty: UnkPenaltyOpt = 0.0,
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write words.ctm (word "
                                              "start, duration, confidence).")] = False,
     device: DeviceOpt = "cpu",
@@ -99,7 +103,8 @@ def decode(
     from ctcasr.decode import DecodeOptions
     from ctcasr.decode.runner import decode_manifest, load_recognizer
 
-    opts = DecodeOptions(beam, nbest, topk, prune, str(lm) if lm else None, lm_weight, word_bonus)
+    opts = DecodeOptions(beam, nbest, topk, prune, str(lm) if lm else None, lm_weight, word_bonus,
+                         unk_penalty)
     rec = load_recognizer(checkpoint, device)
     s = decode_manifest(rec, manifest, out_dir, decoder, max_frames, num_workers, opts,
                         timestamps, skip_bad)
@@ -129,6 +134,7 @@ def transcribe(
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = 0.5,
     word_bonus: WordBonusOpt = 0.0,
+    unk_penalty: UnkPenaltyOpt = 0.0,
     int8: Int8Opt = False,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: the "
                                          "library's default, all cores).")] = 0,
@@ -151,7 +157,7 @@ def transcribe(
 
     engine = open_engine(model, int8=int8, threads=threads, device=device)
     opts = DecodeOptions(beam=beam, topk=topk, prune=prune, lm=str(lm) if lm else None,
-                         lm_weight=lm_weight, word_bonus=word_bonus)
+                         lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty)
     asr = Transcriber(engine, decoder, opts, json_lines, chunk_seconds, overlap_seconds,
                       batch_seconds)
     failed = 0

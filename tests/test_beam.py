@@ -113,6 +113,66 @@ def test_word_bonus_counts_words_once_each():
     assert bonus[0][0].score - plain[0][0].score == pytest.approx(4.0)
 
 
+PIECES5 = ["<blank>", "▁", "a", "b", "c"]
+
+
+def spell(*frames):
+    """[1, T, 5] log-probs from per-frame {token: prob} dicts (the rest share what is left)."""
+    lp = torch.empty(1, len(frames), 5)
+    for t, probs in enumerate(frames):
+        rest = (1.0 - sum(probs.values())) / (5 - len(probs))
+        lp[0, t] = torch.tensor([probs.get(k, rest) for k in range(5)])
+    return lp.log()
+
+
+def test_unk_penalty_turns_a_misspelling_into_the_known_word():
+    # acoustics: "ab" (a word the LM never saw) slightly over "ac" (a word it knows)
+    lp = spell({2: 0.9}, {3: 0.5, 4: 0.4})
+    lens = torch.tensor([2])
+    lm = train_kneser_ney(["ac", "ac ac"], order=2)
+    base = LMFusion(lm, PIECES5, weight=0.0)
+    assert prefix_beam_search(lp, lens, beam=8, fusion=base)[0][0].tokens == [2, 3]
+    zero = prefix_beam_search(lp, lens, beam=8, nbest=4,
+                              fusion=LMFusion(lm, PIECES5, 0.0, unk_penalty=0.0))
+    assert [(h.tokens, h.score) for h in zero[0]] == \
+        [(h.tokens, h.score) for h in prefix_beam_search(lp, lens, beam=8, nbest=4, fusion=base)[0]]
+    pen = prefix_beam_search(lp, lens, beam=8, nbest=4,
+                             fusion=LMFusion(lm, PIECES5, 0.0, unk_penalty=-1.0))[0]
+    assert pen[0].tokens == [2, 4]
+    # the penalty is charged once for the closed OOV word, on top of the plain fused score
+    plain_ab = next(h.score for h in zero[0] if h.tokens == [2, 3])
+    assert next(h.score for h in pen if h.tokens == [2, 3]) == pytest.approx(plain_ab - 1.0)
+
+
+def test_partial_words_that_no_lm_word_begins_with_are_ranked_down():
+    # "b..." starts no LM word: with beam 1 the plain search keeps "b" (acoustically best at
+    # frame 0) and can never reach "ac"; the prefix check drops "b" before the word closes
+    lp = spell({3: 0.5, 2: 0.45}, {4: 0.9}, {0: 0.9})
+    lens = torch.tensor([3])
+    lm = train_kneser_ney(["ac"], order=1)
+    plain = prefix_beam_search(lp, lens, beam=1, fusion=LMFusion(lm, PIECES5, 0.5))
+    assert plain[0][0].tokens == [3, 4]
+    checked = prefix_beam_search(lp, lens, beam=1,
+                                 fusion=LMFusion(lm, PIECES5, 0.5, unk_penalty=-5.0))
+    assert checked[0][0].tokens == [2, 4]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_infinite_unk_penalty_gives_only_lm_words(seed):
+    g = torch.Generator().manual_seed(seed)
+    lp = (torch.randn(1, 12, 5, generator=g) * 2).log_softmax(-1)
+    lm = train_kneser_ney(["ab c", "ca", "c ab ab"], order=2)
+    fusion = LMFusion(lm, PIECES5, 0.5, unk_penalty=-math.inf)
+    free = prefix_beam_search(lp, torch.tensor([12]), beam=8, fusion=LMFusion(lm, PIECES5, 0.5))
+    hyps = prefix_beam_search(lp, torch.tensor([12]), beam=8, nbest=8, fusion=fusion)[0]
+    words = {w for h in hyps for w in "".join(PIECES5[k] for k in h.tokens).split("▁") if w}
+    assert words <= {"ab", "c", "ca"}
+    assert all(math.isfinite(h.score) for h in hyps)
+    # random acoustics spell non-words when nothing stops them: the check is not vacuous
+    free_words = {w for h in free[0] for w in "".join(PIECES5[k] for k in h.tokens).split("▁")}
+    assert free_words - {"ab", "c", "ca", ""}
+
+
 SENTS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "the cat ate",
          "on the mat the cat sat", "yes no yes", "no no yes yes", "the the cat"]
 

@@ -53,6 +53,20 @@ def test_train_and_decode_smoke(tiny_config, corpus, tmp_path):
     nbest = [line.split("\t") for line in (beam / "nbest.txt").read_text().splitlines()]
     assert {n[0] for n in nbest} == set(hyp_ids) and all(n[1] in "123" for n in nbest)
     assert (beam / "words.ctm").exists() and (beam / "summary.json").exists()
+    # closed vocabulary: an infinite OOV penalty lets only the LM's words through
+    closed = tmp_path / "closed"
+    r = subprocess.run([*cmd, "decode", "--checkpoint", exp / "model.pt", "--manifest", corpus,
+                        "--out-dir", closed, "--decoder", "beam", "--lm", lm,
+                        "--unk-penalty=-inf"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    known = {w for x in corpus.read_text().splitlines() for w in json.loads(x)["text"].split()}
+    said = {w for line in (closed / "hyp.txt").read_text().splitlines()
+            for w in line.split("\t")[1].split()}
+    assert said <= known
+    r = subprocess.run([*cmd, "decode", "--checkpoint", exp / "model.pt", "--manifest", corpus,
+                        "--out-dir", closed, "--decoder", "beam", "--lm", lm,
+                        "--unk-penalty", "2"], capture_output=True, text=True)
+    assert r.returncode != 0 and "unk penalty 2.0: need a value <= 0" in r.stderr
 
 
 def test_help_describes_every_option(capsys, monkeypatch):

@@ -7,6 +7,7 @@ does not use are ignored (greedy has no beam).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +31,12 @@ class DecodeOptions:
     lm: str | None = None  # word n-gram LM (ARPA file) for shallow fusion
     lm_weight: float = 0.5
     word_bonus: float = 0.0  # added per word (counters the LM's preference for short outputs)
+    unk_penalty: float = 0.0  # added per word the LM does not know (-inf: only LM words)
+
+    def __post_init__(self) -> None:
+        if self.unk_penalty > 0 or math.isnan(self.unk_penalty):
+            raise CtcasrError(f"unk penalty {self.unk_penalty}: need a value <= 0 (-inf allows "
+                              "only the LM's words)")
 
 
 def _greedy(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
@@ -42,7 +49,8 @@ def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
         from ctcasr.lm import NGramLM
 
         pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
-        fusion = LMFusion(NGramLM.read_arpa(opts.lm), pieces, opts.lm_weight, opts.word_bonus)
+        fusion = LMFusion(NGramLM.read_arpa(opts.lm), pieces, opts.lm_weight, opts.word_bonus,
+                          opts.unk_penalty)
     return partial(prefix_beam_search, beam=opts.beam, nbest=opts.nbest, topk=opts.topk,
                    prune=opts.prune, fusion=fusion)
 

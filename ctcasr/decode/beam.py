@@ -15,6 +15,12 @@ Shallow fusion: when a token that starts a word is appended (``tokenizer.is_word
 word it closes is scored by the LM, ``lm_weight * ln P(word | previous words) + word_bonus``;
 at the end the last word and the sentence end are scored. A hypothesis's ``score`` is its CTC
 log-probability plus these terms.
+
+Out-of-vocabulary words (pyctcdecode's ``unk_score_offset``): a word the LM does not know adds
+``unk_penalty`` (<= 0) when it is closed. So that the beam does not fill up with spellings that
+can never become a known word, a prefix whose unfinished word is not the beginning of any LM
+word is ranked with the penalty already added (it is charged for real only when the word closes).
+With ``unk_penalty`` 0 the search is exactly as without it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -34,6 +41,7 @@ NEG_INF = -math.inf
 
 class WordLM(Protocol):
     order: int
+    vocab: set[str]  # the words it knows (``<s>``, ``</s>``, ``<unk>`` may be among them)
 
     def log_prob(self, context: Sequence[str], word: str) -> float:
         """Natural-log ``P(word | context)``; ``word`` may be ``"</s>"``."""
@@ -54,6 +62,7 @@ class _Prefix:
     pb: float = NEG_INF  # ends in blank
     pnb: float = NEG_INF  # ends in its last label
     lm: float = 0.0  # LM score of the words closed so far (weighted, with bonuses)
+    oov: float = 0.0  # provisional OOV penalty of ``partial`` (ranking only)
     words: tuple[str, ...] = ()  # closed words
     partial: str = ""  # the word being spelled
     frames: tuple[int, ...] = ()
@@ -69,13 +78,27 @@ class LMFusion:
     pieces: Sequence[str]  # token id -> piece (``tokenizer.id_to_piece``)
     weight: float = 0.5
     word_bonus: float = 0.0
+    unk_penalty: float = 0.0  # added for each word the LM does not know (<= 0)
 
     def word_score(self, words: tuple[str, ...], word: str) -> float:
-        """Weighted ``ln P(word | <s> words)`` plus the bonus; ``</s>`` gets no bonus."""
+        """Weighted ``ln P(word | <s> words)`` plus the bonus (and the OOV penalty);
+        ``</s>`` gets neither."""
         n = self.lm.order - 1  # only the last n words matter; <s> while there are fewer
         ctx = words[len(words) - n :] if len(words) >= n else ("<s>", *words)
         lp = self.weight * self.lm.log_prob(ctx, word)
-        return lp if word == "</s>" else lp + self.word_bonus
+        if word == "</s>":
+            return lp
+        return lp + self.word_bonus + (0.0 if word in self.lm.vocab else self.unk_penalty)
+
+    @cached_property
+    def _word_starts(self) -> frozenset[str]:
+        return frozenset(w[:i] for w in self.lm.vocab for i in range(1, len(w) + 1))
+
+    def partial_penalty(self, partial: str) -> float:
+        """``unk_penalty`` if no LM word begins with ``partial`` (the word being spelled)."""
+        if not self.unk_penalty or not partial or partial in self._word_starts:
+            return 0.0
+        return self.unk_penalty
 
 
 def prefix_beam_search(
@@ -135,7 +158,8 @@ def _search(
                     same.pnb = _logaddexp(same.pnb, st.pnb + lpk)  # merged repeat
                 else:
                     p.pnb = _logaddexp(p.pnb, total + lpk)
-        ranked = sorted(nxt.items(), key=lambda kv: kv[1].ctc + kv[1].lm, reverse=True)
+        ranked = _viable(sorted(nxt.items(), key=lambda kv: kv[1].ctc + kv[1].lm + kv[1].oov,
+                                reverse=True), lambda kv: kv[1].lm + kv[1].oov)
         beams = dict(ranked[:beam])
     final = []
     for prefix, st in beams.items():
@@ -148,7 +172,14 @@ def _search(
             score += fusion.word_score(words, "</s>")
         final.append(Hypothesis(list(prefix), score, list(st.frames)))
     final.sort(key=lambda h: h.score, reverse=True)
-    return final[:nbest]
+    return _viable(final, lambda h: h.score)[:nbest]
+
+
+def _viable(ranked: list, score) -> list:
+    """``ranked`` without the entries an infinite OOV penalty ruled out (``score`` -inf),
+    unless that leaves nothing."""
+    kept = [x for x in ranked if score(x) != NEG_INF]
+    return kept or ranked
 
 
 def _entry(nxt: dict[tuple[int, ...], _Prefix], prefix: tuple[int, ...], parent: _Prefix,
@@ -157,8 +188,8 @@ def _entry(nxt: dict[tuple[int, ...], _Prefix], prefix: tuple[int, ...], parent:
     p = nxt.get(prefix)
     if p is None:
         if token is None:
-            p = _Prefix(lm=parent.lm, words=parent.words, partial=parent.partial,
-                        frames=parent.frames)
+            p = _Prefix(lm=parent.lm, oov=parent.oov, words=parent.words,
+                        partial=parent.partial, frames=parent.frames)
         else:
             p = _extend(parent, token, t, fusion)
         nxt[prefix] = p
@@ -179,4 +210,5 @@ def _extend(parent: _Prefix, token: int, t: int, fusion: LMFusion | None) -> _Pr
         child.partial = piece[len(SPACE):]
     else:
         child.partial += piece
+    child.oov = fusion.partial_penalty(child.partial)
     return child

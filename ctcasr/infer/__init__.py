@@ -27,6 +27,7 @@ def load(
     lm: str | Path | None = None,
     lm_weight: float = 0.5,
     word_bonus: float = 0.0,
+    unk_penalty: float = 0.0,
     int8: bool = False,
     threads: int = 0,
     device: str = "cpu",
@@ -39,14 +40,14 @@ def load(
     ``ctcasr export`` (TorchScript, or ONNX with the ``onnx`` extra installed).
 
     ``decoder``: ``greedy`` or ``beam`` (prefix beam search of ``beam`` prefixes, with the word
-    n-gram LM ``lm`` in ARPA format). ``int8``: dynamic int8 quantisation of a checkpoint's
-    model. ``threads`` > 0 sets the intra-op threads. Inputs longer than ``chunk_seconds`` are
-    decoded in windows overlapping by ``overlap_seconds``; a batch holds at most
-    ``batch_seconds`` of padded audio.
+    n-gram LM ``lm`` in ARPA format and ``unk_penalty`` added per word it does not know).
+    ``int8``: dynamic int8 quantisation of a checkpoint's model. ``threads`` > 0 sets the
+    intra-op threads. Inputs longer than ``chunk_seconds`` are decoded in windows overlapping
+    by ``overlap_seconds``; a batch holds at most ``batch_seconds`` of padded audio.
     """
     engine = open_engine(model, int8=int8, threads=threads, device=device)
     options = DecodeOptions(beam=beam, lm=str(lm) if lm else None, lm_weight=lm_weight,
-                            word_bonus=word_bonus)
+                            word_bonus=word_bonus, unk_penalty=unk_penalty)
     return Transcriber(engine, decoder, options, timestamps, chunk_seconds, overlap_seconds,
                        batch_seconds)
 
