@@ -2,12 +2,14 @@
 # English read speech (CMU ARCTIC, one speaker, 1.2 h), tested on phrases never seen in training.
 #
 #   egs/arctic/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--average 5]
-#                     [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "1 2 3 4"] [--stage N] [--stop-stage N]
+#                     [--beam 20] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
+#                     [--unk-penalties "-inf"] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (normalised text, split by phrase; downloads upstream if DIR does not exist),
 # 2 tokenizer (trained on the training transcripts only), 3 train, 4 average (model.pt = the mean
 # of the N epochs with the best validation WER), 5 LM (3-gram on the training transcripts only),
-# 6 decode: greedy, prefix beam, and beam + LM with the weight and word bonus chosen on valid,
+# 6 decode: greedy, prefix beam, and beam + LM with the weight, word bonus and OOV penalty chosen
+# on valid (-inf: only words of the training text; see docs/results.md for why that is the default),
 # 7 report (a WER/CER table of the unseen-phrase test set).
 # Default corpus: ../shared/data/arctic relative to the repository root when it exists.
 set -euo pipefail
@@ -19,9 +21,10 @@ corpus=""
 config=conf/lstm.yaml
 exp=""
 average=5
-beam=10
+beam=20
 lm_weights="0.3 0.5 0.8"
-word_bonuses="1 2 3 4"
+word_bonuses="0 1 2"
+unk_penalties="-inf"
 stage=1
 stop_stage=7
 . "$root/egs/common/parse_options.sh"
@@ -68,23 +71,26 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   dec test beam --decoder beam --beam-size "$beam"
   for w in $lm_weights; do
     for b in $word_bonuses; do
-      dec valid "lm${w}_bonus$b" --decoder beam --beam-size "$beam" --lm "$data/lm_3gram.arpa" \
-        --lm-weight "$w" --word-bonus "$b"
+      for u in $unk_penalties; do
+        dec valid "lm${w}_bonus${b}_unk$u" --decoder beam --beam-size "$beam" \
+          --lm "$data/lm_3gram.arpa" --lm-weight "$w" --word-bonus "$b" --unk-penalty="$u"
+      done
     done
   done
   best=$(python - "$exp" <<'PY'
 import json, sys
 from pathlib import Path
 
-runs = sorted(Path(sys.argv[1]).glob("decode_valid_lm*_bonus*/summary.json"))
+runs = sorted(Path(sys.argv[1]).glob("decode_valid_lm*_bonus*_unk*/summary.json"))
 best = min(runs, key=lambda p: (json.loads(p.read_text())["wer"], str(p)))
-print(best.parent.name.removeprefix("decode_valid_lm").replace("_bonus", " "))
+name = best.parent.name.removeprefix("decode_valid_lm")
+print(name.replace("_bonus", " ").replace("_unk", " "))
 PY
 )
-  read -r w b <<< "$best"
-  echo "LM weight $w, word bonus $b (best on valid)" | tee "$exp/lm_tuning.txt"
+  read -r w b u <<< "$best"
+  echo "LM weight $w, word bonus $b, unk penalty $u (best on valid)" | tee "$exp/lm_tuning.txt"
   dec test "beam_lm" --decoder beam --beam-size "$beam" --lm "$data/lm_3gram.arpa" \
-    --lm-weight "$w" --word-bonus "$b"
+    --lm-weight "$w" --word-bonus "$b" --unk-penalty="$u"
 fi
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   echo "== stage 7: report ($exp, test = phrases never seen in training)"
