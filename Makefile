@@ -1,16 +1,24 @@
 # Two entry points (see README): `make digits` runs the main recipe, `make test` runs the tests
 # (`make yesno` is a one-minute sanity check; `make arctic` the English read-speech recipe).
-# Each creates / updates the virtual environment it needs.
+# Each creates / updates the virtual environment it needs, with exactly the versions of
+# requirements.lock (every transitive dependency, hashed). `make lock` remakes the lock.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The torch release the lock pins (torchaudio follows: 2.11.1 loads with torch >= 2.12);
+# docs/install.md has the measured pairs. `make lock TORCH=2.15.0` tries another.
+TORCH ?= 2.14.1
+UV_VERSION := 0.13.9
 
-.PHONY: digits yesno arctic test lint bench clean
+.PHONY: digits yesno arctic test lint bench clean lock
 
-$(STAMP): pyproject.toml
+# Plain pip (bundled with Python) from the hashed lock: nothing unpinned is ever installed.
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes \
+	    -r requirements.lock
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
+	    --no-build-isolation -e .
 	touch $(STAMP)
 
 digits: $(STAMP)
@@ -25,6 +33,18 @@ arctic: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check ctcasr tests egs benchmarks
 	$(VENV)/bin/python -m pytest -q
+
+# Re-resolve pyproject.toml's ranges (all platforms, Python 3.11+) into requirements.lock, with
+# uv (a pinned release, in its own throw-away venv; only this target needs it). Versions already
+# in the lock are kept while they satisfy the ranges; `make lock UPGRADE=1` takes the newest.
+lock:
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	echo "torch==$(TORCH)" > .lock-venv/pins.txt
+	.lock-venv/bin/uv pip compile --quiet pyproject.toml --extra dev --universal --generate-hashes \
+	    --python-version 3.11 --no-header $(if $(UPGRADE),--upgrade) -c .lock-venv/pins.txt \
+	    -o requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) egs/*/data egs/*/exp

@@ -30,6 +30,30 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value, e.g. --set train.epochs=5 (repeatable)."),
 ]
+
+
+def _print_versions(value: bool) -> None:
+    if value:
+        from ctcasr.environment import versions
+
+        typer.echo(" ".join(f"{k} {v}" for k, v in versions().items()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _check_environment(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", callback=_print_versions, is_eager=True,
+                                          help="Print the ctcasr, torch, torchaudio and Python "
+                                          "versions and exit.")] = False,
+) -> None:
+    """ctcasr: CTC speech recognition from manifests to WER."""
+    if ctx.invoked_subcommand:  # a broken torch / torchaudio pair: one line, before any work
+        from ctcasr.environment import check_torch
+
+        check_torch()
+
+
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad utterances (unreadable "
                                           "audio, bad manifest lines, ...) instead of stopping; "
                                           "they are counted and listed in skipped.txt.")]

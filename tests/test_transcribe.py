@@ -61,8 +61,11 @@ def utterance(rng: np.random.Generator, sr: int = SR, words: int = 0,
 
 def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0,
                     utterance_cmn: bool = False, **model_conf) -> Path:
-    """A tiny model for the synthetic words; trained on 40 utterances (full batch, Adam) until
-    its CTC loss is below 0.05 when ``train_steps`` > 0 (at most that many steps)."""
+    """A tiny model for the synthetic words. With ``train_steps`` > 0 it is trained on 40
+    utterances (full batch, Adam) until it has converged by construction, not by luck: CTC loss
+    below 0.05 *and* every training utterance transcribed exactly (checked every 10 steps), at
+    most ``train_steps`` steps. Measured over 16 seeds x 1-2 threads: 75-210 steps, and a loss
+    below 0.05 alone left 3 of 40 wrong once (seed 7)."""
     torch.manual_seed(0)
     raw = json.loads(json.dumps(TINY))
     raw["data"]["features"]["utterance_cmn"] = utterance_cmn
@@ -77,35 +80,47 @@ def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0
         stats.add(f)
     model = build_model(cfg.model, 23, tok.vocab_size, *stats.mean_std())
     x, lens = pad_sequence(feats, batch_first=True), torch.tensor([len(f) for f in feats])
-    ys = [torch.tensor(tok.encode(t)) for _, t in data]
+    if train_steps:
+        wrong = fit(model, x, lens, [t for _, t in data], tok, train_steps)
+        assert wrong == 0, f"the tiny model still gets {wrong} of 40 training utterances " \
+            f"wrong after {train_steps} steps"
+    model.eval()
+    save_checkpoint(model_checkpoint(cfg, model, tok), path)
+    return path
+
+
+def fit(model, x, lens, texts, tok, max_steps: int) -> int:
+    """Full-batch Adam until loss < 0.05 and greedy decoding of the batch is exact; returns
+    how many utterances are still wrong."""
+    ys = [torch.tensor(tok.encode(t)) for t in texts]
     y, ylens = pad_sequence(ys, batch_first=True), torch.tensor([len(t) for t in ys])
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: more threads only add overhead
-    for _ in range(train_steps):
+    wrong = len(texts)
+    for step in range(1, max_steps + 1):
+        model.train()
         loss = ctc_loss(*model(x, lens), y, ylens).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
-        if loss.item() < 0.05:
-            break
+        if loss.item() < 0.05 and step % 10 == 0:
+            model.eval()
+            with torch.no_grad():
+                hyps = [tok.decode(h[0].tokens) for h in greedy_search(*model(x, lens))]
+            wrong = sum(h != t for h, t in zip(hyps, texts, strict=True))
+            if wrong == 0:
+                break
     torch.set_num_threads(threads)
-    model.eval()
-    if train_steps:
-        with torch.no_grad():
-            hyps = [tok.decode(h[0].tokens) for h in greedy_search(*model(x, lens))]
-        assert hyps == [t for _, t in data], "the tiny model did not learn its training set"
-    save_checkpoint(model_checkpoint(cfg, model, tok), path)
-    return path
+    return wrong
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """The trained tiny Conformer, trained once per session (test_export.py uses it too)."""
     path = tmp_path_factory.getbasetemp() / "trained_tiny_conformer.pt"
-    return path if path.exists() else make_checkpoint(path, train_steps=300)
+    return path if path.exists() else make_checkpoint(path, train_steps=2000)
 
 
 def run(*args, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,43 @@
+"""What ctcasr runs on: installed versions, and one clear line when torch / torchaudio do not load.
+
+torchaudio's compiled extension loads only with the torch release it was built against
+(torchaudio 2.11.1 needs torch >= 2.12; 2.11.0 needs 2.11.0). A mismatch shows up deep in an
+import as ``undefined symbol`` or ``Could not load this library``; :func:`check_torch` turns it
+into one line naming both versions and the command that repairs the environment.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+from ctcasr.errors import CtcasrError, first_line
+
+REPAIR = "make -B .venv/.installed (from a checkout), or pip install -r requirements.lock"
+
+
+def installed(package: str) -> str:
+    """The installed version of ``package`` (from its metadata: nothing is imported)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions() -> dict[str, str]:
+    from ctcasr import __version__
+
+    return {"ctcasr": __version__, "torch": installed("torch"),
+            "torchaudio": installed("torchaudio"), "python": platform.python_version()}
+
+
+def check_torch() -> None:
+    """Import torch and torchaudio (with its compiled extension); raise :class:`CtcasrError`
+    with one line (versions, cause, repair) if either fails."""
+    try:
+        import torch  # noqa: F401
+        import torchaudio  # noqa: F401  (loads libtorchaudio: the part that breaks)
+    except (ImportError, OSError, RuntimeError) as e:
+        raise CtcasrError(
+            f"torch {installed('torch')} and torchaudio {installed('torchaudio')} do not load "
+            f"together ({type(e).__name__}: {first_line(e)}); repair with: {REPAIR}") from None
