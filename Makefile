@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-# The torch release the lock pins (torchaudio follows: 2.11.1 loads with torch >= 2.12);
+# The torch release the lock pins (torchaudio follows: 2.11.1 loads with torch >= 2.13);
 # docs/install.md has the measured pairs. `make lock TORCH=2.15.0` tries another.
 TORCH ?= 2.14.1
 UV_VERSION := 0.13.9

@@ -32,7 +32,8 @@ from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.models import build_model
 from ctcasr.models.frontend import FrontendConfig
 from ctcasr.tokenizer import CharTokenizer
-from ctcasr.train.trainer import compute_cmvn, train_step
+from ctcasr.train.features import compute_cmvn
+from ctcasr.train.trainer import train_step
 
 ARCTIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "arctic"
 FEATS = FbankConfig(sample_rate=16000, num_mel_bins=80)

@@ -82,7 +82,19 @@ class DataConfig:
     sort_noise: float = 0.1  # training: durations jittered by up to +-10 % before bucketing
     sortagrad_epochs: int = 0  # the first N epochs go shortest batch first, unshuffled
     num_workers: int = 0  # DataLoader worker processes
-    cache_features: bool = True  # keep computed fbank in memory (per speed factor)
+    # where training keeps fbank between epochs (docs/training.md, "Memory"):
+    #   disk:   a feature store in EXP_DIR/feats, written before epoch 1 (each speed factor),
+    #           read back per batch; memory does not grow with the corpus
+    #   memory: a dict in RAM (and in each worker): grows with the corpus; small corpora only
+    #   none:   computed for every batch
+    #   auto:   disk when the folder has room for it, else none
+    feature_cache: str = "auto"
+    cache_features: bool | None = None  # old switch: false = feature_cache none
+
+    def __post_init__(self) -> None:
+        if self.feature_cache not in ("auto", "disk", "memory", "none"):
+            raise CtcasrError(f"data.feature_cache: {self.feature_cache!r} (need auto, disk, "
+                              "memory or none)")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What ctcasr runs on: installed versions, and one clear line when torch / torchaudio do not load.
 
 torchaudio's compiled extension loads only with the torch release it was built against
-(torchaudio 2.11.1 needs torch >= 2.12; 2.11.0 needs 2.11.0). A mismatch shows up deep in an
+(torchaudio 2.11.1 needs torch >= 2.13; 2.11.0 needs 2.11.0). A mismatch shows up deep in an
 import as ``undefined symbol`` or ``Could not load this library``; :func:`check_torch` turns it
 into one line naming both versions and the command that repairs the environment.
 """

@@ -19,6 +19,7 @@ from ctcasr.config import FbankConfig
 from ctcasr.data.audio import load_audio
 from ctcasr.data.augment import Augmenter
 from ctcasr.data.badinputs import BadInputs
+from ctcasr.data.featstore import FeatureStore
 from ctcasr.data.features import fbank
 from ctcasr.data.manifest import Utterance
 from ctcasr.errors import CtcasrError
@@ -26,6 +27,8 @@ from ctcasr.tokenizer import Tokenizer
 from ctcasr.train.loss import min_ctc_frames
 
 Item = tuple[int, torch.Tensor, torch.Tensor] | tuple[int, None, str]  # (i, feats, tokens | why)
+# (i, fbank of each speed factor, None) | (i, None, why)
+Variants = tuple[int, list[torch.Tensor], None] | tuple[int, None, str]
 
 
 @dataclass
@@ -66,6 +69,9 @@ class ASRDataset(torch.utils.data.Dataset):
 
     With an ``augmenter``, the key ``(epoch, i)`` gives utterance ``i`` augmented as drawn for
     ``epoch`` (speed perturbation, VTLP, noise, SpecAugment); a plain ``i`` is never augmented.
+    Features come from a :class:`FeatureStore` on disk once one is attached (:meth:`use_store`,
+    unaugmented and speed-perturbed), from an in-memory cache (``cache_features``: grows with
+    the corpus), or are computed each time.
     Transcripts are tokenised up front, so an unencodable character fails before any training
     with the manifest line. Without a tokenizer (decoding), token tensors are empty. With
     ``output_lengths`` (the model's frames-out-for-frames-in), unperturbed audio that gives
@@ -88,6 +94,8 @@ class ASRDataset(torch.utils.data.Dataset):
         self.output_lengths = output_lengths
         self.min_frames: dict[int, int] = {}  # encoder frames needed -> feature frames needed
         self.skip_bad = bad is not None and bad.skip
+        self.store: FeatureStore | None = None
+        self.store_speeds: list[float] = []  # the speed factor of each variant in the store
         # keyed by (index, speed factor, warp factor)
         self.cache: dict[tuple[int, float, float], torch.Tensor] | None = (
             {} if cache_features else None
@@ -114,6 +122,8 @@ class ASRDataset(torch.utils.data.Dataset):
         keep = list(keep)
         new = ASRDataset([], self.feat_cfg, None, False, self.augmenter, self.output_lengths)
         new.min_frames = self.min_frames
+        if self.store is not None:
+            new.store, new.store_speeds = self.store.subset(keep), self.store_speeds
         new.utts = [self.utts[i] for i in keep]
         new.tokens = [self.tokens[i] for i in keep]
         if self.cache is not None:
@@ -126,6 +136,9 @@ class ASRDataset(torch.utils.data.Dataset):
     ) -> torch.Tensor:
         """Log-mel of utterance ``i``: sped up, VTLP-warped, and with the noise drawn for
         ``noise = (epoch, i)`` (noisy features are never cached)."""
+        if self.store is not None and noise is None and warp == 1.0 \
+                and speed in self.store_speeds:
+            return self.store.read(i, self.store_speeds.index(speed))
         cached = self.cache is not None and noise is None
         if cached and (i, speed, warp) in self.cache:
             return self.cache[i, speed, warp]
@@ -146,6 +159,20 @@ class ASRDataset(torch.utils.data.Dataset):
         if cached:
             self.cache[i, speed, warp] = feats
         return feats
+
+    def use_store(self, store: FeatureStore, speeds: list[float]) -> None:
+        """Read features of speed factors ``speeds`` (warp 1, no noise) from ``store``."""
+        self.store, self.store_speeds, self.cache = store, speeds, None
+
+    def variants(self, i: int, speeds: Sequence[float]) -> Variants:
+        """``(i, [fbank at each speed factor], None)``, or ``(i, None, why)`` for a bad
+        utterance under ``--skip-bad``."""
+        try:
+            return i, [self.features(i, s) for s in speeds], None
+        except CtcasrError as e:
+            if not self.skip_bad:
+                raise
+            return i, None, str(e)
 
     def _check_ctc_length(self, i: int, frames: int) -> None:
         if self.output_lengths is None:
@@ -196,13 +223,25 @@ class ASRDataset(torch.utils.data.Dataset):
         )
 
 
-def read_each(dataset: ASRDataset, indices: Sequence[int], num_workers: int) -> Iterable[Item]:
-    """Items ``indices`` of ``dataset`` one by one (in worker processes if ``num_workers``)."""
+class _VariantsOf(torch.utils.data.Dataset):
+    def __init__(self, dataset: ASRDataset, indices: Sequence[int], speeds: Sequence[float]):
+        self.dataset, self.indices, self.speeds = dataset, indices, speeds
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> Variants:
+        return self.dataset.variants(self.indices[k], self.speeds)
+
+
+def read_each(dataset: ASRDataset, indices: Sequence[int], num_workers: int,
+              speeds: Sequence[float] = (1.0,)) -> Iterable[Variants]:
+    """``dataset.variants(i, speeds)`` for each of ``indices``, in order (in worker processes
+    if ``num_workers``)."""
     if num_workers == 0:
-        return (dataset[i] for i in indices)
-    return torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices), batch_size=None, num_workers=num_workers,
-    )
+        return (dataset.variants(i, speeds) for i in indices)
+    return torch.utils.data.DataLoader(_VariantsOf(dataset, indices, speeds), batch_size=None,
+                                       num_workers=num_workers)
 
 
 def make_loader(

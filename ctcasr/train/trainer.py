@@ -13,6 +13,8 @@ Files in the experiment folder (written by the main process only)::
     model.pt           the model to decode with, written at the end: best.pt, or the average
                        of ``train.average`` epoch checkpoints
     skipped.txt        with ``--skip-bad``: the bad inputs left out, one error line each
+    feats/             while training, with ``data.feature_cache`` disk (the default where there
+                       is room): the fbank of every utterance (``ctcasr.train.features``)
 
 An optimizer step consumes ``world_size x accum_grad`` consecutive batches of the epoch's global
 batch list (``ctcasr.train.distributed``); the loss is the CTC loss summed over their utterances
@@ -37,6 +39,7 @@ import contextlib
 import logging
 import math
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,7 @@ from ctcasr.checkpoint import (
 from ctcasr.config import Config, save_config
 from ctcasr.data.augment import Augmenter
 from ctcasr.data.badinputs import BadInputs
-from ctcasr.data.dataset import ASRDataset, Batch, make_loader, read_each
+from ctcasr.data.dataset import ASRDataset, Batch, make_loader
 from ctcasr.data.features import CMVNStats, frames_for_duration
 from ctcasr.data.manifest import read_manifest
 from ctcasr.data.sampler import BucketBatchSampler
@@ -66,6 +69,7 @@ from ctcasr.scoring import score
 from ctcasr.tokenizer import Tokenizer, make_tokenizer, tokenizer_from_state
 from ctcasr.train import distributed as D
 from ctcasr.train.average import average_checkpoints, select_epochs
+from ctcasr.train.features import choose_feature_cache, reuse_or_rebuild_store, scan, store_for
 from ctcasr.train.loss import ctc_loss, min_ctc_frames
 from ctcasr.train.monitor import Meter, TrainLog, trim_log
 from ctcasr.train.schedule import check_schedule, lr_at
@@ -185,18 +189,29 @@ def _train(
     augmenter = Augmenter(dcfg.augment, feat_cfg.sample_rate, tc.seed) if dcfg.augment.enabled \
         else None
     lengths = Conv2dSubsampling(feat_cfg.num_mel_bins, cfg.model.frontend).output_lengths
-    train_ds = ASRDataset(train_utts, feat_cfg, tokenizer, dcfg.cache_features, augmenter,
+    speeds = [1.0] + [f for f in dcfg.augment.speeds if f != 1.0]  # the variants stored
+    cache = choose_feature_cache(dcfg, train_utts, len(speeds), exp_dir) if dist.is_main else ""
+    cache = D.broadcast(cache, dist)
+    train_ds = ASRDataset(train_utts, feat_cfg, tokenizer, cache == "memory", augmenter,
                           lengths, bad)
-    valid_ds = ASRDataset(valid_utts, feat_cfg, tokenizer, dcfg.cache_features, None, lengths,
+    valid_ds = ASRDataset(valid_utts, feat_cfg, tokenizer, cache == "memory", None, lengths,
                           bad)
+    stores = {name: store_for(ds, exp_dir / "feats" / name, sp) if cache == "disk" else None
+              for name, ds, sp in (("train", train_ds, speeds), ("valid", valid_ds, [1.0]))}
     stats = CMVNStats.empty(feat_cfg.num_mel_bins)
     if ckpt is None:  # read everything once: CMVN statistics, and no bad input met later
-        unreadable = [["train", *x] for x in scan(train_ds, dcfg.num_workers, dist, bad, stats)]
-        unreadable += [["valid", *x] for x in scan(valid_ds, dcfg.num_workers, dist, bad)]
+        unreadable = [["train", *x] for x in scan(train_ds, dcfg.num_workers, dist, bad, stats,
+                                                  stores["train"], speeds)]
+        unreadable += [["valid", *x] for x in scan(valid_ds, dcfg.num_workers, dist, bad,
+                                                   None, stores["valid"])]
     else:  # the same utterances as before
         unreadable = ckpt["train_state"]["state"].get("unreadable", [])
         for _, _, why in unreadable:
             bad.skip_or_raise(why)
+        for ds, store, sp in ((train_ds, stores["train"], speeds),
+                              (valid_ds, stores["valid"], [1.0])):
+            if store is not None:
+                reuse_or_rebuild_store(ds, store, sp, dcfg.num_workers, dist)
     train_ds, valid_ds = (_without(ds, name, unreadable) for ds, name in
                           ((train_ds, "train"), (valid_ds, "valid")))
     if dist.is_main:
@@ -382,6 +397,10 @@ def _train(
     if dist.is_main:
         _write_final_model(cfg, state, exp_dir, checkpoint(False), model, valid_loader,
                            tokenizer, device)
+        if cache == "disk":  # written for this run's epochs; --resume writes it again if needed
+            size = sum(s.nbytes() for s in stores.values() if s is not None)
+            shutil.rmtree(exp_dir / "feats", ignore_errors=True)
+            log.info("removed the feature store %s/feats (%.0f MB)", exp_dir, size / 2**20)
     if state.infeasible_utts:
         log.warning("%d utterance(s) had more labels than encoder frames (see the log above)",
                     state.infeasible_utts)
@@ -446,42 +465,6 @@ def validate(
     total, n = sum(p[0] for p in parts), sum(p[1] for p in parts)
     refs, hyps = [r for p in parts for r in p[2]], [h for p in parts for h in p[3]]
     return total / max(n, 1), score(refs, hyps)[0]
-
-
-def compute_cmvn(
-    dataset: ASRDataset, num_workers: int, dist: D.DistInfo = D.DistInfo()
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global mean / std per fbank bin over a whole dataset (one pass; fills its cache)."""
-    stats = CMVNStats.empty(dataset.feat_cfg.num_mel_bins)
-    scan(dataset, num_workers, dist, BadInputs(), stats)
-    return stats.mean_std()
-
-
-def scan(
-    dataset: ASRDataset, num_workers: int, dist: D.DistInfo, bad: BadInputs,
-    stats: CMVNStats | None = None,
-) -> list[tuple[str, str]]:
-    """Read every utterance once (filling the feature cache), adding its features to
-    ``stats``; returns ``(id, why)`` of the bad ones, which ``bad`` raises unless skipping.
-    Under DDP each process reads its share; the sums and the bad ones are gathered."""
-    mine = list(range(dist.rank, len(dataset), dist.world_size))
-    found = []
-    for i, feats, why in tqdm(read_each(dataset, mine, num_workers), total=len(mine),
-                              desc="read", leave=False, disable=None if dist.is_main else True):
-        if feats is None:
-            found.append((i, dataset.utts[i].id, why))
-        elif stats is not None:
-            stats.add(feats)
-    if dist.enabled and stats is not None:
-        sums = torch.cat([stats.sum, stats.sum_sq, torch.tensor([float(stats.count)],
-                                                                dtype=torch.float64)])
-        D.all_reduce_sum(sums, dist)
-        d = stats.sum.shape[0]
-        stats.sum, stats.sum_sq, stats.count = sums[:d], sums[d : 2 * d], int(sums[-1])
-    found = sorted(x for part in D.all_gather(found, dist) for x in part)
-    for _, _, why in found:
-        bad.skip_or_raise(why)
-    return [(uid, why) for _, uid, why in found]
 
 
 def _without(dataset: ASRDataset, name: str, unreadable: list[list[str]]) -> ASRDataset:
