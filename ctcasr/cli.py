@@ -70,13 +70,18 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in EXP_DIR from "
                                          "last.pt, exactly where it stopped.")] = False,
     skip_bad: SkipBadOpt = False,
+    init: Annotated[Path | None, typer.Option("--init", help="Fine-tune: start from this "
+                                              "checkpoint's weights (those whose name and shape "
+                                              "match; the output layer only for the same "
+                                              "vocabulary). Same as --set train.init=PATH.")]
+    = None,
 ) -> None:
     """Train a CTC model: tokenizer and CMVN from the training set, then epochs of training
     with validation loss and greedy WER after each; the best epoch becomes model.pt."""
     from ctcasr.config import load_config
     from ctcasr.train.trainer import train as run_train
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [*(overrides or []), *([f"train.init={init}"] if init else [])])
     run_train(cfg, train_manifest, valid_manifest, exp_dir, resume=resume, skip_bad=skip_bad)
 
 

@@ -166,6 +166,12 @@ class TrainConfig:
     average: int = 0  # > 0: model.pt = the average of this many epoch checkpoints ...
     average_select: str = "best"  # ... the best ones by validation WER, or the last ones
     tensorboard: bool = True  # also write TensorBoard events when tensorboard is installed
+    # fine-tuning (ctcasr.train.finetune; `ctcasr train --init CKPT` sets init)
+    init: str = ""  # start from this checkpoint's weights (those whose name and shape match)
+    init_tokenizer: bool = False  # use init's tokenizer instead of training one (keeps its head)
+    freeze_frontend: bool = False  # hold the conv front end still ...
+    freeze_encoder_layers: int = 0  # ... and the first N encoder layers ...
+    freeze_steps: int = 0  # ... for the first N optimizer steps
 
     def __post_init__(self) -> None:
         checks = {

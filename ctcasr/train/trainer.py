@@ -70,6 +70,7 @@ from ctcasr.tokenizer import Tokenizer, make_tokenizer, tokenizer_from_state
 from ctcasr.train import distributed as D
 from ctcasr.train.average import average_checkpoints, select_epochs
 from ctcasr.train.features import choose_feature_cache, reuse_or_rebuild_store, scan, store_for
+from ctcasr.train.finetune import frozen_parameters, init_from, load_init, log_init
 from ctcasr.train.loss import ctc_loss, min_ctc_frames
 from ctcasr.train.monitor import Meter, TrainLog, trim_log
 from ctcasr.train.schedule import check_schedule, lr_at
@@ -123,11 +124,13 @@ def train_step(
     world_size: int = 1,
     autocast: contextlib.AbstractContextManager | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    frozen: list[torch.nn.Parameter] | None = None,
 ) -> StepResult:
     """One optimizer step over this process's ``batches`` (gradient accumulation).
 
     ``step_utts`` is the number of utterances in the step over all processes; each process
     scales its loss by ``world_size / step_utts`` because DDP averages gradients over processes.
+    ``frozen`` parameters lose their gradients before clipping: the step leaves them as they are.
     """
     ddp = isinstance(model, DistributedDataParallel)
     optimizer.zero_grad(set_to_none=True)
@@ -147,6 +150,8 @@ def train_step(
         loss_sum += loss.detach().double().cpu()
     if world_size > 1:
         torch.distributed.all_reduce(loss_sum)
+    for p in frozen or ():
+        p.grad = None
     if scaler is not None:
         scaler.unscale_(optimizer)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
@@ -176,11 +181,14 @@ def _train(
     if ckpt is None and dist.is_main:
         save_config(cfg, exp_dir / "config.yaml")  # also marks the folder as holding a run
 
+    init = load_init(Path(tc.init)) if tc.init and ckpt is None else None  # fails early
     bad = BadInputs(skip_bad)
     train_utts = read_manifest(train_manifest, bad=bad)
     valid_utts = read_manifest(valid_manifest, bad=bad)
     if ckpt is not None:
         tokenizer = tokenizer_from_state(ckpt["tokenizer"])
+    elif init is not None and tc.init_tokenizer:
+        tokenizer = tokenizer_from_state(init["tokenizer"])
     else:
         tok_state = None
         if dist.is_main:
@@ -245,6 +253,12 @@ def _train(
         dim = ckpt["feature_dim"]
         mean, std = torch.zeros(dim), torch.ones(dim)  # overwritten by the state dict
     model = build_model(cfg.model, feat_cfg.num_mel_bins, tokenizer.vocab_size, mean, std)
+    if init is not None:
+        report = init_from(model, init, init["tokenizer"] == tokenizer.state_dict(),
+                           Path(tc.init))
+        if dist.is_main:
+            log_init(report, Path(tc.init), init["config"].get("data", {}).get("features", {})
+                     .get("sample_rate"), feat_cfg.sample_rate)
     model.to(device)
     if dist.enabled:
         torch.manual_seed(tc.seed + dist.rank)  # dropout differs between processes
@@ -324,7 +338,7 @@ def _train(
             for g in optimizer.param_groups:
                 g["lr"] = lr
             res = train_step(net, optimizer, mine, step_utts, tc.max_norm, dist.world_size,
-                             autocast, scaler)
+                             autocast, scaler, frozen_parameters(model, tc, state.step))
             state.batch_in_epoch = start + len(step_batches)
             bar.update(len(step_batches))
             if res.infeasible:
