@@ -1,5 +1,5 @@
 """The ``ctcasr`` command line: ``train``, ``decode``, ``transcribe``, ``export``, ``score``,
-``tokenizer``, ``lm``, ``average``, ``plot``.
+``tokenizer``, ``import-kaldi``, ``lm``, ``average``, ``plot``.
 
 Distributed training: ``torchrun --nproc_per_node=N -m ctcasr train ...``.
 
@@ -291,6 +291,30 @@ def make_tokenizer_file(
                f"{1 / frame_seconds(front.subsampling, feat):.1f} frames per second")
     typer.echo("utterances with more tokens than output frames (CTC cannot align them): "
                + ", ".join(f"{n} at speed {s:g}" for s, n in tight.items()))
+
+
+@app.command("import-kaldi")
+def import_kaldi(
+    data_dir: Annotated[Path, typer.Argument(help="Kaldi data dir: text, wav.scp, and "
+                                             "optionally utt2spk and segments.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Manifest (JSONL) to write.")],
+    root: Annotated[Path | None, typer.Option("--root", help="Folder that relative wav.scp "
+                                              "paths start from (default: DATA_DIR's parent)."
+                                              )] = None,
+    skip_bad: SkipBadOpt = False,
+) -> None:
+    """Make a manifest of a Kaldi data dir (id, audio, duration, text, speaker; offset for
+    segments). wav.scp must list audio files: pipe commands are refused."""
+    from ctcasr.data.badinputs import BadInputs
+    from ctcasr.data.kaldi import import_kaldi_dir
+    from ctcasr.data.manifest import write_manifest
+
+    bad = BadInputs(skip_bad)
+    n = write_manifest(out, import_kaldi_dir(data_dir, root, bad))
+    typer.echo(f"wrote {out}: {n} utterances" + (f", {bad.count} bad line(s) skipped"
+                                                   if bad.count else ""))
+    for m in bad.messages[:20]:
+        typer.echo(f"  skipped: {m}")
 
 
 @app.command("lm")
