@@ -1,5 +1,6 @@
 # Two entry points (see README): `make digits` runs the main recipe, `make test` runs the tests
-# (`make yesno` is a one-minute sanity check; `make arctic` the English read-speech recipe).
+# (`make yesno` is a one-minute sanity check; `make arctic` English read speech, one speaker;
+# `make speechocean` English read by 188 speakers, children and adults).
 # Each creates / updates the virtual environment it needs, with exactly the versions of
 # requirements.lock (every transitive dependency, hashed). `make lock` remakes the lock.
 PYTHON ?= python3
@@ -11,7 +12,7 @@ TORCH ?= 2.14.1
 UV_VERSION := 0.13.9
 PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
-.PHONY: digits yesno arctic test lint bench clean lock
+.PHONY: digits yesno arctic speechocean test lint bench clean lock
 
 # From the hashed lock only: nothing unpinned is ever installed. uv (its locked release, itself
 # installed by pip with its hashes) is ~5x faster than pip; USE_UV=0, or any uv failure, falls
@@ -35,6 +36,9 @@ yesno: $(STAMP)
 
 arctic: $(STAMP)
 	egs/arctic/run.sh
+
+speechocean: $(STAMP)
+	egs/speechocean/run.sh
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check ctcasr tests egs benchmarks

@@ -63,34 +63,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
 fi
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   echo "== stage 6: decode"
-  dec() { local set=$1 tag=$2; shift 2
-    ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" \
-      --out-dir "$exp/decode_${set}_$tag" "$@" > /dev/null; }
-  dec valid greedy
-  dec test greedy
-  dec test beam --decoder beam --beam-size "$beam"
-  for w in $lm_weights; do
-    for b in $word_bonuses; do
-      for u in $unk_penalties; do
-        dec valid "lm${w}_bonus${b}_unk$u" --decoder beam --beam-size "$beam" \
-          --lm "$data/lm_3gram.arpa" --lm-weight "$w" --word-bonus "$b" --unk-penalty="$u"
-      done
-    done
-  done
-  best=$(python - "$exp" <<'PY'
-import json, sys
-from pathlib import Path
-
-runs = sorted(Path(sys.argv[1]).glob("decode_valid_lm*_bonus*_unk*/summary.json"))
-best = min(runs, key=lambda p: (json.loads(p.read_text())["wer"], str(p)))
-name = best.parent.name.removeprefix("decode_valid_lm")
-print(name.replace("_bonus", " ").replace("_unk", " "))
-PY
-)
-  read -r w b u <<< "$best"
-  echo "LM weight $w, word bonus $b, unk penalty $u (best on valid)" | tee "$exp/lm_tuning.txt"
-  dec test "beam_lm" --decoder beam --beam-size "$beam" --lm "$data/lm_3gram.arpa" \
-    --lm-weight "$w" --word-bonus "$b" --unk-penalty="$u"
+  . "$root/egs/common/decode_tuned.sh"
+  decode_tuned "$exp" "$data" "$beam" "$lm_weights" "$word_bonuses" "$unk_penalties"
 fi
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   echo "== stage 7: report ($exp, test = phrases never seen in training)"

@@ -34,24 +34,12 @@ from pathlib import Path
 
 from ctcasr.data.audio import audio_duration
 from ctcasr.data.manifest import write_manifest
+from ctcasr.data.text import normalise
 from ctcasr.errors import CtcasrError
 
 URLS = [f"https://github.com/rhasspy/dataset-voice-cathy/archive/refs/heads/{b}.tar.gz"
         for b in ("master", "main")]
 UTT = re.compile(r"^arctic_([a-z]\d{4})_(\w+)$")
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
-_NOT_WORD = re.compile(r"[^a-z0-9']+")
-_EDGE_APOSTROPHES = re.compile(r"(?<![a-z0-9])'+|'+(?![a-z0-9])")
-
-
-def normalise(text: str) -> str:
-    """Lowercase words: punctuation removed except apostrophes inside a word; hyphens split."""
-    text = text.lower().translate(_APOSTROPHES)
-    text = _NOT_WORD.sub(" ", text)
-    text = _EDGE_APOSTROPHES.sub(" ", text)
-    return " ".join(text.split())
-
-
 def phrase_of(utt: str) -> str:
     m = UTT.match(utt)
     if not m:

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Read English from many speakers (speechocean762: 117 training speakers, Mandarin L1, children
+# and adults), tested on 63 speakers never heard in training.
+#
+#   egs/speechocean/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--average 5]
+#                          [--beam 20] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
+#                          [--unk-penalties "0 -5"] [--stage N] [--stop-stage N]
+#
+# Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
+# set of 8 whole training speakers, 4 children and 4 adults; downloads OpenSLR 101 if DIR does
+# not exist), 2 tokenizer (training transcripts only), 3 train, 4 average (model.pt = the mean of
+# the N epochs with the best validation WER, ties by loss), 5 LM (3-gram on the training
+# transcripts only), 6 decode: greedy, beam, beam + LM with weight / bonus / OOV penalty chosen on
+# valid, 7 report by speaker (overall, children, adults, median and 90th-percentile speaker).
+# Default corpus: ../shared/data/speechocean762 relative to the repository root when it exists.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+[ -x "$root/.venv/bin/ctcasr" ] && export PATH="$root/.venv/bin:$PATH"
+
+corpus=""
+config=conf/lstm.yaml
+exp=""
+average=5
+beam=20
+lm_weights="0.3 0.5 0.8"
+word_bonuses="0 1 2"
+unk_penalties="0 -5"
+stage=1
+stop_stage=7
+. "$root/egs/common/parse_options.sh"
+cd "$here"
+if [ -z "$corpus" ]; then
+  if [ -d "$root/../shared/data/speechocean762" ]; then
+    corpus="$root/../shared/data/speechocean762"; else corpus=download; fi
+fi
+data=data
+name=$(basename "$config" .yaml)
+exp=exp/${exp:-$name}
+tokenizer=$data/tokenizer_$name.json
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  echo "== stage 1: prepare ($corpus)"
+  python local/prepare.py "$corpus" "$data"
+fi
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  echo "== stage 2: tokenizer ($config, training transcripts only -> $tokenizer)"
+  ctcasr tokenizer --config "$config" --manifest "$data/train.jsonl" --out "$tokenizer"
+fi
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  echo "== stage 3: train ($config -> $exp)"
+  rm -rf "$exp"
+  start=$(date +%s)
+  ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
+    --exp-dir "$exp" --set "tokenizer.path=$tokenizer"
+  echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
+fi
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  echo "== stage 4: average the $average best epochs -> $exp/model.pt"
+  ctcasr average "$exp" --num "$average" --select best --out "$exp/model.pt"
+fi
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  echo "== stage 5: word 3-gram LM on the training transcripts"
+  ctcasr lm --text "$data/text_train.txt" --order 3 --out "$data/lm_3gram.arpa"
+fi
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  echo "== stage 6: decode"
+  . "$root/egs/common/decode_tuned.sh"
+  decode_tuned "$exp" "$data" "$beam" "$lm_weights" "$word_bonuses" "$unk_penalties"
+fi
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  echo "== stage 7: report ($exp; test = 63 speakers never heard in training)"
+  [ -f "$exp/lm_tuning.txt" ] && cat "$exp/lm_tuning.txt"
+  python local/report.py "$exp" --data "$data"
+fi
