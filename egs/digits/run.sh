@@ -2,12 +2,16 @@
 # Connected digits from FSDD, tested on seen speakers and on a speaker never heard in training.
 #
 #   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
+#                     [--speechocean DIR|none] [--speechocean-train false|true]
 #                     [--exp NAME] [--average 5] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
 # (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
 # (greedy, and beam 10 + 3-gram LM), 5 report (a WER table).
 # Default corpus: ../shared/data/fsdd relative to the repository root when it exists.
+# speechocean762 (default: ../shared/data/speechocean762 when it exists; none: not used) gives a
+# second unseen-speaker test of accented children and adults (its test/ digit strings), and with
+# --speechocean-train true more training voices (its train/ digit strings).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -16,6 +20,8 @@ root=$(cd "$here/../.." && pwd)
 corpus=""
 config=conf/conformer.yaml
 test_speakers=george
+speechocean=""
+speechocean_train=false
 exp=""
 average=5
 stage=1
@@ -25,12 +31,20 @@ cd "$here"
 if [ -z "$corpus" ]; then
   if [ -d "$root/../shared/data/fsdd" ]; then corpus="$root/../shared/data/fsdd"; else corpus=download; fi
 fi
-data=data/unseen_${test_speakers//,/_}
-exp=exp/${exp:-$(basename "$config" .yaml)_unseen_${test_speakers//,/_}}
+if [ -z "$speechocean" ] && [ -d "$root/../shared/data/speechocean762" ]; then
+  speechocean="$root/../shared/data/speechocean762"
+fi
+so_opts=()
+if [ -n "$speechocean" ] && [ "$speechocean" != none ]; then
+  so_opts=(--speechocean "$speechocean")
+  [ "$speechocean_train" = true ] && so_opts+=(--speechocean-train)
+fi
+data=data/unseen_${test_speakers//,/_}$([ "$speechocean_train" = true ] && echo _so)
+exp=exp/${exp:-$(basename "$config" .yaml)_unseen_${test_speakers//,/_}$([ "$speechocean_train" = true ] && echo _so)}
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "== stage 1: prepare ($corpus, unseen: $test_speakers)"
-  python local/prepare.py "$corpus" "$data" --test-speakers "$test_speakers"
+  python local/prepare.py "$corpus" "$data" --test-speakers "$test_speakers" "${so_opts[@]}"
 fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "== stage 2: train ($config -> $exp)"
@@ -46,7 +60,8 @@ fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   echo "== stage 4: decode"
   ctcasr lm --manifest "$data/train.jsonl" --order 3 --out "$data/lm_3gram.arpa"
-  for set in test test_unseen; do
+  for set in test test_unseen test_speechocean; do
+    [ -f "$data/$set.jsonl" ] || continue
     ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" --out-dir "$exp/decode_${set}_greedy"
     ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" --out-dir "$exp/decode_${set}_beam_lm" \
       --decoder beam --beam-size 10 --lm "$data/lm_3gram.arpa" --lm-weight 0.3

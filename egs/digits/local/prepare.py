@@ -15,14 +15,23 @@ length, ``passes`` times (every recording once per pass): test sets use every re
 once. Pauses and a constant noise floor are low-level white noise (so no frame is digital
 silence, which no microphone produces).
 
-    python local/prepare.py CORPUS_DIR OUT_DIR [--test-speakers a,b] [--seed 0]
+More voices (``--speechocean DIR``, a speechocean762 copy: Kaldi dirs ``train/`` and ``test/``,
+16 kHz, read English from Mandarin-L1 children and adults): its digit-only utterances of
+``test/`` (speakers never in training) become a second unseen-speaker test set,
+``test_speechocean``; with ``--speechocean-train``, those of ``train/`` are added to training
+(as they are: whole utterances, resampled to 8 kHz when read).
 
-Writes OUT_DIR/{train,valid,test,test_unseen}.jsonl and the WAVs under OUT_DIR/wav/.
+    python local/prepare.py CORPUS_DIR OUT_DIR [--test-speakers a,b] [--seed 0]
+                            [--speechocean DIR [--speechocean-train]]
+
+Writes OUT_DIR/{train,valid,test,test_unseen[,test_speechocean]}.jsonl and the WAVs under
+OUT_DIR/wav/.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import sys
@@ -34,7 +43,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ctcasr.data.kaldi import import_kaldi_dir
 from ctcasr.data.manifest import write_manifest
+from ctcasr.errors import CtcasrError
 
 URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -111,6 +122,21 @@ def build(name: str, pools: dict[str, list], passes: int, out: Path, rng: random
     return utts
 
 
+def speechocean_digits(corpus: Path, split: str) -> list[dict]:
+    """The utterances of speechocean762 ``split`` whose words are all digits."""
+    try:
+        utts = list(import_kaldi_dir(corpus / split, root=corpus))
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
+    out = []
+    for u in utts:
+        words = u["text"].lower().split()
+        if words and all(w in WORDS for w in words):
+            out.append({**u, "audio": str(Path(u["audio"]).resolve()), "text": " ".join(words),
+                        "speaker": f"so{u['speaker']}"})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("corpus", type=Path, help="FSDD folder (with recordings/), or 'download'")
@@ -120,6 +146,10 @@ def main() -> None:
     ap.add_argument("--train-passes", type=int, default=4, help="uses of each train recording")
     ap.add_argument("--max-digits", type=int, default=7)
     ap.add_argument("--speakers", default="", help="only these speakers (for quick tests)")
+    ap.add_argument("--speechocean", type=Path, help="speechocean762 folder: its test/ digit "
+                    "strings become the test_speechocean set")
+    ap.add_argument("--speechocean-train", action="store_true",
+                    help="also train on the digit strings of speechocean762 train/")
     args = ap.parse_args()
     corpus = args.corpus
     if str(corpus) == "download" or not corpus.exists():
@@ -155,6 +185,19 @@ def main() -> None:
                   f"speakers {', '.join(sorted(pools[name]))}")
         else:
             (args.out / f"{name}.jsonl").unlink(missing_ok=True)
+    (args.out / "test_speechocean.jsonl").unlink(missing_ok=True)
+    if args.speechocean:
+        test = speechocean_digits(args.speechocean, "test")
+        write_manifest(args.out / "test_speechocean.jsonl", test)
+        print(f"test_speechocean: {len(test)} utterances, "
+              f"{sum(u['duration'] for u in test) / 3600:.2f} h, "
+              f"{len({u['speaker'] for u in test})} speakers")
+        if args.speechocean_train:
+            extra = speechocean_digits(args.speechocean, "train")
+            with open(args.out / "train.jsonl", "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(u) + "\n" for u in extra)
+            print(f"train: + {len(extra)} speechocean utterances, "
+                  f"{len({u['speaker'] for u in extra})} speakers")
 
 
 if __name__ == "__main__":
