@@ -35,12 +35,13 @@ if [ -z "$speechocean" ] && [ -d "$root/../shared/data/speechocean762" ]; then
   speechocean="$root/../shared/data/speechocean762"
 fi
 so_opts=()
+suffix=""
 if [ -n "$speechocean" ] && [ "$speechocean" != none ]; then
   so_opts=(--speechocean "$speechocean")
-  [ "$speechocean_train" = true ] && so_opts+=(--speechocean-train)
+  if [ "$speechocean_train" = true ]; then so_opts+=(--speechocean-train); suffix=_so; fi
 fi
-data=data/unseen_${test_speakers//,/_}$([ "$speechocean_train" = true ] && echo _so)
-exp=exp/${exp:-$(basename "$config" .yaml)_unseen_${test_speakers//,/_}$([ "$speechocean_train" = true ] && echo _so)}
+data=data/unseen_${test_speakers//,/_}$suffix
+exp=exp/${exp:-$(basename "$config" .yaml)_unseen_${test_speakers//,/_}$suffix}
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "== stage 1: prepare ($corpus, unseen: $test_speakers)"
