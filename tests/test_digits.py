@@ -1,7 +1,10 @@
 """The digits recipe's preparation on a small subset of FSDD (skipped when it is absent)."""
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -51,3 +54,38 @@ def test_unknown_test_speaker_is_an_error(tmp_path):
     with pytest.raises(subprocess.CalledProcessError) as e:
         prepare(tmp_path, "--speakers", "jackson", "--test-speakers", "nobody")
     assert "nobody not in" in e.value.stderr
+
+
+SPEECHOCEAN = SHARED_DATA / "speechocean762"
+
+
+@pytest.mark.skipif(not SPEECHOCEAN.is_dir(), reason=f"no speechocean762 at {SPEECHOCEAN}")
+def test_speechocean_digit_strings_as_a_test_set_and_as_training_voices(tmp_path):
+    prepare(tmp_path, "--speakers", "jackson", "--train-passes", "1", "--speechocean",
+            SPEECHOCEAN, "--speechocean-train")
+    so_test = read_manifest(tmp_path / "test_speechocean.jsonl")
+    train = read_manifest(tmp_path / "train.jsonl")
+    extra = [u for u in train if u.extra["speaker"].startswith("so")]
+    assert len(so_test) >= 30 and len(extra) >= 60  # 41 and 77 in the shared copy
+    for u in so_test + extra:
+        assert u.text.split() and set(u.text.split()) <= WORDS and u.audio.is_file()
+    # the test speakers are never training speakers
+    assert not {u.extra["speaker"] for u in so_test} & {u.extra["speaker"] for u in train}
+
+
+@pytest.mark.skipif(not SPEECHOCEAN.is_dir(), reason=f"no speechocean762 at {SPEECHOCEAN}")
+def test_run_sh_stage_1_with_and_without_the_extra_voices(tmp_path):
+    """run.sh parses its options and prepares (a stage-1 run of the real script)."""
+    recipe = tmp_path / "egs" / "digits"
+    skip = shutil.ignore_patterns("data", "exp", "download")
+    shutil.copytree(REPO / "egs/digits", recipe, ignore=skip)
+    shutil.copytree(REPO / "egs/common", tmp_path / "egs" / "common")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for extra in ([], ["--speechocean-train", "true"]):
+        r = subprocess.run(["bash", recipe / "run.sh", "--corpus", FSDD, "--speechocean",
+                            SPEECHOCEAN, "--stop-stage", "1", *extra], capture_output=True,
+                           text=True, cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "== stage 1: prepare" in r.stdout
+    names = sorted(p.name for p in (recipe / "data").iterdir())
+    assert names == ["unseen_george", "unseen_george_so"]
