@@ -101,6 +101,10 @@ def test_select_epochs():
     assert select_epochs(h, 2, "best") == [2, 4]
     assert select_epochs(h, 3, "best") == [2, 3, 4]
     assert select_epochs(h, 2, "last") == [4, 5]
+    # early in a hard task WER is ~100 % everywhere and says nothing; the loss still ranks
+    h = [{"epoch": e, "valid_wer": w, "valid_loss": loss} for e, w, loss in
+         [(1, 99.9, 86.7), (2, 99.7, 76.2), (3, 99.9, 71.6), (4, 100.0, 70.1)]]
+    assert select_epochs(h, 2, "best") == [2, 3] and select_epochs(h, 2, "loss") == [3, 4]
 
 
 def test_train_average_option_and_cli(tiny_config, corpus, tmp_path, capsys, monkeypatch):

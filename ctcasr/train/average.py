@@ -22,11 +22,12 @@ def select_epochs(history: Sequence[dict[str, Any]], n: int, select: str) -> lis
     """Epoch numbers (1-based, ascending) to average, from the validation records."""
     if select == "last":
         chosen = [int(h["epoch"]) for h in history][-n:]
-    elif select == "best":
-        ranked = sorted(history, key=lambda h: (h["valid_wer"], h["valid_loss"], -h["epoch"]))
-        chosen = [int(h["epoch"]) for h in ranked[:n]]
+    elif select in ("best", "loss"):  # loss: when WER says nothing yet (near 100 % early on)
+        key = (lambda h: (h["valid_wer"], h["valid_loss"], -h["epoch"])) if select == "best" \
+            else (lambda h: (h["valid_loss"], -h["epoch"]))
+        chosen = [int(h["epoch"]) for h in sorted(history, key=key)[:n]]
     else:
-        raise CtcasrError(f"average: unknown selection {select!r} (best, last)")
+        raise CtcasrError(f"average: unknown selection {select!r} (best, loss, last)")
     return sorted(chosen)
 
 

@@ -3,13 +3,15 @@
 # and adults), tested on 63 speakers never heard in training.
 #
 #   egs/speechocean/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--average 5]
+#                          [--select loss|best|last]
 #                          [--beam 20] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
 #                          [--unk-penalties "0 -5"] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
 # set of 8 whole training speakers, 4 children and 4 adults; downloads OpenSLR 101 if DIR does
 # not exist), 2 tokenizer (training transcripts only), 3 train, 4 average (model.pt = the mean of
-# the N epochs with the best validation WER, ties by loss), 5 LM (3-gram on the training
+# the N epochs with the lowest validation loss: --select loss; WER stays near 100 % for the
+# first epochs here and cannot rank them), 5 LM (3-gram on the training
 # transcripts only), 6 decode: greedy, beam, beam + LM with weight / bonus / OOV penalty chosen on
 # valid, 7 report by speaker (overall, children, adults, median and 90th-percentile speaker).
 # Default corpus: ../shared/data/speechocean762 relative to the repository root when it exists.
@@ -22,6 +24,7 @@ corpus=""
 config=conf/lstm.yaml
 exp=""
 average=5
+select=loss
 beam=20
 lm_weights="0.3 0.5 0.8"
 word_bonuses="0 1 2"
@@ -56,8 +59,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  echo "== stage 4: average the $average best epochs -> $exp/model.pt"
-  ctcasr average "$exp" --num "$average" --select best --out "$exp/model.pt"
+  echo "== stage 4: average the $average best epochs ($select) -> $exp/model.pt"
+  ctcasr average "$exp" --num "$average" --select "$select" --out "$exp/model.pt"
 fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   echo "== stage 5: word 3-gram LM on the training transcripts"
