@@ -2,13 +2,10 @@
 # (`make yesno` is a one-minute sanity check; `make arctic` English read speech, one speaker;
 # `make speechocean` English read by 188 speakers, children and adults).
 # Each creates / updates the virtual environment it needs, with exactly the versions of
-# requirements.lock (every transitive dependency, hashed). `make lock` remakes the lock.
+# requirements.txt (every transitive dependency, hashed). `make lock` remakes the lock.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-# The torch release the lock pins (torchaudio follows: 2.11.1 loads with torch >= 2.13);
-# docs/install.md has the measured pairs. `make lock TORCH=2.15.0` tries another.
-TORCH ?= 2.14.1
 UV_VERSION := 0.13.9
 PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
@@ -18,13 +15,13 @@ PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 # installed by pip with its hashes) is ~5x faster than pip; USE_UV=0, or any uv failure, falls
 # back to the pip that comes with Python.
 USE_UV ?= 1
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	awk '/^uv==/ {p = 1; print; next} /^[a-z]/ {p = 0} p' requirements.lock > $(VENV)/uv.txt
+	awk '/^uv==/ {p = 1; print; next} /^[a-z]/ {p = 0} p' requirements.txt > $(VENV)/uv.txt
 	if [ "$(USE_UV)" = 1 ] && $(PIP) --require-hashes -r $(VENV)/uv.txt && \
 	    $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python --require-hashes \
-	    -r requirements.lock; then :; else \
-	    echo "installing with pip (slower)"; $(PIP) --require-hashes -r requirements.lock; fi
+	    -r requirements.txt; then :; else \
+	    echo "installing with pip (slower)"; $(PIP) --require-hashes -r requirements.txt; fi
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -44,16 +41,14 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check ctcasr tests egs benchmarks
 	$(VENV)/bin/python -m pytest -q
 
-# Re-resolve pyproject.toml's ranges (all platforms, Python 3.11+) into requirements.lock, with
+# Re-resolve pyproject.toml (all platforms, Python 3.11+) into requirements.txt, the lock, with
 # uv (a pinned release, in its own throw-away venv; only this target needs it). Versions already
 # in the lock are kept while they satisfy the ranges; `make lock UPGRADE=1` takes the newest.
 lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	echo "torch==$(TORCH)" > .lock-venv/pins.txt
 	.lock-venv/bin/uv pip compile --quiet pyproject.toml --extra dev --universal --generate-hashes \
-	    --python-version 3.11 --no-header $(if $(UPGRADE),--upgrade) -c .lock-venv/pins.txt \
-	    -o requirements.lock
+	    --python-version 3.11 --no-header $(if $(UPGRADE),--upgrade) -o requirements.txt
 	rm -rf .lock-venv
 
 clean:

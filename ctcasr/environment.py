@@ -13,7 +13,7 @@ from importlib import metadata
 
 from ctcasr.errors import CtcasrError, first_line
 
-REPAIR = "make -B .venv/.installed (from a checkout), or pip install -r requirements.lock"
+REPAIR = "make -B .venv/.installed (from a checkout), or pip install -r requirements.txt"
 
 
 def installed(package: str) -> str:

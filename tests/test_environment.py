@@ -19,15 +19,15 @@ from ctcasr.environment import installed
 
 
 def locked() -> dict[str, list[tuple[Version, Marker | None]]]:
-    """requirements.lock as {name: [(version, marker), ...]} (one name can have several lines,
+    """requirements.txt as {name: [(version, marker), ...]} (one name can have several lines,
     each for other platforms / Python versions)."""
     pins: dict[str, list[tuple[Version, Marker | None]]] = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
+    for line in (REPO / "requirements.txt").read_text().splitlines():
         if not line or line[0] in " #-":
             continue
         req = Requirement(line.rstrip(" \\"))
         (spec,) = req.specifier
-        assert spec.operator == "==", f"requirements.lock: {line!r} is not an exact pin"
+        assert spec.operator == "==", f"requirements.txt: {line!r} is not an exact pin"
         pins.setdefault(req.name.lower(), []).append((Version(spec.version), req.marker))
     return pins
 
@@ -43,18 +43,22 @@ def test_every_direct_dependency_is_locked_within_its_range():
     env = {"python_version": "3.11", "python_full_version": "3.11.7", "extra": "dev"}
     for req in direct_requirements():
         name = req.name.lower()
-        assert name in pins, f"{name} is in pyproject.toml but not in requirements.lock"
+        assert name in pins, f"{name} is in pyproject.toml but not in requirements.txt"
         for version, marker in pins[name]:
             if marker is None or marker.evaluate(env):
                 assert version in req.specifier, \
-                    f"requirements.lock pins {name}=={version}, outside pyproject's {req}"
+                    f"requirements.txt pins {name}=={version}, outside pyproject's {req}"
     # every locked line is hashed (pip --require-hashes refuses anything else)
-    text = (REPO / "requirements.lock").read_text()
+    text = (REPO / "requirements.txt").read_text()
     for block in re.split(r"\n(?=[a-z0-9])", text.strip()):
-        assert "--hash=sha256:" in block, f"requirements.lock: no hash for {block.split()[0]}"
+        assert "--hash=sha256:" in block, f"requirements.txt: no hash for {block.split()[0]}"
 
 
 def test_the_locked_torch_pair_is_one_that_loads_together():
+    # pinned to one release each in pyproject.toml too: no untested wheel reaches an install
+    pins = {r.name: r for r in direct_requirements() if r.name in ("torch", "torchaudio")}
+    assert [str(pins[n].specifier) for n in ("torch", "torchaudio")] == \
+        [f"=={locked()[n][0][0]}" for n in ("torch", "torchaudio")]
     (torch_pin,), (audio_pin,) = locked()["torch"], locked()["torchaudio"]
     # measured (docs/install.md): torchaudio 2.11.1 loads with torch >= 2.13 only
     assert (audio_pin[0] == Version("2.11.0") and torch_pin[0] == Version("2.11.0")) or \
