@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from ctcasr.data.badinputs import BadInputs
-from ctcasr.data.kaldi import import_kaldi_dir
+from ctcasr.data.kaldi import import_kaldi_dir, read_map
 from ctcasr.data.manifest import read_manifest
 from ctcasr.errors import CtcasrError
 
@@ -108,3 +108,11 @@ def test_skip_bad_leaves_bad_lines_out_and_counts_them(tmp_path):
     assert r.returncode == 0 and "2 utterances, 2 bad line(s) skipped" in r.stdout
     assert [json.loads(x)["id"] for x in (tmp_path / "m.jsonl").read_text().splitlines()] == \
         ["u1", "u3"]
+
+
+def test_read_map_of_a_two_column_table(tmp_path):
+    (tmp_path / "spk2age").write_text("0001 6\n0002\t31\n\n")
+    assert read_map(tmp_path / "spk2age") == {"0001": "6", "0002": "31"}
+    (tmp_path / "spk2age").write_text("0001 6\n0001 7\n")
+    with pytest.raises(CtcasrError, match=r"spk2age:2: duplicate id '0001'"):
+        read_map(tmp_path / "spk2age")

@@ -47,13 +47,18 @@ def _table(path: Path, bad: BadInputs, fields: int = 2,
         if (len(parts) < fields and not allow_empty) or (fields > 2 and len(parts) != fields):
             bad.skip_or_raise(f"{where}: expected {fields} fields, got {line!r}")
             continue
-        key, rest = parts[0], parts[1:] if fields > 2 else [parts[1].strip() if len(parts) > 1
-                                                              else ""]
+        key, rest = parts[0], parts[1:] if fields > 2 else [" ".join(parts[1:]).strip()]
         if key in out:
             bad.skip_or_raise(f"{where}: duplicate id {key!r} (first at line {out[key][1]})")
             continue
         out[key] = (rest, lineno)
     return out
+
+
+def read_map(path: str | Path) -> dict[str, str]:
+    """A two-column Kaldi table (``utt2spk``, ``spk2age``, ...) as ``{key: value}``; a bad or
+    duplicate line is an error naming it."""
+    return {k: v for k, ((v,), _) in _table(Path(path), BadInputs()).items()}
 
 
 def import_kaldi_dir(data_dir: str | Path, root: str | Path | None = None,

@@ -31,7 +31,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from ctcasr.data.kaldi import import_kaldi_dir
+from ctcasr.data.kaldi import import_kaldi_dir, read_map
 from ctcasr.data.manifest import write_manifest
 from ctcasr.data.text import normalise
 from ctcasr.errors import CtcasrError
@@ -40,20 +40,11 @@ URL = "https://www.openslr.org/resources/101/speechocean762.tar.gz"
 CHILD_MAX_AGE = 12
 
 
-def read_map(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            key, _, value = line.partition(" ") if " " in line else line.partition("\t")
-            out[key.strip()] = value.strip()
-    return out
-
-
 def import_split(corpus: Path, name: str, subset: int = 0) -> list[dict]:
     d = corpus / name
-    age, gender = read_map(d / "spk2age"), read_map(d / "spk2gender")
     lines = []
     try:
+        age, gender = read_map(d / "spk2age"), read_map(d / "spk2gender")
         for u in import_kaldi_dir(d, root=corpus):
             text = normalise(u["text"])
             if not text:

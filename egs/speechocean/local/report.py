@@ -23,6 +23,11 @@ CHILD_MAX_AGE = 12
 DECODERS = [("greedy", "greedy"), ("beam", "beam"), ("beam_lm", "beam + 3-gram LM")]
 
 
+def wer_cer(group: list[dict], hyps: dict[str, str]) -> tuple[float, float]:
+    s = score([u["text"] for u in group], [hyps.get(u["id"], "") for u in group])[0]
+    return s.wer, s.cer
+
+
 def rows(exp: Path, data: Path, split: str) -> list[str]:
     utts = [json.loads(line) for line in (data / f"{split}.jsonl").open()]
     out = []
@@ -33,17 +38,13 @@ def rows(exp: Path, data: Path, split: str) -> list[str]:
         hyps = dict(line.split("\t", 1) if "\t" in line else (line, "")
                     for line in hyp_file.read_text(encoding="utf-8").splitlines())
 
-        def wer_cer(group: list[dict], hyps: dict[str, str] = hyps) -> tuple[float, float]:
-            s = score([u["text"] for u in group], [hyps.get(u["id"], "") for u in group])[0]
-            return s.wer, s.cer
-
         kids = [u for u in utts if u["age"] <= CHILD_MAX_AGE]
         grown = [u for u in utts if u["age"] > CHILD_MAX_AGE]
         by_spk: dict[str, list[dict]] = {}
         for u in utts:
             by_spk.setdefault(u["speaker"], []).append(u)
-        spk_wer = np.array([wer_cer(g)[0] for g in by_spk.values()])
-        (w, c), (wk, ck), (wa, ca) = wer_cer(utts), wer_cer(kids), wer_cer(grown)
+        spk_wer = np.array([wer_cer(g, hyps)[0] for g in by_spk.values()])
+        (w, c), (wk, ck), (wa, ca) = (wer_cer(g, hyps) for g in (utts, kids, grown))
         out.append(f"| {name} | {w:.2f} / {c:.2f} | {wk:.2f} / {ck:.2f} | {wa:.2f} / {ca:.2f} "
                    f"| {np.median(spk_wer):.1f} | {np.percentile(spk_wer, 90):.1f} | "
                    f"{len(by_spk)} |")
