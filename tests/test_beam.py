@@ -241,3 +241,47 @@ def test_our_arpa_scores_like_kenlm(tmp_path):
         words = sent.split()
         ours = sum(lm.log_prob(["<s>", *words[:i]], w) for i, w in enumerate([*words, "</s>"]))
         assert ours / math.log(10) == pytest.approx(ref.score(sent, bos=True, eos=True), abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("pieces", [PIECES5, ["<blank>", "▁a", "b", "▁c", "a", "▁"]],
+                         ids=["chars", "pieces"])
+def test_batched_search_equals_the_reference_one_utterance_at_a_time(seed, pieces):
+    # the per-prefix Python search this replaced (tests/reference_beam.py) is the oracle:
+    # a padded batch of utterances of different lengths, with and without the LM, OOV penalty,
+    # token pruning; the same N-best tokens and scores for each utterance
+    from reference_beam import LMFusion as RefFusion
+    from reference_beam import prefix_beam_search as reference
+
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor([14, 9, 0, 11])
+    lp = (torch.randn(4, 14, len(pieces), generator=g) * 3).log_softmax(-1)
+    lm = train_kneser_ney(["ab c", "ca", "c ab ab", "b a"], order=3)
+    opts = dict(beam=6, nbest=4, topk=(0, 3)[seed % 2], prune=(math.inf, 6.0)[seed % 3 == 0])
+    for kw in [{}, dict(weight=0.7, word_bonus=0.3), dict(weight=0.5, unk_penalty=-2.0)]:
+        fused = LMFusion(lm, pieces, **kw) if kw else None
+        got = prefix_beam_search(lp, lens, fusion=fused, **opts)
+        for b, n in enumerate(lens.tolist()):
+            ref = reference(lp[b : b + 1, :n], torch.tensor([n]),
+                            fusion=RefFusion(lm, pieces, **kw) if kw else None, **opts)[0]
+            assert [h.tokens for h in got[b]] == [h.tokens for h in ref]
+            assert [h.score for h in got[b]] == pytest.approx([h.score for h in ref], abs=1e-9)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_lm_tables_score_as_the_arpa_rule(order):
+    # the integer state tables the batched search scores with == NGramLM.log_prob, back-offs,
+    # unknown words and contexts longer than the order included
+    lm = train_kneser_ney(SENTS, order=order)
+    tables = lm.tables
+    words = sorted(lm.vocab - {"<s>"}) + ["zebra"]
+    g = torch.Generator().manual_seed(order)
+    for _ in range(200):
+        ctx = ["<s>"] + [words[i] for i in torch.randint(len(words), (int(torch.randint(5, (1,),
+                                                                         generator=g)),), generator=g)]
+        word = words[int(torch.randint(len(words), (1,), generator=g))]
+        state = torch.tensor([tables.start])
+        for w in ctx[1:]:
+            state = tables.score(state, torch.tensor([tables.words.get(w, tables.unk)]))[1]
+        got = tables.score(state, torch.tensor([tables.words.get(word, tables.unk)]))[0]
+        assert got.item() == pytest.approx(lm.log_prob(ctx, word), abs=1e-12)

@@ -1,4 +1,5 @@
-"""CTC prefix beam search, optionally with a word n-gram LM (shallow fusion).
+"""CTC prefix beam search, batched: all prefixes of all utterances advance by one frame in a
+few tensor operations, on the device the log-probs are on.
 
 For every prefix (label sequence so far) we keep two log-probabilities: of all alignments of the
 frames so far that produce the prefix and end in a blank (``pb``) or in its last label (``pnb``).
@@ -7,20 +8,29 @@ in between) or with a new label; the ``beam`` best prefixes survive each frame. 
 beam and no pruning this is exact: the prefix probability is the sum over all CTC paths
 (tests check it against brute-force enumeration).
 
-Per-frame token pruning (vectorised over the whole utterance before the search): a token is
-expanded only if it is among the ``topk`` most probable of its frame and within ``prune`` nats of
-the frame's best. The blank is always kept.
+Each frame, for ``[B, beam]`` prefixes and the ``W`` tokens worth expanding, the candidates are
+the ``beam`` prefixes themselves (blank / merged repeat) and the ``beam * W`` extensions; one
+``topk`` keeps the best ``beam``. Prefixes are identified by a 64-bit rolling hash of their tokens:
+an extension ``A + c`` that is already in the beam as ``B`` (``hash(A) == parent_hash(B)`` and
+``c == last(B)``) is added into ``B`` instead of competing with it. Token histories are kept as
+back-pointers and read back once at the end.
 
-Shallow fusion: when a token that starts a word is appended (``tokenizer.is_word_start``), the
+Per-frame token pruning: a token is expanded only if it is among the ``topk`` most probable of
+its frame and within ``prune`` nats of the frame's best. A frame where no utterance has a
+non-blank token within reach only adds the blank, in one operation (exact: no prefix can change).
+
+Shallow fusion: when a token that starts a word is appended (its piece begins with ``▁``), the
 word it closes is scored by the LM, ``lm_weight * ln P(word | previous words) + word_bonus``;
 at the end the last word and the sentence end are scored. A hypothesis's ``score`` is its CTC
-log-probability plus these terms.
+log-probability plus these terms. The LM is scored from integer tables (``NGramLM.tables``):
+a hypothesis carries its LM state id and the trie node of the word it is spelling.
 
 Out-of-vocabulary words (pyctcdecode's ``unk_score_offset``): a word the LM does not know adds
 ``unk_penalty`` (<= 0) when it is closed. So that the beam does not fill up with spellings that
 can never become a known word, a prefix whose unfinished word is not the beginning of any LM
 word is ranked with the penalty already added (it is charged for real only when the word closes).
-With ``unk_penalty`` 0 the search is exactly as without it.
+With ``unk_penalty`` 0 the search is exactly as without it; with ``-inf`` only LM words survive
+(unless nothing else does).
 """
 
 from __future__ import annotations
@@ -29,76 +39,103 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from ctcasr.decode.greedy import Hypothesis
+from ctcasr.lm.ngram import EOS, LMTables, NGramLM
 from ctcasr.tokenizer import BLANK_ID, SPACE
 
 NEG_INF = -math.inf
-
-
-class WordLM(Protocol):
-    order: int
-    vocab: set[str]  # the words it knows (``<s>``, ``</s>``, ``<unk>`` may be among them)
-
-    def log_prob(self, context: Sequence[str], word: str) -> float:
-        """Natural-log ``P(word | context)``; ``word`` may be ``"</s>"``."""
-        ...
-
-
-def _logaddexp(a: float, b: float) -> float:
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    m = max(a, b)
-    return m + math.log1p(math.exp(-abs(a - b)))
+DEAD = -1  # trie node of a partial word that no LM word begins with
+RULED_OUT = -1e300  # rank of a real prefix whose score an infinite OOV penalty made -inf
+_HASH = 1_000_003  # multiplier of the prefix hash (int64 arithmetic wraps around)
 
 
 @dataclass
-class _Prefix:
-    pb: float = NEG_INF  # ends in blank
-    pnb: float = NEG_INF  # ends in its last label
-    lm: float = 0.0  # LM score of the words closed so far (weighted, with bonuses)
-    oov: float = 0.0  # provisional OOV penalty of ``partial`` (ranking only)
-    words: tuple[str, ...] = ()  # closed words
-    partial: str = ""  # the word being spelled
-    frames: tuple[int, ...] = ()
+class Spelling:
+    """The LM's words spelled with the model's tokens: a trie over the beginnings of LM words.
+    Node 0 is "nothing spelled yet"; ``DEAD`` is a beginning no LM word has."""
 
-    @property
-    def ctc(self) -> float:
-        return _logaddexp(self.pb, self.pnb)
+    starts: torch.Tensor  # [V] bool: the token's piece begins a word (``▁...``)
+    start_node: torch.Tensor  # [V] node after a word-starting token
+    keys: torch.Tensor  # sorted ``node * V + token`` for each continuing token that stays in
+    child: torch.Tensor  # the trie, and the node it leads to
+    word: torch.Tensor  # [N] LM word id of each node (``unk`` where it is no whole word)
+    is_word: torch.Tensor  # [N] bool
+
+    @classmethod
+    def build(cls, tables: LMTables, pieces: Sequence[str]) -> Spelling:
+        nodes = {"": 0}
+        for w in sorted(tables.words):
+            for i in range(1, len(w) + 1):
+                nodes.setdefault(w[:i], len(nodes))
+        v = len(pieces)
+        starts = [i != BLANK_ID and p.startswith(SPACE) for i, p in enumerate(pieces)]
+        start_node = [nodes.get(p[len(SPACE):], DEAD) if s else DEAD
+                      for p, s in zip(pieces, starts, strict=True)]
+        cont: dict[str, list[int]] = {}
+        for i, p in enumerate(pieces):
+            if i != BLANK_ID and not starts[i] and p:
+                cont.setdefault(p, []).append(i)
+        longest = max(map(len, cont), default=0)
+        edges = sorted((nodes[s[:i]] * v + k, n) for s, n in nodes.items()
+                       for i in range(max(0, len(s) - longest), len(s)) for k in cont.get(s[i:], ()))
+        keys, child = zip(*edges, strict=True) if edges else ((), ())
+        return cls(torch.tensor(starts), torch.tensor(start_node),
+                   torch.tensor(keys, dtype=torch.int64), torch.tensor(child, dtype=torch.int64),
+                   torch.tensor([tables.words.get(s, tables.unk) for s in nodes]),
+                   torch.tensor([s in tables.words for s in nodes]))
+
+    def to(self, device: torch.device) -> Spelling:
+        return Spelling(*(getattr(self, f).to(device) for f in
+                          ("starts", "start_node", "keys", "child", "word", "is_word")))
+
+    def step(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """The node after appending ``token`` (which does not start a word) to ``node``."""
+        if not len(self.keys):
+            return torch.full_like(node + token, DEAD)
+        key = node * len(self.starts) + token  # DEAD nodes give negative keys: no match
+        pos = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
+        return torch.where(self.keys[pos] == key, self.child[pos], DEAD)
 
 
 @dataclass(frozen=True)
 class LMFusion:
-    lm: WordLM
+    lm: NGramLM
     pieces: Sequence[str]  # token id -> piece (``tokenizer.id_to_piece``)
     weight: float = 0.5
     word_bonus: float = 0.0
     unk_penalty: float = 0.0  # added for each word the LM does not know (<= 0)
 
-    def word_score(self, words: tuple[str, ...], word: str) -> float:
-        """Weighted ``ln P(word | <s> words)`` plus the bonus (and the OOV penalty);
-        ``</s>`` gets neither."""
-        n = self.lm.order - 1  # only the last n words matter; <s> while there are fewer
-        ctx = words[len(words) - n :] if len(words) >= n else ("<s>", *words)
-        lp = self.weight * self.lm.log_prob(ctx, word)
-        if word == "</s>":
-            return lp
-        return lp + self.word_bonus + (0.0 if word in self.lm.vocab else self.unk_penalty)
-
     @cached_property
-    def _word_starts(self) -> frozenset[str]:
-        return frozenset(w[:i] for w in self.lm.vocab for i in range(1, len(w) + 1))
+    def _tables(self) -> dict[torch.device, tuple[LMTables, Spelling]]:
+        return {}
 
-    def partial_penalty(self, partial: str) -> float:
-        """``unk_penalty`` if no LM word begins with ``partial`` (the word being spelled)."""
-        if not self.unk_penalty or not partial or partial in self._word_starts:
-            return 0.0
-        return self.unk_penalty
+    def tables(self, device: torch.device) -> tuple[LMTables, Spelling]:
+        """The LM and spelling tables on ``device`` (built once per device)."""
+        if device not in self._tables:
+            lm = self.lm.tables
+            self._tables[device] = (lm.to(device), Spelling.build(lm, self.pieces).to(device))
+        return self._tables[device]
+
+    def close(self, node: torch.Tensor, state: torch.Tensor, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score of closing the word being spelled (weighted LM + bonus + OOV penalty; 0 where
+        nothing is spelled) and the LM state after it."""
+        lm, sp = self.tables(device)
+        word = torch.where(node == DEAD, lm.unk, sp.word[node.clamp(min=0)])
+        logp, after = lm.score(state, word)
+        known = (node != DEAD) & sp.is_word[node.clamp(min=0)]
+        score = self.weight * logp + self.word_bonus
+        score = score + torch.zeros_like(score).masked_fill_(~known, self.unk_penalty)
+        spelled = node != 0
+        return torch.where(spelled, score, 0.0), torch.where(spelled, after, state)
+
+    def end(self, state: torch.Tensor, device: torch.device) -> torch.Tensor:
+        lm, _ = self.tables(device)
+        return self.weight * lm.score(state, torch.full_like(state, lm.words[EOS]))[0]
 
 
 def prefix_beam_search(
@@ -111,104 +148,151 @@ def prefix_beam_search(
     fusion: LMFusion | None = None,
 ) -> list[list[Hypothesis]]:
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
-    out = []
-    lp = log_probs.detach().float().cpu()
-    for b, n in enumerate(lengths.tolist()):
-        cands = _candidates(lp[b, :n], topk, prune)
-        out.append(_search(cands, beam, nbest, fusion))
-    return out
-
-
-def _candidates(lp: torch.Tensor, topk: int, prune: float) -> list[list[tuple[int, float]]]:
-    """Per frame, the (token, log-prob) pairs to expand, blank first."""
-    t, v = lp.shape
-    keep = torch.ones_like(lp, dtype=torch.bool)
-    if 0 < topk < v:
-        keep = torch.zeros_like(keep).scatter_(1, lp.topk(topk, dim=1).indices, True)
-    if math.isfinite(prune):
-        keep &= lp >= lp.max(dim=1, keepdim=True).values - prune
-    keep[:, BLANK_ID] = True
-    frame, token = keep.nonzero(as_tuple=True)
-    values = lp[frame, token].tolist()
-    cands: list[list[tuple[int, float]]] = [[] for _ in range(t)]
-    for f, k, val in zip(frame.tolist(), token.tolist(), values, strict=True):
-        cands[f].append((k, val))
-    return cands
-
-
-def _search(
-    cands: list[list[tuple[int, float]]], beam: int, nbest: int, fusion: LMFusion | None
-) -> list[Hypothesis]:
-    beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
-    for t, frame in enumerate(cands):
-        nxt: dict[tuple[int, ...], _Prefix] = {}
-        for prefix, st in beams.items():
-            total = st.ctc
-            last = prefix[-1] if prefix else None
-            for k, lpk in frame:
-                if k == BLANK_ID:
-                    p = _entry(nxt, prefix, st, None, t, fusion)
-                    p.pb = _logaddexp(p.pb, total + lpk)
-                    continue
-                ext = prefix + (k,)
-                p = _entry(nxt, ext, st, k, t, fusion)
-                if k == last:
-                    p.pnb = _logaddexp(p.pnb, st.pb + lpk)  # a blank separated the repeat
-                    same = _entry(nxt, prefix, st, None, t, fusion)
-                    same.pnb = _logaddexp(same.pnb, st.pnb + lpk)  # merged repeat
-                else:
-                    p.pnb = _logaddexp(p.pnb, total + lpk)
-        ranked = _viable(sorted(nxt.items(), key=lambda kv: kv[1].ctc + kv[1].lm + kv[1].oov,
-                                reverse=True), lambda kv: kv[1].lm + kv[1].oov)
-        beams = dict(ranked[:beam])
-    final = []
-    for prefix, st in beams.items():
-        score = st.ctc + st.lm
+    lp_all = log_probs.detach()
+    dev = lp_all.device
+    b, t_max, v = lp_all.shape
+    if b == 0:
+        return []
+    lengths = lengths.to(dev)
+    keep = _kept(lp_all, lengths, topk, prune)
+    widths = keep.sum(-1).amax(0).tolist() if b else []
+    k = 1  # slots in use: grows with the candidates until it reaches ``beam``
+    f64 = dict(dtype=torch.float64, device=dev)
+    i64 = dict(dtype=torch.int64, device=dev)
+    pb = torch.zeros((b, k), **f64)
+    pnb = torch.full((b, k), NEG_INF, **f64)
+    lm = torch.zeros((b, k), **f64)  # LM terms of the closed words
+    oov = torch.zeros((b, k), **f64)  # provisional penalty of the word being spelled
+    last = torch.full((b, k), -1, **i64)
+    h = torch.zeros((b, k), **i64)  # prefix hash
+    ph = torch.zeros((b, k), **i64)  # hash of the prefix without its last token
+    node = torch.zeros((b, k), **i64)
+    state = torch.full((b, k), fusion.tables(dev)[0].start if fusion else 0, **i64)
+    parents, emitted, frames = [], [], []
+    for t in range(t_max):
+        active = (t < lengths)[:, None]
+        lp = lp_all[:, t].to(torch.float64)
+        total = torch.logaddexp(pb, pnb)
+        if widths[t] == 0:  # nothing but blank anywhere: every prefix stays, ending in blank
+            pb = torch.where(active, total + lp[:, BLANK_ID, None], pb)
+            pnb = torch.where(active, NEG_INF, pnb)
+            continue
+        w = widths[t]
+        if k < beam:  # room for more: add empty slots (-inf, never chosen over a real prefix)
+            grow = min(beam, k * (1 + w)) - k
+            pb, pnb = (F.pad(x, (0, grow), value=NEG_INF) for x in (pb, pnb))
+            lm, oov, h, ph, node, state = (F.pad(x, (0, grow)) for x in (lm, oov, h, ph, node, state))
+            last = F.pad(last, (0, grow), value=-1)
+            k += grow
+            total = torch.logaddexp(pb, pnb)
+        slots = torch.arange(k, device=dev).expand(b, k)
+        kt = keep[:, t]
+        cand, tok = lp.masked_fill(~kt, NEG_INF).topk(w, dim=1)  # [B, W]
+        valid = total > NEG_INF
+        lastc = last.clamp(min=0)
+        repeat_ok = (last >= 0) & kt.gather(1, lastc)
+        stay_pb = total + lp[:, BLANK_ID, None]
+        stay_pnb = torch.where(repeat_ok, pnb + lp.gather(1, lastc), NEG_INF)
+        same = tok[:, None, :] == last[:, :, None]  # [B, K, W]: the token repeats the last label
+        ext = torch.where(same, pb[:, :, None], total[:, :, None]) + cand[:, None, :]
+        # an extension A + c that is prefix B of the beam is added into B's pnb
+        match = (h[:, :, None] == ph[:, None, :]) & valid[:, :, None] & (valid & (last >= 0))[:, None, :]
+        src = match.to(torch.uint8).argmax(1)  # [B, K]: A for each B
+        pos = same.to(torch.uint8).argmax(2)  # where B's last label is among the tokens
+        merge = match.any(1) & same.any(2)
+        ext = ext.reshape(b, k * w)
+        at = src * w + pos
+        stay_pnb = torch.where(merge, torch.logaddexp(stay_pnb, ext.gather(1, at)), stay_pnb)
+        gone = torch.zeros_like(ext).scatter_add_(1, at, merge.to(ext.dtype)) > 0
+        ext = ext.masked_fill(gone, NEG_INF)
+        stay = torch.logaddexp(stay_pb, stay_pnb)
+        ext_lm = lm.repeat_interleave(w, dim=1)
         if fusion is not None:
-            words = st.words
-            if st.partial:
-                score += fusion.word_score(words, st.partial)
-                words = (*words, st.partial)
-            score += fusion.word_score(words, "</s>")
-        final.append(Hypothesis(list(prefix), score, list(st.frames)))
-    final.sort(key=lambda h: h.score, reverse=True)
-    return _viable(final, lambda h: h.score)[:nbest]
-
-
-def _viable(ranked: list, score) -> list:
-    """``ranked`` without the entries an infinite OOV penalty ruled out (``score`` -inf),
-    unless that leaves nothing."""
-    kept = [x for x in ranked if score(x) != NEG_INF]
-    return kept or ranked
-
-
-def _entry(nxt: dict[tuple[int, ...], _Prefix], prefix: tuple[int, ...], parent: _Prefix,
-           token: int | None, t: int, fusion: LMFusion | None) -> _Prefix:
-    """``nxt[prefix]``, created from ``parent`` (+ ``token`` when not None) if new."""
-    p = nxt.get(prefix)
-    if p is None:
-        if token is None:
-            p = _Prefix(lm=parent.lm, oov=parent.oov, words=parent.words,
-                        partial=parent.partial, frames=parent.frames)
+            _, sp = fusion.tables(dev)
+            starts = sp.starts[tok][:, None, :].expand(b, k, w)
+            closed, closed_state = fusion.close(node, state, dev)
+            ext_node = torch.where(starts, sp.start_node[tok][:, None, :],
+                                   sp.step(node[:, :, None], tok[:, None, :])).reshape(b, k * w)
+            starts = starts.reshape(b, k * w)
+            ext_lm = ext_lm + torch.where(starts, closed.repeat_interleave(w, dim=1), 0.0)
+            ext_oov = torch.zeros_like(ext).masked_fill_(ext_node == DEAD, fusion.unk_penalty)
         else:
-            p = _extend(parent, token, t, fusion)
-        nxt[prefix] = p
-    return p
+            ext_oov = torch.zeros_like(ext)
+        ctc = torch.cat([stay, ext], 1)
+        score = ctc + torch.cat([lm + oov, ext_lm + ext_oov], 1)
+        ruled_out = torch.full_like(ctc, NEG_INF).masked_fill_(ctc > NEG_INF, RULED_OUT)
+        rank = torch.where(score > NEG_INF, score, ruled_out)
+        sel = rank.topk(k, dim=1).indices  # [B, K]
+        kept = sel < k
+        e = (sel - k).clamp(min=0)
+        parent = torch.where(kept, sel, e // w)
+        new = tok.gather(1, e % w)
+
+        def pick(stayed: torch.Tensor, extended: torch.Tensor) -> torch.Tensor:
+            return torch.where(kept, stayed.gather(1, parent), extended.gather(1, e))
+
+        def up(old: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+            return torch.where(active, value, old)
+
+        hp = h.gather(1, parent)
+        pb = up(pb, torch.where(kept, stay_pb.gather(1, parent), NEG_INF))
+        pnb = up(pnb, pick(stay_pnb, ext))
+        lm = up(lm, pick(lm, ext_lm))
+        if fusion is not None:
+            word_start = starts.gather(1, e) & ~kept
+            new_node = pick(node, ext_node)
+            state = up(state, torch.where(word_start, closed_state.gather(1, parent),
+                                          state.gather(1, parent)))
+            node = up(node, new_node)
+            oov = up(oov, torch.zeros_like(oov).masked_fill_(new_node == DEAD, fusion.unk_penalty))
+        last = up(last, torch.where(kept, last.gather(1, parent), new))
+        ph = up(ph, torch.where(kept, ph.gather(1, parent), hp))
+        h = up(h, torch.where(kept, hp, hp * _HASH + new + 1))
+        parents.append(torch.where(active, parent, slots))
+        emitted.append(torch.where(active & ~kept, new, -1))
+        frames.append(t)
+    score = torch.logaddexp(pb, pnb) + lm
+    if fusion is not None:
+        closed, closed_state = fusion.close(node, state, dev)
+        score = score + closed + fusion.end(closed_state, dev)
+    return _nbest(score, torch.logaddexp(pb, pnb) > NEG_INF, parents, emitted, frames, nbest)
 
 
-def _extend(parent: _Prefix, token: int, t: int, fusion: LMFusion | None) -> _Prefix:
-    """A new prefix = ``parent`` + ``token`` (probabilities still -inf), its LM state updated."""
-    child = _Prefix(lm=parent.lm, words=parent.words, partial=parent.partial,
-                    frames=(*parent.frames, t))
-    if fusion is None:
-        return child
-    piece = fusion.pieces[token]
-    if piece.startswith(SPACE):
-        if child.partial:
-            child.lm += fusion.word_score(child.words, child.partial)
-            child.words = (*child.words, child.partial)
-        child.partial = piece[len(SPACE):]
-    else:
-        child.partial += piece
-    child.oov = fusion.partial_penalty(child.partial)
-    return child
+def _kept(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: float) -> torch.Tensor:
+    """``[B, T, V]``: the non-blank tokens worth expanding at each frame (none past the end)."""
+    v = lp.shape[-1]
+    keep = lp > NEG_INF
+    if 0 < topk < v:
+        keep &= torch.zeros_like(keep).scatter_(-1, lp.topk(topk, dim=-1).indices, True)
+    if math.isfinite(prune):
+        keep &= lp >= lp.amax(-1, keepdim=True) - prune
+    keep[..., BLANK_ID] = False
+    keep &= (torch.arange(lp.shape[1], device=lp.device) < lengths[:, None])[..., None]
+    return keep
+
+
+def _nbest(score: torch.Tensor, valid: torch.Tensor, parents: list[torch.Tensor],
+           emitted: list[torch.Tensor], frames: list[int], nbest: int) -> list[list[Hypothesis]]:
+    """Read the token histories back and rank: for each utterance its ``nbest`` best, without
+    those an infinite OOV penalty ruled out unless nothing else is left."""
+    b, k = score.shape
+    cur = torch.arange(k, device=score.device).expand(b, k)
+    toks = []
+    for par, em in zip(reversed(parents), reversed(emitted), strict=True):
+        cur = cur.clamp(max=par.shape[1] - 1)  # slots added later (empty back then)
+        toks.append(em.gather(1, cur))
+        cur = par.gather(1, cur)
+    hist = torch.stack(toks[::-1], -1).cpu() if toks else torch.empty(b, k, 0, dtype=torch.int64)
+    at = torch.tensor(frames, dtype=torch.int64)
+    score, valid = score.cpu(), valid.cpu()
+    out = []
+    for i in range(b):
+        slots = [j for j in valid[i].nonzero().flatten().tolist()]
+        finite = [j for j in slots if score[i, j] > NEG_INF]
+        slots = sorted(finite or slots, key=lambda j: -score[i, j].item())[:nbest]
+        hyps = []
+        for j in slots:
+            m = hist[i, j] >= 0
+            hyps.append(Hypothesis(hist[i, j][m].tolist(), score[i, j].item(), at[m].tolist()))
+        out.append(hyps)
+    return out

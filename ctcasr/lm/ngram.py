@@ -19,7 +19,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+
+import torch
 
 from ctcasr.errors import CtcasrError
 
@@ -53,6 +57,11 @@ class NGramLM:
             p = self._log10(key) * LOG10
             self._cache[key] = p
         return p
+
+    @cached_property
+    def tables(self) -> LMTables:
+        """The model as integer tables for vectorised scoring (built once)."""
+        return LMTables.build(self)
 
     def _log10(self, gram: Gram) -> float:
         bow = 0.0
@@ -131,6 +140,80 @@ class NGramLM:
                         line += f"\t{self.bows[n - 1][gram]:.6f}"
                     f.write(line + "\n")
             f.write("\n\\end\\\n")
+
+
+@dataclass
+class LMTables:
+    """An :class:`NGramLM` as sorted integer tables, scored for many hypotheses at once (on
+    whatever device the tensors are moved to).
+
+    A hypothesis's LM state is the id of its context, KenLM style: the longest suffix of its
+    last ``order - 1`` words that is a listed n-gram (or the prefix of one); the empty context is
+    state 0. ``P(w | state)`` is the listed n-gram ``state w`` if there is one, else the state's
+    back-off weight times ``P(w | backoff[state])``: the ARPA rule, so :meth:`score` equals
+    :meth:`NGramLM.log_prob` (tests check it).
+    """
+
+    words: dict[str, int]  # word -> id; unknown words are ``unk``
+    unk: int
+    start: int  # the state after <s>
+    keys: torch.Tensor  # [E] int64, sorted: state * num_words + word, one per listed n-gram
+    logp: torch.Tensor  # [E] float64, natural log of the n-gram's probability
+    next: torch.Tensor  # [E] int64, the state after the n-gram
+    bow: torch.Tensor  # [S] float64, natural-log back-off weight of each state
+    backoff: torch.Tensor  # [S] int64, the state one word shorter
+    order: int
+
+    @classmethod
+    def build(cls, lm: NGramLM) -> LMTables:
+        words = {w: i for i, w in enumerate(sorted(lm.vocab))}
+        contexts: set[Gram] = {()}
+        for n, table in enumerate(lm.probs, 1):
+            for gram in table:
+                contexts.update(gram[:i] for i in range(1, n))
+                if n < lm.order:
+                    contexts.add(gram)
+        ids = {g: i for i, g in enumerate(sorted(contexts, key=lambda g: (len(g), g)))}
+
+        def state(gram: Gram) -> int:  # the longest suffix that is a context
+            gram = gram[max(0, len(gram) - lm.order + 1):]
+            while gram not in ids:
+                gram = gram[1:]
+            return ids[gram]
+
+        bow = torch.zeros(len(ids), dtype=torch.float64)
+        backoff = torch.zeros(len(ids), dtype=torch.int64)
+        for g, i in ids.items():
+            if g:
+                bow[i] = lm.bows[len(g) - 1].get(g, 0.0) * LOG10
+                backoff[i] = state(g[1:])
+        entries = sorted((ids[g[:-1]] * len(words) + words[g[-1]], p * LOG10, state(g))
+                         for table in lm.probs for g, p in table.items())
+        keys, logp, nxt = zip(*entries, strict=True)
+        return cls(words, words[UNK], state((BOS,)), torch.tensor(keys), torch.tensor(logp,
+                   dtype=torch.float64), torch.tensor(nxt), bow, backoff, lm.order)
+
+    def to(self, device: torch.device) -> LMTables:
+        return LMTables(self.words, self.unk, self.start, self.keys.to(device),
+                        self.logp.to(device), self.next.to(device), self.bow.to(device),
+                        self.backoff.to(device), self.order)
+
+    def score(self, state: torch.Tensor, word: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Natural-log ``P(word | state)`` and the state after ``word``, elementwise."""
+        total = torch.zeros(state.shape, dtype=torch.float64, device=state.device)
+        after = torch.zeros_like(state)
+        done = torch.zeros(state.shape, dtype=torch.bool, device=state.device)
+        for _ in range(self.order):  # at most order - 1 back-offs reach the unigrams
+            key = state * len(self.words) + word
+            pos = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
+            hit = ~done & (self.keys[pos] == key)
+            total = torch.where(hit, total + self.logp[pos], total)
+            after = torch.where(hit, self.next[pos], after)
+            miss = ~done & ~hit
+            total = torch.where(miss, total + self.bow[state], total)
+            state = torch.where(miss, self.backoff[state], state)
+            done |= hit
+        return total, after
 
 
 def train_kneser_ney(sentences: Iterable[str], order: int = 3) -> NGramLM:

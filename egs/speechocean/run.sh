@@ -2,14 +2,17 @@
 # Read English from many speakers (speechocean762: 117 training speakers, Mandarin L1, children
 # and adults), tested on 63 speakers never heard in training.
 #
-#   egs/speechocean/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--average 5]
+#   egs/speechocean/run.sh [--corpus DIR] [--extra arctic|none] [--arctic DIR]
+#                          [--config conf/lstm.yaml] [--exp NAME] [--average 5]
 #                          [--select loss|best|last]
 #                          [--beam 20] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
 #                          [--unk-penalties "0 -5"] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
 # set of 8 whole training speakers, 4 children and 4 adults; downloads OpenSLR 101 if DIR does
-# not exist), 2 tokenizer (training transcripts only), 3 train, 4 average (model.pt = the mean of
+# not exist; --extra arctic, the default, adds all of CMU ARCTIC, one US-English voice, 1.23 h,
+# to training: without it CTC stays on its blank/vowel plateau for many epochs, see
+# docs/results.md), 2 tokenizer (training transcripts only), 3 train, 4 average (model.pt = the mean of
 # the N epochs with the lowest validation loss: --select loss; WER stays near 100 % for the
 # first epochs here and cannot rank them), 5 LM (3-gram on the training
 # transcripts only), 6 decode: greedy, beam, beam + LM with weight / bonus / OOV penalty chosen on
@@ -21,6 +24,8 @@ root=$(cd "$here/../.." && pwd)
 [ -x "$root/.venv/bin/ctcasr" ] && export PATH="$root/.venv/bin:$PATH"
 
 corpus=""
+extra=arctic
+arctic=""
 config=conf/lstm.yaml
 exp=""
 average=5
@@ -37,7 +42,13 @@ if [ -z "$corpus" ]; then
   if [ -d "$root/../shared/data/speechocean762" ]; then
     corpus="$root/../shared/data/speechocean762"; else corpus=download; fi
 fi
+if [ -z "$arctic" ]; then
+  if [ -d "$root/../shared/data/arctic" ]; then arctic="$root/../shared/data/arctic"; else arctic=download; fi
+fi
+case "$extra" in arctic|none) ;; *) echo "error: --extra must be arctic or none, not '$extra'" >&2; exit 1;; esac
 data=data
+train=$data/train.jsonl
+[ "$extra" = arctic ] && train=$data/train_arctic.jsonl
 name=$(basename "$config" .yaml)
 exp=exp/${exp:-$name}
 tokenizer=$data/tokenizer_$name.json
@@ -45,16 +56,21 @@ tokenizer=$data/tokenizer_$name.json
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "== stage 1: prepare ($corpus)"
   python local/prepare.py "$corpus" "$data"
+  if [ "$extra" = arctic ]; then
+    echo "-- all of ARCTIC ($arctic) joins training (its speaker is in neither valid nor test)"
+    python ../arctic/local/prepare.py "$arctic" "$data/arctic" --valid-percent 0 --test-percent 0
+    cat "$data/train.jsonl" "$data/arctic/train.jsonl" > "$train"
+  fi
 fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "== stage 2: tokenizer ($config, training transcripts only -> $tokenizer)"
-  ctcasr tokenizer --config "$config" --manifest "$data/train.jsonl" --out "$tokenizer"
+  ctcasr tokenizer --config "$config" --manifest "$train" --out "$tokenizer"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "== stage 3: train ($config -> $exp)"
   rm -rf "$exp"
   start=$(date +%s)
-  ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
+  ctcasr train --config "$config" --train "$train" --valid "$data/valid.jsonl" \
     --exp-dir "$exp" --set "tokenizer.path=$tokenizer"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 fi
