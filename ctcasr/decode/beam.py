@@ -80,8 +80,9 @@ class Spelling:
             if i != BLANK_ID and not starts[i] and p:
                 cont.setdefault(p, []).append(i)
         longest = max(map(len, cont), default=0)
-        edges = sorted((nodes[s[:i]] * v + k, n) for s, n in nodes.items()
-                       for i in range(max(0, len(s) - longest), len(s)) for k in cont.get(s[i:], ()))
+        edges = sorted((nodes[s[:i]] * v + k, n) for s, n in nodes.items()  # s[:i] + piece = s
+                       for i in range(max(0, len(s) - longest), len(s))
+                       for k in cont.get(s[i:], ()))
         keys, child = zip(*edges, strict=True) if edges else ((), ())
         return cls(torch.tensor(starts), torch.tensor(start_node),
                    torch.tensor(keys, dtype=torch.int64), torch.tensor(child, dtype=torch.int64),
@@ -138,6 +139,46 @@ class LMFusion:
         return self.weight * lm.score(state, torch.full_like(state, lm.words[EOS]))[0]
 
 
+@dataclass
+class _Beams:
+    """The prefixes of a batch: ``[B, K]`` tensors, one column per slot (an empty slot has
+    ``pb = pnb = -inf``)."""
+
+    pb: torch.Tensor  # log-prob of the alignments ending in blank
+    pnb: torch.Tensor  # ... ending in the last label
+    lm: torch.Tensor  # LM terms of the closed words
+    oov: torch.Tensor  # provisional penalty of the word being spelled
+    last: torch.Tensor  # last label (-1: empty prefix)
+    h: torch.Tensor  # prefix hash
+    ph: torch.Tensor  # hash of the prefix without its last label
+    node: torch.Tensor  # spelling trie node of the word being spelled
+    state: torch.Tensor  # LM state
+
+    EMPTY = {"pb": NEG_INF, "pnb": NEG_INF, "last": -1}  # fill of new slots; the rest 0
+
+    @classmethod
+    def start(cls, b: int, lm_state: int, device: torch.device) -> _Beams:
+        f, i = dict(dtype=torch.float64, device=device), dict(dtype=torch.int64, device=device)
+        z, zi = torch.zeros((b, 1), **f), torch.zeros((b, 1), **i)
+        return cls(z, z - math.inf, z, z, zi - 1, zi, zi, zi, zi + lm_state)
+
+    def fields(self) -> dict[str, torch.Tensor]:
+        return dict(vars(self))
+
+    @property
+    def ctc(self) -> torch.Tensor:
+        return torch.logaddexp(self.pb, self.pnb)
+
+    def grow(self, n: int) -> _Beams:
+        return _Beams(**{f: F.pad(x, (0, n), value=self.EMPTY.get(f, 0))
+                         for f, x in self.fields().items()})
+
+    def where(self, cond: torch.Tensor, other: _Beams) -> _Beams:
+        """This where ``cond`` [B, 1], else ``other``."""
+        o = other.fields()
+        return _Beams(**{f: torch.where(cond, x, o[f]) for f, x in self.fields().items()})
+
+
 def prefix_beam_search(
     log_probs: torch.Tensor,
     lengths: torch.Tensor,
@@ -150,112 +191,98 @@ def prefix_beam_search(
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
     lp_all = log_probs.detach()
     dev = lp_all.device
-    b, t_max, v = lp_all.shape
+    b, t_max, _ = lp_all.shape
     if b == 0:
         return []
     lengths = lengths.to(dev)
     keep = _kept(lp_all, lengths, topk, prune)
-    widths = keep.sum(-1).amax(0).tolist() if b else []
-    k = 1  # slots in use: grows with the candidates until it reaches ``beam``
-    f64 = dict(dtype=torch.float64, device=dev)
-    i64 = dict(dtype=torch.int64, device=dev)
-    pb = torch.zeros((b, k), **f64)
-    pnb = torch.full((b, k), NEG_INF, **f64)
-    lm = torch.zeros((b, k), **f64)  # LM terms of the closed words
-    oov = torch.zeros((b, k), **f64)  # provisional penalty of the word being spelled
-    last = torch.full((b, k), -1, **i64)
-    h = torch.zeros((b, k), **i64)  # prefix hash
-    ph = torch.zeros((b, k), **i64)  # hash of the prefix without its last token
-    node = torch.zeros((b, k), **i64)
-    state = torch.full((b, k), fusion.tables(dev)[0].start if fusion else 0, **i64)
+    widths = keep.sum(-1).amax(0).tolist()
+    beams = _Beams.start(b, fusion.tables(dev)[0].start if fusion else 0, dev)
     parents, emitted, frames = [], [], []
     for t in range(t_max):
         active = (t < lengths)[:, None]
         lp = lp_all[:, t].to(torch.float64)
-        total = torch.logaddexp(pb, pnb)
         if widths[t] == 0:  # nothing but blank anywhere: every prefix stays, ending in blank
-            pb = torch.where(active, total + lp[:, BLANK_ID, None], pb)
-            pnb = torch.where(active, NEG_INF, pnb)
+            beams.pb = torch.where(active, beams.ctc + lp[:, BLANK_ID, None], beams.pb)
+            beams.pnb = torch.where(active, NEG_INF, beams.pnb)
             continue
-        w = widths[t]
-        if k < beam:  # room for more: add empty slots (-inf, never chosen over a real prefix)
-            grow = min(beam, k * (1 + w)) - k
-            pb, pnb = (F.pad(x, (0, grow), value=NEG_INF) for x in (pb, pnb))
-            lm, oov, h, ph, node, state = (F.pad(x, (0, grow)) for x in (lm, oov, h, ph, node, state))
-            last = F.pad(last, (0, grow), value=-1)
-            k += grow
-            total = torch.logaddexp(pb, pnb)
-        slots = torch.arange(k, device=dev).expand(b, k)
-        kt = keep[:, t]
-        cand, tok = lp.masked_fill(~kt, NEG_INF).topk(w, dim=1)  # [B, W]
-        valid = total > NEG_INF
-        lastc = last.clamp(min=0)
-        repeat_ok = (last >= 0) & kt.gather(1, lastc)
-        stay_pb = total + lp[:, BLANK_ID, None]
-        stay_pnb = torch.where(repeat_ok, pnb + lp.gather(1, lastc), NEG_INF)
-        same = tok[:, None, :] == last[:, :, None]  # [B, K, W]: the token repeats the last label
-        ext = torch.where(same, pb[:, :, None], total[:, :, None]) + cand[:, None, :]
-        # an extension A + c that is prefix B of the beam is added into B's pnb
-        match = (h[:, :, None] == ph[:, None, :]) & valid[:, :, None] & (valid & (last >= 0))[:, None, :]
-        src = match.to(torch.uint8).argmax(1)  # [B, K]: A for each B
-        pos = same.to(torch.uint8).argmax(2)  # where B's last label is among the tokens
-        merge = match.any(1) & same.any(2)
-        ext = ext.reshape(b, k * w)
-        at = src * w + pos
-        stay_pnb = torch.where(merge, torch.logaddexp(stay_pnb, ext.gather(1, at)), stay_pnb)
-        gone = torch.zeros_like(ext).scatter_add_(1, at, merge.to(ext.dtype)) > 0
-        ext = ext.masked_fill(gone, NEG_INF)
-        stay = torch.logaddexp(stay_pb, stay_pnb)
-        ext_lm = lm.repeat_interleave(w, dim=1)
-        if fusion is not None:
-            _, sp = fusion.tables(dev)
-            starts = sp.starts[tok][:, None, :].expand(b, k, w)
-            closed, closed_state = fusion.close(node, state, dev)
-            ext_node = torch.where(starts, sp.start_node[tok][:, None, :],
-                                   sp.step(node[:, :, None], tok[:, None, :])).reshape(b, k * w)
-            starts = starts.reshape(b, k * w)
-            ext_lm = ext_lm + torch.where(starts, closed.repeat_interleave(w, dim=1), 0.0)
-            ext_oov = torch.zeros_like(ext).masked_fill_(ext_node == DEAD, fusion.unk_penalty)
-        else:
-            ext_oov = torch.zeros_like(ext)
-        ctc = torch.cat([stay, ext], 1)
-        score = ctc + torch.cat([lm + oov, ext_lm + ext_oov], 1)
-        ruled_out = torch.full_like(ctc, NEG_INF).masked_fill_(ctc > NEG_INF, RULED_OUT)
-        rank = torch.where(score > NEG_INF, score, ruled_out)
-        sel = rank.topk(k, dim=1).indices  # [B, K]
-        kept = sel < k
-        e = (sel - k).clamp(min=0)
-        parent = torch.where(kept, sel, e // w)
-        new = tok.gather(1, e % w)
-
-        def pick(stayed: torch.Tensor, extended: torch.Tensor) -> torch.Tensor:
-            return torch.where(kept, stayed.gather(1, parent), extended.gather(1, e))
-
-        def up(old: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-            return torch.where(active, value, old)
-
-        hp = h.gather(1, parent)
-        pb = up(pb, torch.where(kept, stay_pb.gather(1, parent), NEG_INF))
-        pnb = up(pnb, pick(stay_pnb, ext))
-        lm = up(lm, pick(lm, ext_lm))
-        if fusion is not None:
-            word_start = starts.gather(1, e) & ~kept
-            new_node = pick(node, ext_node)
-            state = up(state, torch.where(word_start, closed_state.gather(1, parent),
-                                          state.gather(1, parent)))
-            node = up(node, new_node)
-            oov = up(oov, torch.zeros_like(oov).masked_fill_(new_node == DEAD, fusion.unk_penalty))
-        last = up(last, torch.where(kept, last.gather(1, parent), new))
-        ph = up(ph, torch.where(kept, ph.gather(1, parent), hp))
-        h = up(h, torch.where(kept, hp, hp * _HASH + new + 1))
+        k = beams.pb.shape[1]
+        if k < beam:  # room for more: add empty slots
+            beams = beams.grow(min(beam, k * (1 + widths[t])) - k)
+        nxt, parent, new = _step(beams, lp, keep[:, t], widths[t], fusion)
+        beams = nxt.where(active, beams)
+        slots = torch.arange(parent.shape[1], device=dev).expand_as(parent)
         parents.append(torch.where(active, parent, slots))
-        emitted.append(torch.where(active & ~kept, new, -1))
+        emitted.append(torch.where(active, new, -1))
         frames.append(t)
-    score = torch.logaddexp(pb, pnb) + lm
+    score = beams.ctc + beams.lm
     if fusion is not None:
-        closed, closed_state = fusion.close(node, state, dev)
+        closed, closed_state = fusion.close(beams.node, beams.state, dev)
         score = score + closed + fusion.end(closed_state, dev)
-    return _nbest(score, torch.logaddexp(pb, pnb) > NEG_INF, parents, emitted, frames, nbest)
+    return _nbest(score, beams.ctc > NEG_INF, parents, emitted, frames, nbest)
+
+
+def _step(beams: _Beams, lp: torch.Tensor, kt: torch.Tensor, w: int, fusion: LMFusion | None
+          ) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
+    """One frame: ``lp [B, V]`` log-probs, ``kt [B, V]`` the tokens worth expanding (at most
+    ``w`` per utterance) -> the new beams, each slot's parent slot, and the label each slot
+    appended (-1: none)."""
+    bm = beams
+    b, k = bm.pb.shape
+    total = bm.ctc
+    valid = total > NEG_INF
+    cand, tok = lp.masked_fill(~kt, NEG_INF).topk(w, dim=1)  # [B, W]
+    lastc = bm.last.clamp(min=0)
+    stay_pb = total + lp[:, BLANK_ID, None]
+    stay_pnb = torch.where((bm.last >= 0) & kt.gather(1, lastc), bm.pnb + lp.gather(1, lastc),
+                           NEG_INF)
+    same = tok[:, None, :] == bm.last[:, :, None]  # [B, K, W]: the token repeats the last label
+    ext = (torch.where(same, bm.pb[:, :, None], total[:, :, None]) + cand[:, None, :])
+    ext = ext.reshape(b, k * w)
+    # an extension A + c that is prefix B of the beam adds into B's pnb and is not a candidate
+    match = (bm.h[:, :, None] == bm.ph[:, None, :]) & valid[:, :, None] \
+        & (valid & (bm.last >= 0))[:, None, :]  # [B, A, B]
+    merge = match.any(1) & same.any(2)
+    at = match.to(torch.uint8).argmax(1) * w + same.to(torch.uint8).argmax(2)  # A's c for each B
+    stay_pnb = torch.where(merge, torch.logaddexp(stay_pnb, ext.gather(1, at)), stay_pnb)
+    gone = torch.zeros_like(ext).scatter_add_(1, at, merge.to(ext.dtype)) > 0
+    ext = ext.masked_fill(gone, NEG_INF)
+    ext_lm = bm.lm.repeat_interleave(w, dim=1)
+    ext_oov = torch.zeros_like(ext)
+    if fusion is not None:
+        _, sp = fusion.tables(lp.device)
+        starts = sp.starts[tok][:, None, :].expand(b, k, w)
+        closed, closed_state = fusion.close(bm.node, bm.state, lp.device)
+        ext_node = torch.where(starts, sp.start_node[tok][:, None, :],
+                               sp.step(bm.node[:, :, None], tok[:, None, :])).reshape(b, k * w)
+        starts = starts.reshape(b, k * w)
+        ext_lm = ext_lm + torch.where(starts, closed.repeat_interleave(w, dim=1), 0.0)
+        ext_oov.masked_fill_(ext_node == DEAD, fusion.unk_penalty)
+    ctc = torch.cat([torch.logaddexp(stay_pb, stay_pnb), ext], 1)
+    score = ctc + torch.cat([bm.lm + bm.oov, ext_lm + ext_oov], 1)
+    ruled_out = torch.full_like(ctc, NEG_INF).masked_fill_(ctc > NEG_INF, RULED_OUT)
+    sel = torch.where(score > NEG_INF, score, ruled_out).topk(k, dim=1).indices  # [B, K]
+    kept = sel < k  # the slot's prefix stayed; else it is an extension
+    e = (sel - k).clamp(min=0)
+    parent = torch.where(kept, sel, e // w)
+    new = tok.gather(1, e % w)
+
+    def pick(stayed: torch.Tensor, extended: torch.Tensor) -> torch.Tensor:
+        return torch.where(kept, stayed.gather(1, parent), extended.gather(1, e))
+
+    hp = bm.h.gather(1, parent)
+    nxt = _Beams(pb=torch.where(kept, stay_pb.gather(1, parent), NEG_INF),
+                 pnb=pick(stay_pnb, ext), lm=pick(bm.lm, ext_lm), oov=bm.oov.gather(1, parent),
+                 last=torch.where(kept, bm.last.gather(1, parent), new),
+                 h=torch.where(kept, hp, hp * _HASH + new + 1),
+                 ph=torch.where(kept, bm.ph.gather(1, parent), hp),
+                 node=bm.node.gather(1, parent), state=bm.state.gather(1, parent))
+    if fusion is not None:
+        nxt.node = pick(bm.node, ext_node)
+        nxt.state = torch.where(starts.gather(1, e) & ~kept, closed_state.gather(1, parent),
+                                nxt.state)
+        nxt.oov = torch.zeros_like(nxt.oov).masked_fill_(nxt.node == DEAD, fusion.unk_penalty)
+    return nxt, parent, torch.where(kept, -1, new)
 
 
 def _kept(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: float) -> torch.Tensor:
