@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
-.PHONY: digits yesno arctic speechocean test lint bench clean lock
+.PHONY: digits yesno arctic speechocean test lint bench-decode clean lock
 
 # From the hashed lock only: nothing unpinned is ever installed. uv (its locked release, itself
 # installed by pip with its hashes) is ~5x faster than pip; USE_UV=0, or any uv failure, falls
@@ -41,6 +41,23 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check ctcasr tests egs benchmarks
 	$(VENV)/bin/python -m pytest -q
 
+# benchmarks/decode_speed.py with the decoders it compares against, in their own venv (the
+# lock plus pyctcdecode, flashlight-text and kenlm; kenlm builds with a C++ compiler and cmake;
+# pyctcdecode asks for numpy < 2 but runs with the locked numpy, so it goes in without its deps).
+BENCH := .venv-bench
+$(BENCH)/.installed: $(STAMP)
+	$(PYTHON) -m venv $(BENCH)
+	$(VENV)/bin/uv pip install --quiet --python $(BENCH)/bin/python --require-hashes \
+	    -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(BENCH)/bin/python --no-deps \
+	    pyctcdecode==0.5.0 pygtrie==2.5.0 flashlight-text==0.0.7 kenlm==0.3.0
+	$(BENCH)/bin/pip install --quiet --disable-pip-version-check --no-deps \
+	    --no-build-isolation -e .
+	touch $@
+
+bench-decode: $(BENCH)/.installed
+	$(BENCH)/bin/python benchmarks/decode_speed.py $(ARGS)
+
 # Re-resolve pyproject.toml (all platforms, Python 3.11+) into requirements.txt, the lock, with
 # uv (a pinned release, in its own throw-away venv; only this target needs it). Versions already
 # in the lock are kept while they satisfy the ranges; `make lock UPGRADE=1` takes the newest.
@@ -52,4 +69,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) egs/*/data egs/*/exp
+	rm -rf $(VENV) $(BENCH) egs/*/data egs/*/exp

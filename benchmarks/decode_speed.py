@@ -1,20 +1,36 @@
-"""Decoding speed and WER of each decoder on the same recorded log-probs.
+"""Decoding speed and WER: ctcasr's beam search against pyctcdecode and flashlight, on real models.
 
-    .venv/bin/python benchmarks/decode_speed.py [--checkpoint egs/yesno/exp/lstm/model.pt]
-        [--manifest egs/yesno/data/test.jsonl] [--train egs/yesno/data/train.jsonl] [--beam 10]
+    .venv/bin/python benchmarks/decode_speed.py [--model NAME CKPT MANIFEST LM_TEXT]...
+        [--beams 10 32 64] [--max-utts 300] [--threads 1] [--json FILE]
 
-The model runs once over the manifest; its log-probs are kept and every decoder decodes the same
-tensors (so the times are decoding only). The word LM (3-gram Kneser-Ney) is trained on the
-``--train`` manifest's transcripts. pyctcdecode and torchaudio's flashlight decoder
-(``torchaudio.models.decoder.ctc_decoder``) are timed too when installed, at the same beam size.
-Prints ms of decoding per second of audio and the WER.
+Each model runs once over (the first ``--max-utts`` of) its manifest; its log-probs are kept and
+every decoder decodes the same tensors, so the times are decoding only. The word LM (3-gram
+Kneser-Ney, ``ctcasr lm``) is trained on LM_TEXT (one sentence per line, or a manifest's texts)
+and written as one ARPA file that all three decoders read, with the same weight, word bonus and
+OOV penalty. Without ``--model``: every recipe model that exists (yesno, speechocean characters,
+speechocean SentencePiece 256 / 1000).
+
+Decoders (the same beam for all):
+- ``ctcasr``: the whole set in length-sorted batches of ``--batch`` utterances;
+  ``ctcasr-1``: one utterance at a time (at beam 32 only);
+- ``pyctcdecode``: ``decode`` one utterance at a time (no process pool), its own pruning
+  defaults; the LM through its KenLM binding;
+- ``flashlight``: torchaudio's ``ctc_decoder`` (flashlight-text); lexicon-free without the LM,
+  with the LM a lexicon of the LM's words (flashlight's word-LM mode: it can only output those).
+
+Prints one table (ms of decoding per second of audio, WER, CER); ``--json FILE`` also writes the
+rows as objects with the keys decoder, model, vocab, beam, lm, ms_per_audio_s, wer, cer.
+Peers that are not installed get a row saying so: ``make bench-decode`` installs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,87 +41,179 @@ from ctcasr.decode import DecodeOptions, make_decoder
 from ctcasr.decode.runner import load_recognizer
 from ctcasr.lm import train_kneser_ney
 from ctcasr.scoring import score
+from ctcasr.tokenizer import SPACE
+
+RECIPES = [  # name, checkpoint, test manifest, LM text
+    ("yesno", "egs/yesno/exp/seed1/model.pt", "egs/yesno/data/test.jsonl",
+     "egs/yesno/data/train.jsonl"),
+    ("so-char", "egs/speechocean/exp/lstm_arctic/model.pt", "egs/speechocean/data/test.jsonl",
+     "egs/speechocean/data/text_train.txt"),
+    ("so-sp256", "egs/speechocean/exp/sp256/model.pt", "egs/speechocean/data/test.jsonl",
+     "egs/speechocean/data/text_train.txt"),
+    ("so-sp1000", "egs/speechocean/exp/sp1000/model.pt", "egs/speechocean/data/test.jsonl",
+     "egs/speechocean/data/text_train.txt"),
+]
 
 
-def record(ckpt: Path, manifest: Path):
+def record(ckpt: Path, manifest: Path, max_utts: int):
     rec = load_recognizer(ckpt)
-    utts = read_manifest(manifest)
+    utts = read_manifest(manifest)[: max_utts or None]
     ds = ASRDataset(utts, rec.config.data.features)
     out = []
     with torch.no_grad():
         for i in range(len(ds)):
             feats = ds[i][1].unsqueeze(0)
             lp, n = rec.model(feats, torch.tensor([feats.shape[1]]))
-            out.append(lp[0, : n[0]])
-    return rec, utts, out
+            out.append(lp[0, : n[0]].contiguous())
+    return rec.tokenizer, utts, out
 
 
-def run(name, decode_one, logps, refs, audio_s):
-    decode_one(logps[0])  # warm-up
+def lm_sentences(path: Path) -> list[str]:
+    if path.suffix == ".jsonl":
+        return [u.text for u in read_manifest(path)]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def timed(decode: Callable, logps) -> tuple[list[str], float]:
+    decode(logps[:2])  # warm-up (ctcasr builds its LM tables here)
     t0 = time.perf_counter()
-    hyps = [decode_one(lp) for lp in logps]
-    dt = time.perf_counter() - t0
-    s = score(refs, hyps)[0]
-    print(f"| {name} | {1000 * dt / audio_s:.2f} | {s.wer:.2f} | {s.cer:.2f} |", flush=True)
+    hyps = decode(logps)
+    return hyps, time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--checkpoint", type=Path, default=Path("egs/yesno/exp/lstm/model.pt"))
-    ap.add_argument("--manifest", type=Path, default=Path("egs/yesno/data/test.jsonl"))
-    ap.add_argument("--train", type=Path, default=Path("egs/yesno/data/train.jsonl"))
-    ap.add_argument("--beam", type=int, default=10)
-    ap.add_argument("--lm-weight", type=float, default=0.5)
-    ap.add_argument("--word-bonus", type=float, default=0.0)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    if not args.checkpoint.exists():
-        raise SystemExit(f"{args.checkpoint}: not found (run the recipe first, e.g. make yesno)")
-    torch.set_num_threads(args.threads)
-    rec, utts, logps = record(args.checkpoint, args.manifest)
-    tok = rec.tokenizer
-    refs = [u.text for u in utts]
-    audio_s = sum(u.duration for u in utts)
-    lm_path = Path(tempfile.mkdtemp()) / "lm.arpa"
-    train_kneser_ney([u.text for u in read_manifest(args.train)], 3).write_arpa(lm_path)
-    print(f"{len(utts)} utterances, {audio_s:.1f} s of audio, vocab {tok.vocab_size}, "
-          f"beam {args.beam}, {args.threads} thread(s); LM: 3-gram KN on {args.train}")
-    print("| decoder | ms per audio second | WER % | CER % |")
-    print("| --- | --- | --- | --- |")
+def ctcasr_decoder(tok, opts: DecodeOptions, batch: int) -> Callable:
+    dec = make_decoder("beam", opts, tok)
 
-    def ours(name: str, opts: DecodeOptions):
-        dec = make_decoder(name, opts, tok)
-        return lambda lp: tok.decode(dec(lp[None], torch.tensor([lp.shape[0]]))[0][0].tokens)
+    def run(logps) -> list[str]:
+        order = sorted(range(len(logps)), key=lambda i: logps[i].shape[0])
+        out = [""] * len(logps)
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            lens = torch.tensor([logps[i].shape[0] for i in idx])
+            padded = torch.nn.utils.rnn.pad_sequence([logps[i] for i in idx], batch_first=True)
+            for i, nb in zip(idx, dec(padded, lens), strict=True):
+                out[i] = tok.decode(nb[0].tokens)
+        return out
 
-    run("greedy", ours("greedy", DecodeOptions()), logps, refs, audio_s)
-    run("ctcasr beam", ours("beam", DecodeOptions(beam=args.beam)), logps, refs, audio_s)
-    run("ctcasr beam, topk 5", ours("beam", DecodeOptions(beam=args.beam, topk=5)), logps, refs,
-        audio_s)
-    lm_opts = DecodeOptions(beam=args.beam, lm=str(lm_path), lm_weight=args.lm_weight,
-                            word_bonus=args.word_bonus)
-    run("ctcasr beam + 3-gram LM", ours("beam", lm_opts), logps, refs, audio_s)
-    pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
+    return run
+
+
+def pyctcdecode_decoder(tok, beam: int, lm: Path | None, a) -> Callable[[], list[str]] | str:
     try:
         from pyctcdecode import build_ctcdecoder
     except ImportError:
-        print("| pyctcdecode | not installed | | |")
-    else:
-        labels = ["" if i == 0 else (" " if p == "▁" else p) for i, p in enumerate(pieces)]
-        dec = build_ctcdecoder(labels)
-        run("pyctcdecode", lambda lp: dec.decode(lp.numpy(), beam_width=args.beam), logps, refs,
-            audio_s)
+        return "not installed (make bench-decode)"
+    pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
+    labels = ["" if i == 0 else (" " if p == SPACE else p) for i, p in enumerate(pieces)]
+    try:
+        dec = build_ctcdecoder(labels, kenlm_model_path=str(lm) if lm else None, alpha=a.lm_weight,
+                               beta=a.word_bonus, unk_score_offset=a.unk_penalty)
+    except Exception as e:  # noqa: BLE001 - kenlm missing or the labels refused
+        return f"unavailable ({type(e).__name__}: {e})"[:120]
+    return lambda logps: [dec.decode(lp.numpy(), beam_width=beam) for lp in logps]
+
+
+def flashlight_decoder(tok, beam: int, lm: Path | None, words: list[str], a, tmp: Path
+                       ) -> Callable | str:
     try:
         from torchaudio.models.decoder import ctc_decoder
-        fl = ctc_decoder(lexicon=None, tokens=["-", *pieces[1:]], beam_size=args.beam,
-                         blank_token="-", sil_token="▁")
+    except Exception as e:  # noqa: BLE001
+        return f"unavailable ({type(e).__name__})"
+    pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
+    char = SPACE in pieces
+    tokens = ["-", *pieces[1:]]
+    lexicon = None
+    if lm is not None:
+        lexicon = tmp / f"lexicon_{tok.vocab_size}.txt"
+        with lexicon.open("w", encoding="utf-8") as f:
+            for w in words:
+                spelled = [c for c in w] + [SPACE] if char else \
+                    [tok.id_to_piece(i) for i in tok.encode(w)]
+                if all(p in pieces for p in spelled):
+                    f.write(f"{w}\t{' '.join(spelled)}\n")
+    try:
+        fl = ctc_decoder(lexicon=str(lexicon) if lexicon else None, tokens=tokens,
+                         lm=str(lm) if lm else None, beam_size=beam, blank_token="-",
+                         sil_token=SPACE if char else "-", unk_word="<unk>",
+                         lm_weight=a.lm_weight, word_score=a.word_bonus,
+                         unk_score=a.unk_penalty if math.isfinite(a.unk_penalty) else -math.inf)
     except Exception as e:  # noqa: BLE001 - flashlight-text missing or unusable
-        print(f"| torchaudio flashlight | unavailable ({type(e).__name__}) | | |")
-    else:
-        def flashlight(lp):
-            res = fl(lp[None].contiguous())[0][0]
-            return tok.decode([int(t) for t in res.tokens if int(t) != 0])
+        return f"unavailable ({type(e).__name__}: {e})"[:120]
 
-        run("torchaudio flashlight", flashlight, logps, refs, audio_s)
+    def run(logps):
+        out = []
+        for lp in logps:
+            res = fl(lp[None].float())[0][0]
+            out.append(" ".join(res.words) if lexicon else
+                       tok.decode([int(t) for t in res.tokens if 0 < int(t) < tok.vocab_size]))
+        return out
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", nargs=4, action="append", metavar=("NAME", "CKPT", "MANIFEST",
+                                                                  "LM_TEXT"))
+    ap.add_argument("--beams", type=int, nargs="+", default=[10, 32, 64])
+    ap.add_argument("--max-utts", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lm-weight", type=float, default=0.5)
+    ap.add_argument("--word-bonus", type=float, default=1.0)
+    ap.add_argument("--unk-penalty", type=float, default=-5.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    models = a.model or [m for m in RECIPES if Path(m[1]).exists()]
+    if not models:
+        raise SystemExit("no model: run a recipe first (make yesno, make speechocean) or --model")
+    tmp = Path(tempfile.mkdtemp())
+    rows = []
+    print(f"{a.threads} thread(s); LM: 3-gram KN, weight {a.lm_weight}, word bonus "
+          f"{a.word_bonus}, OOV penalty {a.unk_penalty}")
+    print("| model | vocab | utts | audio s | decoder | beam | LM | ms per audio s | WER % | CER % |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, ckpt, manifest, lm_text in models:
+        tok, utts, logps = record(Path(ckpt), Path(manifest), a.max_utts)
+        refs = [u.text for u in utts]
+        audio_s = sum(u.duration for u in utts)
+        sents = lm_sentences(Path(lm_text))
+        lm_path = tmp / f"{name}.arpa"
+        train_kneser_ney(sents, 3).write_arpa(lm_path)
+        words = sorted({w for s in sents for w in s.split()})
+
+        def row(decoder: str, beam: int, lm: bool, result) -> None:
+            head = f"| {name} | {tok.vocab_size} | {len(utts)} | {audio_s:.0f} | {decoder} | " \
+                   f"{beam} | {'yes' if lm else 'no'} |"
+            if isinstance(result, str):
+                print(f"{head} {result} | | |", flush=True)
+                return
+            hyps, secs = result
+            s = score(refs, hyps)[0]
+            ms = 1000 * secs / audio_s
+            print(f"{head} {ms:.2f} | {s.wer:.2f} | {s.cer:.2f} |", flush=True)
+            rows.append({"decoder": decoder, "model": name, "vocab": tok.vocab_size,
+                         "beam": beam, "lm": lm, "ms_per_audio_s": round(ms, 3),
+                         "wer": round(s.wer, 2), "cer": round(s.cer, 2)})
+
+        for beam in a.beams:
+            for lm in (False, True):
+                lm_file = lm_path if lm else None
+                opts = DecodeOptions(beam=beam, lm=str(lm_file) if lm else None,
+                                     lm_weight=a.lm_weight, word_bonus=a.word_bonus,
+                                     unk_penalty=a.unk_penalty)
+                row("ctcasr", beam, lm, timed(ctcasr_decoder(tok, opts, a.batch), logps))
+                if beam == 32:
+                    row("ctcasr-1", beam, lm, timed(ctcasr_decoder(tok, opts, 1), logps))
+                for decoder, make in (
+                    ("pyctcdecode", lambda: pyctcdecode_decoder(tok, beam, lm_file, a)),
+                    ("flashlight", lambda: flashlight_decoder(tok, beam, lm_file, words, a, tmp)),
+                ):
+                    dec = make()
+                    row(decoder, beam, lm, dec if isinstance(dec, str) else timed(dec, logps))
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -169,6 +169,13 @@ class _Beams:
     def ctc(self) -> torch.Tensor:
         return torch.logaddexp(self.pb, self.pnb)
 
+    def blanks(self, logp: torch.Tensor) -> None:
+        """Frames where only blank was worth expanding, ``logp [B, 1]`` their blank log-probs
+        summed (NaN: none): every prefix stays and now ends in blank; the ranking cannot change."""
+        some = ~logp.isnan()
+        self.pb = torch.where(some, self.ctc + logp, self.pb)
+        self.pnb = self.pnb.masked_fill(some, NEG_INF)
+
     def grow(self, n: int) -> _Beams:
         return _Beams(**{f: F.pad(x, (0, n), value=self.EMPTY.get(f, 0))
                          for f, x in self.fields().items()})
@@ -195,26 +202,28 @@ def prefix_beam_search(
     if b == 0:
         return []
     lengths = lengths.to(dev)
-    keep = _kept(lp_all, lengths, topk, prune)
+    frames, n, lp_all, keep, before, tail = _busy_frames(lp_all, lengths, topk, prune)
     widths = keep.sum(-1).amax(0).tolist()
+    skips = (~before.isnan()).any(0).tolist()  # steps where some utterance skipped frames
+    everyone = int(n.min())  # steps all utterances take part in
     beams = _Beams.start(b, fusion.tables(dev)[0].start if fusion else 0, dev)
-    parents, emitted, frames = [], [], []
-    for t in range(t_max):
-        active = (t < lengths)[:, None]
-        lp = lp_all[:, t].to(torch.float64)
-        if widths[t] == 0:  # nothing but blank anywhere: every prefix stays, ending in blank
-            beams.pb = torch.where(active, beams.ctc + lp[:, BLANK_ID, None], beams.pb)
-            beams.pnb = torch.where(active, NEG_INF, beams.pnb)
-            continue
+    parents, emitted = [], []
+    for j, w in enumerate(widths):
+        if skips[j]:
+            beams.blanks(before[:, j, None])
         k = beams.pb.shape[1]
         if k < beam:  # room for more: add empty slots
-            beams = beams.grow(min(beam, k * (1 + widths[t])) - k)
-        nxt, parent, new = _step(beams, lp, keep[:, t], widths[t], fusion)
-        beams = nxt.where(active, beams)
-        slots = torch.arange(parent.shape[1], device=dev).expand_as(parent)
-        parents.append(torch.where(active, parent, slots))
-        emitted.append(torch.where(active, new, -1))
-        frames.append(t)
+            beams = beams.grow(min(beam, k * (1 + w)) - k)
+        nxt, parent, new = _step(beams, lp_all[:, j].to(torch.float64), keep[:, j], w, fusion)
+        if j >= everyone:  # utterances that have ended keep their beams
+            active = (j < n)[:, None]
+            nxt = nxt.where(active, beams)
+            parent = torch.where(active, parent, torch.arange(parent.shape[1], device=dev))
+            new = new.masked_fill(~active, -1)
+        beams = nxt
+        parents.append(parent)
+        emitted.append(new)
+    beams.blanks(tail[:, None])
     score = beams.ctc + beams.lm
     if fusion is not None:
         closed, closed_state = fusion.close(beams.node, beams.state, dev)
@@ -251,12 +260,16 @@ def _step(beams: _Beams, lp: torch.Tensor, kt: torch.Tensor, w: int, fusion: LMF
     ext_oov = torch.zeros_like(ext)
     if fusion is not None:
         _, sp = fusion.tables(lp.device)
-        starts = sp.starts[tok][:, None, :].expand(b, k, w)
-        closed, closed_state = fusion.close(bm.node, bm.state, lp.device)
+        starts = sp.starts[tok]  # [B, W]
+        closing = bool(starts.any())  # a word can close at this frame (else: no LM lookup)
+        closed, closed_state = fusion.close(bm.node, bm.state, lp.device) if closing \
+            else (None, bm.state)
+        starts = starts[:, None, :].expand(b, k, w)
         ext_node = torch.where(starts, sp.start_node[tok][:, None, :],
                                sp.step(bm.node[:, :, None], tok[:, None, :])).reshape(b, k * w)
         starts = starts.reshape(b, k * w)
-        ext_lm = ext_lm + torch.where(starts, closed.repeat_interleave(w, dim=1), 0.0)
+        if closing:
+            ext_lm = ext_lm + torch.where(starts, closed.repeat_interleave(w, dim=1), 0.0)
         ext_oov.masked_fill_(ext_node == DEAD, fusion.unk_penalty)
     ctc = torch.cat([torch.logaddexp(stay_pb, stay_pnb), ext], 1)
     score = ctc + torch.cat([bm.lm + bm.oov, ext_lm + ext_oov], 1)
@@ -285,21 +298,42 @@ def _step(beams: _Beams, lp: torch.Tensor, kt: torch.Tensor, w: int, fusion: LMF
     return nxt, parent, torch.where(kept, -1, new)
 
 
-def _kept(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: float) -> torch.Tensor:
-    """``[B, T, V]``: the non-blank tokens worth expanding at each frame (none past the end)."""
-    v = lp.shape[-1]
+def _busy_frames(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: float):
+    """The frames that have a non-blank token worth expanding, packed to the left per
+    utterance: their frame numbers ``[B, T']``, how many ``[B]``, their log-probs and token
+    masks ``[B, T', V]``; and the blank log-probs of the frames skipped before each of them
+    ``[B, T']`` and after the last ``[B]``, summed (NaN where none were skipped)."""
+    b, t, v = lp.shape
     keep = lp > NEG_INF
     if 0 < topk < v:
         keep &= torch.zeros_like(keep).scatter_(-1, lp.topk(topk, dim=-1).indices, True)
     if math.isfinite(prune):
         keep &= lp >= lp.amax(-1, keepdim=True) - prune
     keep[..., BLANK_ID] = False
-    keep &= (torch.arange(lp.shape[1], device=lp.device) < lengths[:, None])[..., None]
-    return keep
+    inside = torch.arange(t, device=lp.device) < lengths[:, None]
+    keep &= inside[..., None]
+    busy = keep.any(-1)
+    n = busy.sum(1)
+    frames = torch.sort((~busy).to(torch.uint8), dim=1, stable=True).indices[:, : int(n.max())]
+    cum = lp[..., BLANK_ID].to(torch.float64).masked_fill(busy | ~inside, 0.0).cumsum(1)
+    cum = F.pad(cum, (1, 0))  # cum[:, i] = blank log-probs of the skipped frames before i
+
+    def skipped(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:  # frames start..end-1
+        total = cum.gather(1, end) - cum.gather(1, start)
+        return total.masked_fill(end <= start, math.nan)
+
+    prev = F.pad(frames[:, :-1] + 1, (1, 0))  # the frame after the previous busy one
+    before = skipped(prev, frames)
+    before = before.masked_fill(torch.arange(frames.shape[1], device=lp.device) >= n[:, None],
+                                math.nan)
+    last = frames.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1) + 1
+    tail = skipped(torch.where(n > 0, last, 0)[:, None], lengths[:, None]).squeeze(1)
+    at = frames[..., None].expand(-1, -1, v)
+    return frames, n, lp.gather(1, at), keep.gather(1, at), before, tail
 
 
 def _nbest(score: torch.Tensor, valid: torch.Tensor, parents: list[torch.Tensor],
-           emitted: list[torch.Tensor], frames: list[int], nbest: int) -> list[list[Hypothesis]]:
+           emitted: list[torch.Tensor], frames: torch.Tensor, nbest: int) -> list[list[Hypothesis]]:
     """Read the token histories back and rank: for each utterance its ``nbest`` best, without
     those an infinite OOV penalty ruled out unless nothing else is left."""
     b, k = score.shape
@@ -310,7 +344,7 @@ def _nbest(score: torch.Tensor, valid: torch.Tensor, parents: list[torch.Tensor]
         toks.append(em.gather(1, cur))
         cur = par.gather(1, cur)
     hist = torch.stack(toks[::-1], -1).cpu() if toks else torch.empty(b, k, 0, dtype=torch.int64)
-    at = torch.tensor(frames, dtype=torch.int64)
+    at = frames.cpu()
     score, valid = score.cpu(), valid.cpu()
     out = []
     for i in range(b):
@@ -320,6 +354,7 @@ def _nbest(score: torch.Tensor, valid: torch.Tensor, parents: list[torch.Tensor]
         hyps = []
         for j in slots:
             m = hist[i, j] >= 0
-            hyps.append(Hypothesis(hist[i, j][m].tolist(), score[i, j].item(), at[m].tolist()))
+            hyps.append(Hypothesis(hist[i, j][m].tolist(), score[i, j].item(),
+                                   at[i][m].tolist()))
         out.append(hyps)
     return out

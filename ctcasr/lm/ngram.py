@@ -213,6 +213,8 @@ class LMTables:
             total = torch.where(miss, total + self.bow[state], total)
             state = torch.where(miss, self.backoff[state], state)
             done |= hit
+            if state.device.type == "cpu" and bool(done.all()):
+                break
         return total, after
 
 
