@@ -64,6 +64,9 @@ class Spelling:
     child: torch.Tensor  # the trie, and the node it leads to
     word: torch.Tensor  # [N] LM word id of each node (``unk`` where it is no whole word)
     is_word: torch.Tensor  # [N] bool
+    dense: torch.Tensor | None = None  # [(N + 1) * V] int32 child of (node + 1, token), when small
+
+    DENSE_MAX = 1 << 24  # entries (64 MB): a character or 1000-piece vocabulary over ~10k words
 
     @classmethod
     def build(cls, tables: LMTables, pieces: Sequence[str]) -> Spelling:
@@ -84,17 +87,24 @@ class Spelling:
                        for i in range(max(0, len(s) - longest), len(s))
                        for k in cont.get(s[i:], ()))
         keys, child = zip(*edges, strict=True) if edges else ((), ())
-        return cls(torch.tensor(starts), torch.tensor(start_node),
-                   torch.tensor(keys, dtype=torch.int64), torch.tensor(child, dtype=torch.int64),
+        keys, child = torch.tensor(keys, dtype=torch.int64), torch.tensor(child, dtype=torch.int64)
+        dense = None
+        if (len(nodes) + 1) * v <= cls.DENSE_MAX:  # one gather per lookup instead of a search
+            dense = torch.full(((len(nodes) + 1) * v,), DEAD, dtype=torch.int32)
+            dense[keys + v] = child.to(torch.int32)  # row 0 is DEAD's
+        return cls(torch.tensor(starts), torch.tensor(start_node), keys, child,
                    torch.tensor([tables.words.get(s, tables.unk) for s in nodes]),
-                   torch.tensor([s in tables.words for s in nodes]))
+                   torch.tensor([s in tables.words for s in nodes]), dense)
 
     def to(self, device: torch.device) -> Spelling:
-        return Spelling(*(getattr(self, f).to(device) for f in
-                          ("starts", "start_node", "keys", "child", "word", "is_word")))
+        return Spelling(*(None if getattr(self, f) is None else getattr(self, f).to(device)
+                          for f in ("starts", "start_node", "keys", "child", "word", "is_word",
+                                    "dense")))
 
     def step(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """The node after appending ``token`` (which does not start a word) to ``node``."""
+        if self.dense is not None:
+            return self.dense[(node + 1) * len(self.starts) + token].long()
         if not len(self.keys):
             return torch.full_like(node + token, DEAD)
         key = node * len(self.starts) + token  # DEAD nodes give negative keys: no match
@@ -246,54 +256,61 @@ def _step(beams: _Beams, lp: torch.Tensor, kt: torch.Tensor, w: int, fusion: LMF
     stay_pnb = torch.where((bm.last >= 0) & kt.gather(1, lastc), bm.pnb + lp.gather(1, lastc),
                            NEG_INF)
     same = tok[:, None, :] == bm.last[:, :, None]  # [B, K, W]: the token repeats the last label
-    ext = (torch.where(same, bm.pb[:, :, None], total[:, :, None]) + cand[:, None, :])
-    ext = ext.reshape(b, k * w)
+    ext = torch.where(same, bm.pb[:, :, None], total[:, :, None]) + cand[:, None, :]
+    flat = ext.view(b, k * w)
     # an extension A + c that is prefix B of the beam adds into B's pnb and is not a candidate
     match = (bm.h[:, :, None] == bm.ph[:, None, :]) & valid[:, :, None] \
         & (valid & (bm.last >= 0))[:, None, :]  # [B, A, B]
-    merge = match.any(1) & same.any(2)
-    at = match.to(torch.uint8).argmax(1) * w + same.to(torch.uint8).argmax(2)  # A's c for each B
-    stay_pnb = torch.where(merge, torch.logaddexp(stay_pnb, ext.gather(1, at)), stay_pnb)
-    gone = torch.zeros_like(ext).scatter_add_(1, at, merge.to(ext.dtype)) > 0
-    ext = ext.masked_fill(gone, NEG_INF)
-    ext_lm = bm.lm.repeat_interleave(w, dim=1)
-    ext_oov = torch.zeros_like(ext)
-    if fusion is not None:
+    found, src = match.max(1)  # A for each B
+    repeat, pos = same.max(2)  # where B's last label is among the tokens
+    merge = found & repeat
+    at = src * w + pos
+    stay_pnb = torch.where(merge, torch.logaddexp(stay_pnb, flat.gather(1, at)), stay_pnb)
+    if bool(merge.any()):
+        rows, cols = merge.nonzero(as_tuple=True)
+        flat[rows, at[rows, cols]] = NEG_INF
+    stay = torch.logaddexp(stay_pb, stay_pnb)
+    closing = False
+    if fusion is None:
+        score = torch.cat([stay, flat], 1)
+    else:  # candidate scores with the LM terms of the words they close and the OOV ranking
         _, sp = fusion.tables(lp.device)
         starts = sp.starts[tok]  # [B, W]
         closing = bool(starts.any())  # a word can close at this frame (else: no LM lookup)
-        closed, closed_state = fusion.close(bm.node, bm.state, lp.device) if closing \
-            else (None, bm.state)
-        starts = starts[:, None, :].expand(b, k, w)
-        ext_node = torch.where(starts, sp.start_node[tok][:, None, :],
-                               sp.step(bm.node[:, :, None], tok[:, None, :])).reshape(b, k * w)
-        starts = starts.reshape(b, k * w)
+        add = bm.lm[:, :, None]
         if closing:
-            ext_lm = ext_lm + torch.where(starts, closed.repeat_interleave(w, dim=1), 0.0)
-        ext_oov.masked_fill_(ext_node == DEAD, fusion.unk_penalty)
-    ctc = torch.cat([torch.logaddexp(stay_pb, stay_pnb), ext], 1)
-    score = ctc + torch.cat([bm.lm + bm.oov, ext_lm + ext_oov], 1)
-    ruled_out = torch.full_like(ctc, NEG_INF).masked_fill_(ctc > NEG_INF, RULED_OUT)
-    sel = torch.where(score > NEG_INF, score, ruled_out).topk(k, dim=1).indices  # [B, K]
+            closed, closed_state = fusion.close(bm.node, bm.state, lp.device)
+            add = add + torch.where(starts[:, None, :], closed[:, :, None], 0.0)
+        if fusion.unk_penalty:
+            dead = torch.where(starts[:, None, :], (sp.start_node[tok] == DEAD)[:, None, :],
+                               sp.step(bm.node[:, :, None], tok[:, None, :]) == DEAD)
+            add = torch.where(dead, add + fusion.unk_penalty, add)
+        score = torch.cat([stay + bm.lm + bm.oov, (ext + add).view(b, k * w)], 1)
+        if fusion.unk_penalty == NEG_INF:  # real prefixes an infinite penalty ruled out: last
+            ctc = torch.cat([stay, flat], 1)
+            ruled_out = torch.full_like(ctc, NEG_INF).masked_fill_(ctc > NEG_INF, RULED_OUT)
+            score = torch.where(score > NEG_INF, score, ruled_out)
+    sel = score.topk(k, dim=1).indices  # [B, K]
     kept = sel < k  # the slot's prefix stayed; else it is an extension
     e = (sel - k).clamp(min=0)
     parent = torch.where(kept, sel, e // w)
     new = tok.gather(1, e % w)
-
-    def pick(stayed: torch.Tensor, extended: torch.Tensor) -> torch.Tensor:
-        return torch.where(kept, stayed.gather(1, parent), extended.gather(1, e))
-
     hp = bm.h.gather(1, parent)
     nxt = _Beams(pb=torch.where(kept, stay_pb.gather(1, parent), NEG_INF),
-                 pnb=pick(stay_pnb, ext), lm=pick(bm.lm, ext_lm), oov=bm.oov.gather(1, parent),
+                 pnb=torch.where(kept, stay_pnb.gather(1, parent), flat.gather(1, e)),
+                 lm=bm.lm.gather(1, parent), oov=bm.oov.gather(1, parent),
                  last=torch.where(kept, bm.last.gather(1, parent), new),
                  h=torch.where(kept, hp, hp * _HASH + new + 1),
                  ph=torch.where(kept, bm.ph.gather(1, parent), hp),
                  node=bm.node.gather(1, parent), state=bm.state.gather(1, parent))
     if fusion is not None:
-        nxt.node = pick(bm.node, ext_node)
-        nxt.state = torch.where(starts.gather(1, e) & ~kept, closed_state.gather(1, parent),
-                                nxt.state)
+        opens = sp.starts[new]
+        if closing:
+            word = opens & ~kept  # the extension closed its parent's word
+            nxt.lm = torch.where(word, nxt.lm + closed.gather(1, parent), nxt.lm)
+            nxt.state = torch.where(word, closed_state.gather(1, parent), nxt.state)
+        grown = torch.where(opens, sp.start_node[new], sp.step(nxt.node, new))
+        nxt.node = torch.where(kept, nxt.node, grown)
         nxt.oov = torch.zeros_like(nxt.oov).masked_fill_(nxt.node == DEAD, fusion.unk_penalty)
     return nxt, parent, torch.where(kept, -1, new)
 

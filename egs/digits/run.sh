@@ -3,7 +3,7 @@
 #
 #   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
 #                     [--speechocean DIR|none] [--speechocean-train false|true]
-#                     [--exp NAME] [--average 5] [--stage N] [--stop-stage N]
+#                     [--init CKPT] [--exp NAME] [--average 5] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
 # (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
@@ -12,6 +12,8 @@
 # speechocean762 (default: ../shared/data/speechocean762 when it exists; none: not used) gives a
 # second unseen-speaker test of accented children and adults (its test/ digit strings), and with
 # --speechocean-train true more training voices (its train/ digit strings).
+# --init CKPT fine-tunes from another model (ctcasr train --init, its tokenizer kept): e.g. the
+# speechocean English model with conf/lstm16k.yaml (the same network, FSDD read at 16 kHz).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -22,6 +24,7 @@ config=conf/conformer.yaml
 test_speakers=george
 speechocean=""
 speechocean_train=false
+init=""
 exp=""
 average=5
 stage=1
@@ -51,7 +54,10 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "== stage 2: train ($config -> $exp)"
   rm -rf "$exp"
   start=$(date +%s)
-  ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" --exp-dir "$exp"
+  init_opts=()
+  [ -n "$init" ] && init_opts=(--init "$init" --set train.init_tokenizer=true)
+  ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
+    --exp-dir "$exp" "${init_opts[@]}"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
