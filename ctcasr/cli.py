@@ -89,7 +89,7 @@ DecoderOpt = Annotated[str, typer.Option("--decoder", help="greedy or beam (pref
                                            "search).")]
 BeamOpt = Annotated[int, typer.Option("--beam-size", help="Beam: prefixes kept per frame.")]
 TopkOpt = Annotated[int, typer.Option("--topk", help="Beam: expand only the k most probable "
-                                      "tokens per frame (0: all).")]
+                                      "tokens per frame (0: beam + 1, exact without an LM).")]
 PruneOpt = Annotated[float, typer.Option("--prune", help="Beam: expand only tokens within this "
                                          "many nats of the frame's best.")]
 LmOpt = Annotated[Path | None, typer.Option("--lm", help="Beam: word n-gram LM (ARPA) for "

@@ -118,7 +118,7 @@ def prefix_beam_search(
     lp = log_probs.detach().float().cpu()
     for b, n in enumerate(lengths.tolist()):
         cands = _candidates(lp[b, :n], topk, prune)
-        out.append(_search(cands, beam, nbest, fusion))
+        out.append(_search(cands, lp[b, :n].tolist(), beam, nbest, fusion))
     return out
 
 
@@ -140,7 +140,8 @@ def _candidates(lp: torch.Tensor, topk: int, prune: float) -> list[list[tuple[in
 
 
 def _search(
-    cands: list[list[tuple[int, float]]], beam: int, nbest: int, fusion: LMFusion | None
+    cands: list[list[tuple[int, float]]], lp: list[list[float]], beam: int, nbest: int,
+    fusion: LMFusion | None
 ) -> list[Hypothesis]:
     beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
     for t, frame in enumerate(cands):
@@ -161,6 +162,17 @@ def _search(
                     same.pnb = _logaddexp(same.pnb, st.pnb + lpk)  # merged repeat
                 else:
                     p.pnb = _logaddexp(p.pnb, total + lpk)
+            if len(frame) == 1:  # only blank in reach: a blank frame
+                continue
+            # pruned tokens make no new prefix, but the paths of those in the beam count
+            listed = {k for k, _ in frame}
+            if last is not None and last not in listed:
+                same = _entry(nxt, prefix, st, None, t, fusion)
+                same.pnb = _logaddexp(same.pnb, st.pnb + lp[t][last])
+            for k in range(1, len(lp[t])):
+                if k not in listed and prefix + (k,) in beams:
+                    p = _entry(nxt, prefix + (k,), st, k, t, fusion)
+                    p.pnb = _logaddexp(p.pnb, (st.pb if k == last else total) + lp[t][k])
         ranked = _viable(sorted(nxt.items(), key=lambda kv: kv[1].ctc + kv[1].lm + kv[1].oov,
                                 reverse=True), lambda kv: kv[1].lm + kv[1].oov)
         beams = dict(ranked[:beam])

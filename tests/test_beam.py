@@ -314,3 +314,19 @@ def test_frames_with_only_blank_in_reach_are_folded_exactly(seed):
         best = got[b][0]
         assert best.frames == sorted(set(best.frames)) and len(best.frames) == len(best.tokens)
         assert all(lp[b, f, k] >= lp[b, f].max() - 8.0 for f, k in zip(best.frames, best.tokens))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_default_token_cap_of_beam_plus_one_is_exact_without_lm(seed):
+    # 40 tokens, beam 4: expanding the best 5 tokens of each frame finds what expanding all 40
+    # finds (tokens, scores, N-best order); a cap of 1 does not, so the check has teeth
+    g = torch.Generator().manual_seed(seed)
+    lp = (torch.randn(3, 12, 40, generator=g) * 1.5).log_softmax(-1)
+    lens = torch.tensor([12, 10, 7])
+    every = prefix_beam_search(lp, lens, beam=4, nbest=4, topk=40)
+    capped = prefix_beam_search(lp, lens, beam=4, nbest=4)
+    assert [[(h.tokens, h.score) for h in u] for u in capped] == \
+        [[(h.tokens, h.score) for h in u] for u in every]
+    one = prefix_beam_search(lp, lens, beam=4, nbest=4, topk=1)
+    assert [[(h.tokens, h.score) for h in u] for u in one] != \
+        [[(h.tokens, h.score) for h in u] for u in every]

@@ -26,7 +26,7 @@ Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
 class DecodeOptions:
     beam: int = 10  # prefixes kept per frame
     nbest: int = 1  # hypotheses returned per utterance
-    topk: int = 0  # > 0: expand only the k most probable tokens of each frame
+    topk: int = 0  # expand only the k most probable tokens of each frame (0: beam + 1)
     prune: float = 10.0  # expand only tokens within this many nats of the frame's best
     lm: str | None = None  # word n-gram LM (ARPA file) for shallow fusion
     lm_weight: float = 0.5

@@ -15,8 +15,14 @@ an extension ``A + c`` that is already in the beam as ``B`` (``hash(A) == parent
 ``c == last(B)``) is added into ``B`` instead of competing with it. Token histories are kept as
 back-pointers and read back once at the end.
 
-Per-frame token pruning: a token is expanded only if it is among the ``topk`` most probable of
-its frame and within ``prune`` nats of the frame's best. A frame where no utterance has a
+Per-frame token pruning: a new prefix is made only with a token among the ``topk`` most
+probable of its frame (0: ``beam + 1``) and within ``prune`` nats of the frame's best; the
+paths of prefixes already in the beam (a repeated last label, ``A -> A + c`` with both in the
+beam) always count, pruned or not. ``beam + 1`` is exact
+without an LM: a frame's candidates from one prefix rank as their token's log-prob (only the
+repeat of its last label can rank lower), and ``beam`` of them at most can survive. With the LM,
+a token below the frame's best ``beam + 1`` survives only if the LM lifts it over them; with a
+1000-piece vocabulary this bound is what keeps the work per frame small. A frame where no utterance has a
 non-blank token within reach only adds the blank, in one operation (exact: no prefix can change).
 
 Shallow fusion: when a token that starts a word is appended (its piece begins with ``▁``), the
@@ -212,7 +218,8 @@ def prefix_beam_search(
     if b == 0:
         return []
     lengths = lengths.to(dev)
-    frames, n, lp_all, keep, before, tail = _busy_frames(lp_all, lengths, topk, prune)
+    frames, n, lp_all, keep, before, tail = _busy_frames(lp_all, lengths, topk or beam + 1,
+                                                         prune)
     widths = keep.sum(-1).amax(0).tolist()
     skips = (~before.isnan()).any(0).tolist()  # steps where some utterance skipped frames
     everyone = int(n.min())  # steps all utterances take part in
@@ -252,23 +259,25 @@ def _step(beams: _Beams, lp: torch.Tensor, kt: torch.Tensor, w: int, fusion: LMF
     valid = total > NEG_INF
     cand, tok = lp.masked_fill(~kt, NEG_INF).topk(w, dim=1)  # [B, W]
     lastc = bm.last.clamp(min=0)
+    last_lp = lp.gather(1, lastc)
     stay_pb = total + lp[:, BLANK_ID, None]
-    stay_pnb = torch.where((bm.last >= 0) & kt.gather(1, lastc), bm.pnb + lp.gather(1, lastc),
-                           NEG_INF)
+    stay_pnb = torch.where(bm.last >= 0, bm.pnb + last_lp, NEG_INF)  # merged repeat
     same = tok[:, None, :] == bm.last[:, :, None]  # [B, K, W]: the token repeats the last label
     ext = torch.where(same, bm.pb[:, :, None], total[:, :, None]) + cand[:, None, :]
     flat = ext.view(b, k * w)
-    # an extension A + c that is prefix B of the beam adds into B's pnb and is not a candidate
+    # B = A + c with A in the beam too: the paths A -> A + c add into B (pruned c or not), and
+    # the candidate (A, c) goes
     match = (bm.h[:, :, None] == bm.ph[:, None, :]) & valid[:, :, None] \
         & (valid & (bm.last >= 0))[:, None, :]  # [B, A, B]
     found, src = match.max(1)  # A for each B
-    repeat, pos = same.max(2)  # where B's last label is among the tokens
-    merge = found & repeat
-    at = src * w + pos
-    stay_pnb = torch.where(merge, torch.logaddexp(stay_pnb, flat.gather(1, at)), stay_pnb)
-    if bool(merge.any()):
-        rows, cols = merge.nonzero(as_tuple=True)
-        flat[rows, at[rows, cols]] = NEG_INF
+    via = torch.where(bm.last.gather(1, src) == bm.last, bm.pb.gather(1, src),
+                      total.gather(1, src)) + last_lp
+    stay_pnb = torch.where(found, torch.logaddexp(stay_pnb, via), stay_pnb)
+    listed, pos = same.max(2)  # where B's last label is among the candidate tokens
+    gone = found & listed
+    if bool(gone.any()):
+        rows, cols = gone.nonzero(as_tuple=True)
+        flat[rows, (src * w + pos)[rows, cols]] = NEG_INF
     stay = torch.logaddexp(stay_pb, stay_pnb)
     closing = False
     if fusion is None:
