@@ -291,9 +291,10 @@ def test_lm_tables_score_as_the_arpa_rule(order):
 def test_frames_with_only_blank_in_reach_are_folded_exactly(seed):
     # peaky outputs: most frames have nothing but blank within `prune` of their best; the
     # search folds their blank log-probs in at once, and still equals the frame-by-frame oracle
-    from ctcasr.decode.beam import _busy_frames
     from reference_beam import LMFusion as RefFusion
     from reference_beam import prefix_beam_search as reference
+
+    from ctcasr.decode.beam import _busy_frames
 
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(3, 30, 5, generator=g) * 2

@@ -15,15 +15,16 @@ an extension ``A + c`` that is already in the beam as ``B`` (``hash(A) == parent
 ``c == last(B)``) is added into ``B`` instead of competing with it. Token histories are kept as
 back-pointers and read back once at the end.
 
-Per-frame token pruning: a new prefix is made only with a token among the ``topk`` most
-probable of its frame (0: ``beam + 1``) and within ``prune`` nats of the frame's best; the
-paths of prefixes already in the beam (a repeated last label, ``A -> A + c`` with both in the
-beam) always count, pruned or not. ``beam + 1`` is exact
-without an LM: a frame's candidates from one prefix rank as their token's log-prob (only the
-repeat of its last label can rank lower), and ``beam`` of them at most can survive. With the LM,
-a token below the frame's best ``beam + 1`` survives only if the LM lifts it over them; with a
-1000-piece vocabulary this bound is what keeps the work per frame small. A frame where no utterance has a
-non-blank token within reach only adds the blank, in one operation (exact: no prefix can change).
+Per-frame token pruning: a new prefix is made only with a token among the ``topk`` most probable
+of its frame (0: ``beam + 1``) and within ``prune`` nats of the frame's best; the paths of
+prefixes already in the beam (a repeated last label, ``A -> A + c`` with both in the beam)
+always count, pruned or not. ``beam + 1`` is exact without an LM: a frame's candidates from one
+prefix rank as their token's log-prob (only the repeat of its last label can rank lower), and
+``beam`` of them at most can survive. With the LM, a token below the frame's best ``beam + 1``
+survives only if the LM lifts it over them; with a 1000-piece vocabulary this bound is what
+keeps the work per frame small. A frame of an utterance with no non-blank token within reach is
+a blank frame: the runs of them between the other frames are added in one operation (all
+prefixes just end in blank; none can change rank).
 
 Shallow fusion: when a token that starts a word is appended (its piece begins with ``▁``), the
 word it closes is scored by the LM, ``lm_weight * ln P(word | previous words) + word_bonus``;
