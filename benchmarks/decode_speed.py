@@ -74,6 +74,11 @@ def lm_sentences(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def is_char(pieces: list[str]) -> bool:
+    """A character tokenizer's pieces (``▁`` is the space), not SentencePiece's."""
+    return all(len(p) == 1 for p in pieces[1:] if not p.startswith("<"))
+
+
 def timed(decode: Callable, logps) -> tuple[list[str], float]:
     decode(logps[:2])  # warm-up (ctcasr builds its LM tables here)
     t0 = time.perf_counter()
@@ -104,7 +109,8 @@ def pyctcdecode_decoder(tok, beam: int, lm: Path | None, a) -> Callable[[], list
     except ImportError:
         return "not installed (make bench-decode)"
     pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
-    labels = ["" if i == 0 else (" " if p == SPACE else p) for i, p in enumerate(pieces)]
+    labels = ["" if i == 0 else (" " if p == SPACE and is_char(pieces) else p)
+              for i, p in enumerate(pieces)]
     try:
         dec = build_ctcdecoder(labels, kenlm_model_path=str(lm) if lm else None, alpha=a.lm_weight,
                                beta=a.word_bonus, unk_score_offset=a.unk_penalty)
@@ -120,7 +126,7 @@ def flashlight_decoder(tok, beam: int, lm: Path | None, words: list[str], a, tmp
     except Exception as e:  # noqa: BLE001
         return f"unavailable ({type(e).__name__})"
     pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
-    char = SPACE in pieces
+    char = is_char(pieces)
     tokens = ["-", *pieces[1:]]
     lexicon = None
     if lm is not None:
@@ -151,6 +157,45 @@ def flashlight_decoder(tok, beam: int, lm: Path | None, words: list[str], a, tmp
     return run
 
 
+def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Path,
+                rows: list[dict]) -> None:
+    """Every decoder, beam and LM setting on one model's recorded log-probs: print and collect."""
+    tok, utts, logps = record(ckpt, manifest, a.max_utts)
+    refs = [u.text for u in utts]
+    audio_s = sum(u.duration for u in utts)
+    sents = lm_sentences(lm_text)
+    lm_path = tmp / f"{name}.arpa"
+    train_kneser_ney(sents, 3).write_arpa(lm_path)
+    words = sorted({w for s in sents for w in s.split()})
+
+    def row(decoder: str, beam: int, lm: bool, result) -> None:
+        head = f"| {name} | {tok.vocab_size} | {len(utts)} | {audio_s:.0f} | {decoder} | " \
+               f"{beam} | {'yes' if lm else 'no'} |"
+        if isinstance(result, str):
+            print(f"{head} {result} | | |", flush=True)
+            return
+        hyps, secs = result
+        s = score(refs, hyps)[0]
+        ms = 1000 * secs / audio_s
+        print(f"{head} {ms:.2f} | {s.wer:.2f} | {s.cer:.2f} |", flush=True)
+        rows.append({"decoder": decoder, "model": name, "vocab": tok.vocab_size, "beam": beam,
+                     "lm": lm, "ms_per_audio_s": round(ms, 3), "wer": round(s.wer, 2),
+                     "cer": round(s.cer, 2)})
+
+    for beam in a.beams:
+        for lm in (False, True):
+            lm_file = lm_path if lm else None
+            opts = DecodeOptions(beam=beam, lm=str(lm_file) if lm else None, lm_weight=a.lm_weight,
+                                 word_bonus=a.word_bonus, unk_penalty=a.unk_penalty)
+            row("ctcasr", beam, lm, timed(ctcasr_decoder(tok, opts, a.batch), logps))
+            if beam == 32:
+                row("ctcasr-1", beam, lm, timed(ctcasr_decoder(tok, opts, 1), logps))
+            for decoder, dec in (("pyctcdecode", pyctcdecode_decoder(tok, beam, lm_file, a)),
+                                 ("flashlight", flashlight_decoder(tok, beam, lm_file, words, a,
+                                                                   tmp))):
+                row(decoder, beam, lm, dec if isinstance(dec, str) else timed(dec, logps))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", nargs=4, action="append", metavar=("NAME", "CKPT", "MANIFEST",
@@ -169,49 +214,13 @@ def main() -> None:
     if not models:
         raise SystemExit("no model: run a recipe first (make yesno, make speechocean) or --model")
     tmp = Path(tempfile.mkdtemp())
-    rows = []
+    rows: list[dict] = []
     print(f"{a.threads} thread(s); LM: 3-gram KN, weight {a.lm_weight}, word bonus "
           f"{a.word_bonus}, OOV penalty {a.unk_penalty}")
     print("| model | vocab | utts | audio s | decoder | beam | LM | ms per audio s | WER % | CER % |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, ckpt, manifest, lm_text in models:
-        tok, utts, logps = record(Path(ckpt), Path(manifest), a.max_utts)
-        refs = [u.text for u in utts]
-        audio_s = sum(u.duration for u in utts)
-        sents = lm_sentences(Path(lm_text))
-        lm_path = tmp / f"{name}.arpa"
-        train_kneser_ney(sents, 3).write_arpa(lm_path)
-        words = sorted({w for s in sents for w in s.split()})
-
-        def row(decoder: str, beam: int, lm: bool, result) -> None:
-            head = f"| {name} | {tok.vocab_size} | {len(utts)} | {audio_s:.0f} | {decoder} | " \
-                   f"{beam} | {'yes' if lm else 'no'} |"
-            if isinstance(result, str):
-                print(f"{head} {result} | | |", flush=True)
-                return
-            hyps, secs = result
-            s = score(refs, hyps)[0]
-            ms = 1000 * secs / audio_s
-            print(f"{head} {ms:.2f} | {s.wer:.2f} | {s.cer:.2f} |", flush=True)
-            rows.append({"decoder": decoder, "model": name, "vocab": tok.vocab_size,
-                         "beam": beam, "lm": lm, "ms_per_audio_s": round(ms, 3),
-                         "wer": round(s.wer, 2), "cer": round(s.cer, 2)})
-
-        for beam in a.beams:
-            for lm in (False, True):
-                lm_file = lm_path if lm else None
-                opts = DecodeOptions(beam=beam, lm=str(lm_file) if lm else None,
-                                     lm_weight=a.lm_weight, word_bonus=a.word_bonus,
-                                     unk_penalty=a.unk_penalty)
-                row("ctcasr", beam, lm, timed(ctcasr_decoder(tok, opts, a.batch), logps))
-                if beam == 32:
-                    row("ctcasr-1", beam, lm, timed(ctcasr_decoder(tok, opts, 1), logps))
-                for decoder, make in (
-                    ("pyctcdecode", lambda: pyctcdecode_decoder(tok, beam, lm_file, a)),
-                    ("flashlight", lambda: flashlight_decoder(tok, beam, lm_file, words, a, tmp)),
-                ):
-                    dec = make()
-                    row(decoder, beam, lm, dec if isinstance(dec, str) else timed(dec, logps))
+        bench_model(name, Path(ckpt), Path(manifest), Path(lm_text), a, tmp, rows)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -126,8 +126,9 @@ def _candidates(lp: torch.Tensor, topk: int, prune: float) -> list[list[tuple[in
     """Per frame, the (token, log-prob) pairs to expand, blank first."""
     t, v = lp.shape
     keep = torch.ones_like(lp, dtype=torch.bool)
-    if 0 < topk < v:
-        keep = torch.zeros_like(keep).scatter_(1, lp.topk(topk, dim=1).indices, True)
+    if 0 < topk < v - 1:  # the k best non-blank tokens
+        nonblank = lp.index_fill(1, torch.tensor([BLANK_ID]), -math.inf)
+        keep = torch.zeros_like(keep).scatter_(1, nonblank.topk(topk, dim=1).indices, True)
     if math.isfinite(prune):
         keep &= lp >= lp.max(dim=1, keepdim=True).values - prune
     keep[:, BLANK_ID] = True

@@ -219,9 +219,9 @@ def prefix_beam_search(
     if b == 0:
         return []
     lengths = lengths.to(dev)
-    frames, n, lp_all, keep, before, tail = _busy_frames(lp_all, lengths, topk or beam + 1,
-                                                         prune)
-    widths = keep.sum(-1).amax(0).tolist()
+    frames, n, lp_all, cand, tok, before, tail = _busy_frames(lp_all, lengths, topk or beam + 1,
+                                                              prune)
+    widths = (cand > NEG_INF).sum(-1).amax(0).tolist()
     skips = (~before.isnan()).any(0).tolist()  # steps where some utterance skipped frames
     everyone = int(n.min())  # steps all utterances take part in
     beams = _Beams.start(b, fusion.tables(dev)[0].start if fusion else 0, dev)
@@ -232,7 +232,8 @@ def prefix_beam_search(
         k = beams.pb.shape[1]
         if k < beam:  # room for more: add empty slots
             beams = beams.grow(min(beam, k * (1 + w)) - k)
-        nxt, parent, new = _step(beams, lp_all[:, j].to(torch.float64), keep[:, j], w, fusion)
+        nxt, parent, new = _step(beams, lp_all[:, j].to(torch.float64),
+                                 cand[:, j, :w].to(torch.float64), tok[:, j, :w], fusion)
         if j >= everyone:  # utterances that have ended keep their beams
             active = (j < n)[:, None]
             nxt = nxt.where(active, beams)
@@ -249,16 +250,16 @@ def prefix_beam_search(
     return _nbest(score, beams.ctc > NEG_INF, parents, emitted, frames, nbest)
 
 
-def _step(beams: _Beams, lp: torch.Tensor, kt: torch.Tensor, w: int, fusion: LMFusion | None
-          ) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
-    """One frame: ``lp [B, V]`` log-probs, ``kt [B, V]`` the tokens worth expanding (at most
-    ``w`` per utterance) -> the new beams, each slot's parent slot, and the label each slot
-    appended (-1: none)."""
+def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor,
+          fusion: LMFusion | None) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
+    """One frame: ``lp [B, V]`` log-probs, ``tok [B, W]`` the tokens that may make new
+    prefixes and ``cand`` their log-probs (-inf: none) -> the new beams, each slot's parent
+    slot, and the label each slot appended (-1: none)."""
     bm = beams
     b, k = bm.pb.shape
+    w = tok.shape[1]
     total = bm.ctc
     valid = total > NEG_INF
-    cand, tok = lp.masked_fill(~kt, NEG_INF).topk(w, dim=1)  # [B, W]
     lastc = bm.last.clamp(min=0)
     last_lp = lp.gather(1, lastc)
     stay_pb = total + lp[:, BLANK_ID, None]
@@ -326,20 +327,19 @@ def _step(beams: _Beams, lp: torch.Tensor, kt: torch.Tensor, w: int, fusion: LMF
 
 
 def _busy_frames(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: float):
-    """The frames that have a non-blank token worth expanding, packed to the left per
-    utterance: their frame numbers ``[B, T']``, how many ``[B]``, their log-probs and token
-    masks ``[B, T', V]``; and the blank log-probs of the frames skipped before each of them
-    ``[B, T']`` and after the last ``[B]``, summed (NaN where none were skipped)."""
+    """The frames that have a non-blank token worth expanding (among the ``topk`` best of the
+    frame, within ``prune`` of its best), packed to the left per utterance: their frame numbers
+    ``[B, T']``, how many ``[B]``, their log-probs ``[B, T', V]``, and those tokens best first
+    ``[B, T', topk]`` with their log-probs (-inf past the last worth expanding); and the blank
+    log-probs of the frames skipped before each of them ``[B, T']`` and after the last ``[B]``,
+    summed (NaN where none were skipped)."""
     b, t, v = lp.shape
-    keep = lp > NEG_INF
-    if 0 < topk < v:
-        keep &= torch.zeros_like(keep).scatter_(-1, lp.topk(topk, dim=-1).indices, True)
-    if math.isfinite(prune):
-        keep &= lp >= lp.amax(-1, keepdim=True) - prune
-    keep[..., BLANK_ID] = False
+    floor = lp.amax(-1, keepdim=True) - prune
+    cand, tok = lp.index_fill(-1, torch.tensor([BLANK_ID], device=lp.device), NEG_INF) \
+        .topk(min(topk, v - 1), dim=-1)
     inside = torch.arange(t, device=lp.device) < lengths[:, None]
-    keep &= inside[..., None]
-    busy = keep.any(-1)
+    cand = cand.masked_fill((cand < floor) | ~inside[..., None], NEG_INF)
+    busy = cand[..., 0] > NEG_INF
     n = busy.sum(1)
     frames = torch.sort((~busy).to(torch.uint8), dim=1, stable=True).indices[:, : int(n.max())]
     cum = lp[..., BLANK_ID].to(torch.float64).masked_fill(busy | ~inside, 0.0).cumsum(1)
@@ -350,13 +350,16 @@ def _busy_frames(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: floa
         return total.masked_fill(end <= start, math.nan)
 
     prev = F.pad(frames[:, :-1] + 1, (1, 0))  # the frame after the previous busy one
-    before = skipped(prev, frames)
-    before = before.masked_fill(torch.arange(frames.shape[1], device=lp.device) >= n[:, None],
-                                math.nan)
+    past = torch.arange(frames.shape[1], device=lp.device) >= n[:, None]
+    before = skipped(prev, frames).masked_fill(past, math.nan)
     last = frames.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1) + 1
     tail = skipped(torch.where(n > 0, last, 0)[:, None], lengths[:, None]).squeeze(1)
-    at = frames[..., None].expand(-1, -1, v)
-    return frames, n, lp.gather(1, at), keep.gather(1, at), before, tail
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, frames[..., None].expand(-1, -1, x.shape[-1]))
+
+    return frames, n, pack(lp), pack(cand).masked_fill(past[..., None], NEG_INF), pack(tok), \
+        before, tail
 
 
 def _nbest(score: torch.Tensor, valid: torch.Tensor, parents: list[torch.Tensor],
