@@ -217,8 +217,9 @@ def main() -> None:
     rows: list[dict] = []
     print(f"{a.threads} thread(s); LM: 3-gram KN, weight {a.lm_weight}, word bonus "
           f"{a.word_bonus}, OOV penalty {a.unk_penalty}")
-    print("| model | vocab | utts | audio s | decoder | beam | LM | ms per audio s | WER % | CER % |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    cols = ["model", "vocab", "utts", "audio s", "decoder", "beam", "LM", "ms per audio s",
+            "WER %", "CER %"]
+    print("| " + " | ".join(cols) + " |\n" + "| --- " * len(cols) + "|")
     for name, ckpt, manifest, lm_text in models:
         bench_model(name, Path(ckpt), Path(manifest), Path(lm_text), a, tmp, rows)
     if a.json:
