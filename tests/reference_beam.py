@@ -101,7 +101,7 @@ class LMFusion:
         """``unk_penalty`` if no LM word begins with ``partial`` (the word being spelled)."""
         if not self.unk_penalty or not partial or partial in self._word_starts:
             return 0.0
-        return self.unk_penalty
+        return self.unk_penalty * max(1.0, len(partial) / 6)  # longer than 6: in proportion
 
 
 def prefix_beam_search(

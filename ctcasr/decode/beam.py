@@ -35,7 +35,8 @@ a hypothesis carries its LM state id and the trie node of the word it is spellin
 Out-of-vocabulary words (pyctcdecode's ``unk_score_offset``): a word the LM does not know adds
 ``unk_penalty`` (<= 0) when it is closed. So that the beam does not fill up with spellings that
 can never become a known word, a prefix whose unfinished word is not the beginning of any LM
-word is ranked with the penalty already added (it is charged for real only when the word closes).
+word is ranked with the penalty already added, times its length in characters over 6 when it is
+longer (pyctcdecode's rule; it is charged for real, once, only when the word closes).
 With ``unk_penalty`` 0 the search is exactly as without it; with ``-inf`` only LM words survive
 (unless nothing else does).
 """
@@ -56,6 +57,8 @@ from ctcasr.tokenizer import BLANK_ID, SPACE
 
 NEG_INF = -math.inf
 DEAD = -1  # trie node of a partial word that no LM word begins with
+LONG_WORD = 6  # characters: a beginning no LM word has is ranked down in proportion to its
+# length beyond this (pyctcdecode's AVG_TOKEN_LEN), so long runs of letters without a space go
 RULED_OUT = -1e300  # rank of a real prefix whose score an infinite OOV penalty made -inf
 _HASH = 1_000_003  # multiplier of the prefix hash (int64 arithmetic wraps around)
 
@@ -71,6 +74,7 @@ class Spelling:
     child: torch.Tensor  # the trie, and the node it leads to
     word: torch.Tensor  # [N] LM word id of each node (``unk`` where it is no whole word)
     is_word: torch.Tensor  # [N] bool
+    length: torch.Tensor  # [V] characters the token adds to the word being spelled
     dense: torch.Tensor | None = None  # [(N + 1) * V] int32 child of (node + 1, token), when small
 
     DENSE_MAX = 1 << 24  # entries (64 MB): a character or 1000-piece vocabulary over ~10k words
@@ -101,12 +105,15 @@ class Spelling:
             dense[keys + v] = child.to(torch.int32)  # row 0 is DEAD's
         return cls(torch.tensor(starts), torch.tensor(start_node), keys, child,
                    torch.tensor([tables.words.get(s, tables.unk) for s in nodes]),
-                   torch.tensor([s in tables.words for s in nodes]), dense)
+                   torch.tensor([s in tables.words for s in nodes]),
+                   torch.tensor([len(p) - s if i != BLANK_ID else 0
+                                 for i, (p, s) in enumerate(zip(pieces, starts, strict=True))]),
+                   dense)
 
     def to(self, device: torch.device) -> Spelling:
         return Spelling(*(None if getattr(self, f) is None else getattr(self, f).to(device)
                           for f in ("starts", "start_node", "keys", "child", "word", "is_word",
-                                    "dense")))
+                                    "length", "dense")))
 
     def step(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """The node after appending ``token`` (which does not start a word) to ``node``."""
@@ -151,6 +158,10 @@ class LMFusion:
         spelled = node != 0
         return torch.where(spelled, score, 0.0), torch.where(spelled, after, state)
 
+    def oov(self, spelt: torch.Tensor) -> torch.Tensor:
+        """Ranking penalty of a beginning no LM word has, ``spelt`` characters long."""
+        return self.unk_penalty * (spelt.to(torch.float64) / LONG_WORD).clamp(min=1.0)
+
     def end(self, state: torch.Tensor, device: torch.device) -> torch.Tensor:
         lm, _ = self.tables(device)
         return self.weight * lm.score(state, torch.full_like(state, lm.words[EOS]))[0]
@@ -170,6 +181,7 @@ class _Beams:
     ph: torch.Tensor  # hash of the prefix without its last label
     node: torch.Tensor  # spelling trie node of the word being spelled
     state: torch.Tensor  # LM state
+    spelt: torch.Tensor  # characters of the word being spelled
 
     EMPTY = {"pb": NEG_INF, "pnb": NEG_INF, "last": -1}  # fill of new slots; the rest 0
 
@@ -177,7 +189,7 @@ class _Beams:
     def start(cls, b: int, lm_state: int, device: torch.device) -> _Beams:
         f, i = dict(dtype=torch.float64, device=device), dict(dtype=torch.int64, device=device)
         z, zi = torch.zeros((b, 1), **f), torch.zeros((b, 1), **i)
-        return cls(z, z - math.inf, z, z, zi - 1, zi, zi, zi, zi + lm_state)
+        return cls(z, z - math.inf, z, z, zi - 1, zi, zi, zi, zi + lm_state, zi)
 
     def fields(self) -> dict[str, torch.Tensor]:
         return dict(vars(self))
@@ -295,7 +307,9 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
         if fusion.unk_penalty:
             dead = torch.where(starts[:, None, :], (sp.start_node[tok] == DEAD)[:, None, :],
                                sp.step(bm.node[:, :, None], tok[:, None, :]) == DEAD)
-            add = torch.where(dead, add + fusion.unk_penalty, add)
+            spelt = sp.length[tok][:, None, :] + torch.where(starts[:, None, :], 0,
+                                                             bm.spelt[:, :, None])
+            add = torch.where(dead, add + fusion.oov(spelt), add)
         score = torch.cat([stay + bm.lm + bm.oov, (ext + add).view(b, k * w)], 1)
         if fusion.unk_penalty == NEG_INF:  # real prefixes an infinite penalty ruled out: last
             ctc = torch.cat([stay, flat], 1)
@@ -313,7 +327,8 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
                  last=torch.where(kept, bm.last.gather(1, parent), new),
                  h=torch.where(kept, hp, hp * _HASH + new + 1),
                  ph=torch.where(kept, bm.ph.gather(1, parent), hp),
-                 node=bm.node.gather(1, parent), state=bm.state.gather(1, parent))
+                 node=bm.node.gather(1, parent), state=bm.state.gather(1, parent),
+                 spelt=bm.spelt.gather(1, parent))
     if fusion is not None:
         opens = sp.starts[new]
         if closing:
@@ -322,7 +337,8 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
             nxt.state = torch.where(word, closed_state.gather(1, parent), nxt.state)
         grown = torch.where(opens, sp.start_node[new], sp.step(nxt.node, new))
         nxt.node = torch.where(kept, nxt.node, grown)
-        nxt.oov = torch.zeros_like(nxt.oov).masked_fill_(nxt.node == DEAD, fusion.unk_penalty)
+        nxt.spelt = torch.where(kept, nxt.spelt, sp.length[new] + torch.where(opens, 0, nxt.spelt))
+        nxt.oov = torch.where(nxt.node == DEAD, fusion.oov(nxt.spelt), 0.0)
     return nxt, parent, torch.where(kept, -1, new)
 
 
