@@ -185,8 +185,9 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
     for beam in a.beams:
         for lm in (False, True):
             lm_file = lm_path if lm else None
-            opts = DecodeOptions(beam=beam, lm=str(lm_file) if lm else None, lm_weight=a.lm_weight,
-                                 word_bonus=a.word_bonus, unk_penalty=a.unk_penalty)
+            opts = DecodeOptions(beam=beam, prune=a.prune, lm=str(lm_file) if lm else None,
+                                 lm_weight=a.lm_weight, word_bonus=a.word_bonus,
+                                 unk_penalty=a.unk_penalty)
             row("ctcasr", beam, lm, timed(ctcasr_decoder(tok, opts, a.batch), logps))
             if beam == 32:
                 row("ctcasr-1", beam, lm, timed(ctcasr_decoder(tok, opts, 1), logps))
@@ -206,6 +207,8 @@ def main() -> None:
     ap.add_argument("--lm-weight", type=float, default=0.5)
     ap.add_argument("--word-bonus", type=float, default=1.0)
     ap.add_argument("--unk-penalty", type=float, default=-5.0)
+    ap.add_argument("--prune", type=float, default=DecodeOptions.prune,
+                    help="ctcasr's --prune (default: ctcasr decode's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
