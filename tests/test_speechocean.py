@@ -42,3 +42,15 @@ def test_prepare_splits_by_speaker_with_children_and_adults_in_valid(tmp_path):
     assert rows[0] == "speaker\tage\tgender\tsplit" and len(rows) == 1 + 12 + 4 + 16
     first = json.loads((tmp_path / "test.jsonl").read_text().splitlines()[0])
     assert set(first) == {"id", "audio", "duration", "text", "speaker", "age", "gender"}
+
+
+def test_run_sh_refuses_an_unknown_extra_corpus():
+    recipe = REPO / "egs/speechocean/run.sh"
+    bad = subprocess.run(["bash", recipe, "--extra", "librispeech", "--stage", "8"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "--extra must be arctic or none, not 'librispeech'" in bad.stderr
+    for extra in ("arctic", "none"):  # no stage runs: only the options are checked
+        ok = subprocess.run(["bash", recipe, "--extra", extra, "--stage", "8"],
+                            capture_output=True, text=True)
+        assert ok.returncode == 0, ok.stderr
