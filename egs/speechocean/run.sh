@@ -5,7 +5,7 @@
 #   egs/speechocean/run.sh [--corpus DIR] [--extra arctic|none] [--arctic DIR]
 #                          [--config conf/lstm.yaml] [--exp NAME] [--average 5]
 #                          [--select loss|best|last]
-#                          [--beam 20] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
+#                          [--beam 32] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
 #                          [--unk-penalties "0 -5"] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
@@ -30,7 +30,7 @@ config=conf/lstm.yaml
 exp=""
 average=5
 select=loss
-beam=20
+beam=32
 lm_weights="0.3 0.5 0.8"
 word_bonuses="0 1 2"
 unk_penalties="0 -5"
