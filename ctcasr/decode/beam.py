@@ -154,7 +154,7 @@ class LMFusion:
         logp, after = lm.score(state, word)
         known = (node != DEAD) & sp.is_word[node.clamp(min=0)]
         score = self.weight * logp + self.word_bonus
-        score = score + torch.zeros_like(score).masked_fill_(~known, self.unk_penalty)
+        score = torch.where(known, score, score + self.unk_penalty)
         spelled = node != 0
         return torch.where(spelled, score, 0.0), torch.where(spelled, after, state)
 
@@ -394,7 +394,7 @@ def _nbest(score: torch.Tensor, valid: torch.Tensor, parents: list[torch.Tensor]
     score, valid = score.cpu(), valid.cpu()
     out = []
     for i in range(b):
-        slots = [j for j in valid[i].nonzero().flatten().tolist()]
+        slots = valid[i].nonzero().flatten().tolist()
         finite = [j for j in slots if score[i, j] > NEG_INF]
         slots = sorted(finite or slots, key=lambda j: -score[i, j].item())[:nbest]
         hyps = []
