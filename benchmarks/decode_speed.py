@@ -185,7 +185,8 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
     for beam in a.beams:
         for lm in (False, True):
             lm_file = lm_path if lm else None
-            opts = DecodeOptions(beam=beam, prune=a.prune, lm=str(lm_file) if lm else None,
+            opts = DecodeOptions(beam=beam, prune=a.prune, beam_prune=a.beam_prune,
+                                 lm=str(lm_file) if lm else None,
                                  lm_weight=a.lm_weight, word_bonus=a.word_bonus,
                                  unk_penalty=a.unk_penalty)
             row("ctcasr", beam, lm, timed(ctcasr_decoder(tok, opts, a.batch), logps))
@@ -209,6 +210,8 @@ def main() -> None:
     ap.add_argument("--unk-penalty", type=float, default=-5.0)
     ap.add_argument("--prune", type=float, default=DecodeOptions.prune,
                     help="ctcasr's --prune (default: ctcasr decode's)")
+    ap.add_argument("--beam-prune", type=float, default=DecodeOptions.beam_prune,
+                    help="ctcasr's --beam-prune (default: ctcasr decode's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()

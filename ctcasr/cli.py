@@ -10,6 +10,7 @@ exit with status 1.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -92,6 +93,9 @@ TopkOpt = Annotated[int, typer.Option("--topk", help="Beam: expand only the k mo
                                       "tokens per frame (0: beam + 1, exact without an LM).")]
 PruneOpt = Annotated[float, typer.Option("--prune", help="Beam: expand only tokens within this "
                                          "many nats of the frame's best.")]
+BeamPruneOpt = Annotated[float, typer.Option(
+    "--beam-prune", help="Beam: drop prefixes more than this far below the frame's best "
+    "(LM score included; pyctcdecode's beam_prune_logp).")]
 LmOpt = Annotated[Path | None, typer.Option("--lm", help="Beam: word n-gram LM (ARPA) for "
                                             "shallow fusion (see `ctcasr lm`).")]
 LmWeightOpt = Annotated[float, typer.Option("--lm-weight", help="Beam: LM weight.")]
@@ -116,6 +120,7 @@ def decode(
                                        "(> 1 writes nbest.txt).")] = 1,
     topk: TopkOpt = 0,
     prune: PruneOpt = 10.0,
+    beam_prune: BeamPruneOpt = math.inf,
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = 0.5,
     word_bonus: WordBonusOpt = 0.0,
@@ -133,7 +138,7 @@ def decode(
     from ctcasr.decode.runner import decode_manifest, load_recognizer
 
     opts = DecodeOptions(beam, nbest, topk, prune, str(lm) if lm else None, lm_weight, word_bonus,
-                         unk_penalty)
+                         unk_penalty, beam_prune)
     rec = load_recognizer(checkpoint, device)
     s = decode_manifest(rec, manifest, out_dir, decoder, max_frames, num_workers, opts,
                         timestamps, skip_bad)
@@ -160,6 +165,7 @@ def transcribe(
     beam: BeamOpt = 10,
     topk: TopkOpt = 0,
     prune: PruneOpt = 10.0,
+    beam_prune: BeamPruneOpt = math.inf,
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = 0.5,
     word_bonus: WordBonusOpt = 0.0,
@@ -186,7 +192,8 @@ def transcribe(
 
     engine = open_engine(model, int8=int8, threads=threads, device=device)
     opts = DecodeOptions(beam=beam, topk=topk, prune=prune, lm=str(lm) if lm else None,
-                         lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty)
+                         lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty,
+                         beam_prune=beam_prune)
     asr = Transcriber(engine, decoder, opts, json_lines, chunk_seconds, overlap_seconds,
                       batch_seconds)
     failed = 0

@@ -12,7 +12,8 @@ beam and no pruning this is exact: the prefix probability is the sum over all CT
 
 Per-frame token pruning (vectorised over the whole utterance before the search): a token is
 expanded only if it is among the ``topk`` most probable of its frame and within ``prune`` nats of
-the frame's best. The blank is always kept.
+the frame's best. The blank is always kept. After each frame, prefixes more than ``beam_prune``
+below the best (score with the LM terms) are dropped.
 
 Shallow fusion: when a token that starts a word is appended (``tokenizer.is_word_start``), the
 word it closes is scored by the LM, ``lm_weight * ln P(word | previous words) + word_bonus``;
@@ -112,13 +113,14 @@ def prefix_beam_search(
     topk: int = 0,
     prune: float = math.inf,
     fusion: LMFusion | None = None,
+    beam_prune: float = math.inf,
 ) -> list[list[Hypothesis]]:
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
     out = []
     lp = log_probs.detach().float().cpu()
     for b, n in enumerate(lengths.tolist()):
         cands = _candidates(lp[b, :n], topk, prune)
-        out.append(_search(cands, lp[b, :n].tolist(), beam, nbest, fusion))
+        out.append(_search(cands, lp[b, :n].tolist(), beam, nbest, fusion, beam_prune))
     return out
 
 
@@ -142,7 +144,7 @@ def _candidates(lp: torch.Tensor, topk: int, prune: float) -> list[list[tuple[in
 
 def _search(
     cands: list[list[tuple[int, float]]], lp: list[list[float]], beam: int, nbest: int,
-    fusion: LMFusion | None
+    fusion: LMFusion | None, beam_prune: float = math.inf
 ) -> list[Hypothesis]:
     beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
     for t, frame in enumerate(cands):
@@ -176,7 +178,10 @@ def _search(
                     p.pnb = _logaddexp(p.pnb, (st.pb if k == last else total) + lp[t][k])
         ranked = _viable(sorted(nxt.items(), key=lambda kv: kv[1].ctc + kv[1].lm + kv[1].oov,
                                 reverse=True), lambda kv: kv[1].lm + kv[1].oov)
-        beams = dict(ranked[:beam])
+        ranked = ranked[:beam]
+        best = ranked[0][1].ctc + ranked[0][1].lm + ranked[0][1].oov
+        beams = dict(kv for kv in ranked
+                     if kv[1].ctc + kv[1].lm + kv[1].oov >= best - beam_prune)
     final = []
     for prefix, st in beams.items():
         score = st.ctc + st.lm

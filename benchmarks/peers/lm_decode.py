@@ -10,8 +10,8 @@ CTC blank at label 0 and the word boundary as the label " " (what the peer scrip
 LM weight, word bonus and OOV penalty are chosen on valid by WER, as the speechocean recipe
 does for ctcasr's own model; DIR gets ``decode_test_beam/hyp.txt`` (no LM),
 ``decode_test_beam_lm/hyp.txt`` and ``lm_tuning.txt``, the layout of a ctcasr experiment, so
-that egs/speechocean/local/report.py reports the peer as it reports ctcasr. Peers are thereby compared on their acoustic
-models, with the decoder and the LM held equal.
+that egs/speechocean/local/report.py reports the peer as it reports ctcasr. Peers are thereby
+compared on their acoustic models, with the decoder and the LM held equal.
 """
 
 from __future__ import annotations

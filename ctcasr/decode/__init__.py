@@ -32,6 +32,7 @@ class DecodeOptions:
     lm_weight: float = 0.5
     word_bonus: float = 0.0  # added per word (counters the LM's preference for short outputs)
     unk_penalty: float = 0.0  # added per word the LM does not know (-inf: only LM words)
+    beam_prune: float = math.inf  # drop prefixes this far below the frame's best (LM included)
 
     def __post_init__(self) -> None:
         if self.unk_penalty > 0 or math.isnan(self.unk_penalty):
@@ -52,7 +53,7 @@ def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
         fusion = LMFusion(NGramLM.read_arpa(opts.lm), pieces, opts.lm_weight, opts.word_bonus,
                           opts.unk_penalty)
     return partial(prefix_beam_search, beam=opts.beam, nbest=opts.nbest, topk=opts.topk,
-                   prune=opts.prune, fusion=fusion)
+                   prune=opts.prune, fusion=fusion, beam_prune=opts.beam_prune)
 
 
 DECODERS: dict[str, Callable[[DecodeOptions, Tokenizer], Decoder]] = {

@@ -26,6 +26,9 @@ keeps the work per frame small. A frame of an utterance with no non-blank token 
 a blank frame: the runs of them between the other frames are added in one operation (all
 prefixes just end in blank; none can change rank).
 
+Hypothesis pruning (pyctcdecode's ``beam_prune_logp``): after each frame, prefixes whose score
+(with the LM terms) is more than ``beam_prune`` below the frame's best are dropped.
+
 Shallow fusion: when a token that starts a word is appended (its piece begins with ``▁``), the
 word it closes is scored by the LM, ``lm_weight * ln P(word | previous words) + word_bonus``;
 at the end the last word and the sentence end are scored. A hypothesis's ``score`` is its CTC
@@ -223,6 +226,7 @@ def prefix_beam_search(
     topk: int = 0,
     prune: float = math.inf,
     fusion: LMFusion | None = None,
+    beam_prune: float = math.inf,
 ) -> list[list[Hypothesis]]:
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
     lp_all = log_probs.detach()
@@ -245,7 +249,8 @@ def prefix_beam_search(
         if k < beam:  # room for more: add empty slots
             beams = beams.grow(min(beam, k * (1 + w)) - k)
         nxt, parent, new = _step(beams, lp_all[:, j].to(torch.float64),
-                                 cand[:, j, :w].to(torch.float64), tok[:, j, :w], fusion)
+                                 cand[:, j, :w].to(torch.float64), tok[:, j, :w], fusion,
+                                 beam_prune)
         if j >= everyone:  # utterances that have ended keep their beams
             active = (j < n)[:, None]
             nxt = nxt.where(active, beams)
@@ -263,10 +268,12 @@ def prefix_beam_search(
 
 
 def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor,
-          fusion: LMFusion | None) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
+          fusion: LMFusion | None, beam_prune: float = math.inf
+          ) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
     """One frame: ``lp [B, V]`` log-probs, ``tok [B, W]`` the tokens that may make new
-    prefixes and ``cand`` their log-probs (-inf: none) -> the new beams, each slot's parent
-    slot, and the label each slot appended (-1: none)."""
+    prefixes and ``cand`` their log-probs (-inf: none) -> the new beams (without those more
+    than ``beam_prune`` below the best), each slot's parent slot, and the label each slot
+    appended (-1: none)."""
     bm = beams
     b, k = bm.pb.shape
     w = tok.shape[1]
@@ -315,14 +322,16 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
             ctc = torch.cat([stay, flat], 1)
             ruled_out = torch.full_like(ctc, NEG_INF).masked_fill_(ctc > NEG_INF, RULED_OUT)
             score = torch.where(score > NEG_INF, score, ruled_out)
-    sel = score.topk(k, dim=1).indices  # [B, K]
+    top, sel = score.topk(k, dim=1)  # [B, K], best first
     kept = sel < k  # the slot's prefix stayed; else it is an extension
     e = (sel - k).clamp(min=0)
     parent = torch.where(kept, sel, e // w)
     new = tok.gather(1, e % w)
     hp = bm.h.gather(1, parent)
-    nxt = _Beams(pb=torch.where(kept, stay_pb.gather(1, parent), NEG_INF),
-                 pnb=torch.where(kept, stay_pnb.gather(1, parent), flat.gather(1, e)),
+    cut = top < top[:, :1] - beam_prune  # too far below the best: the slot is emptied
+    nxt = _Beams(pb=torch.where(kept & ~cut, stay_pb.gather(1, parent), NEG_INF),
+                 pnb=torch.where(cut, NEG_INF, torch.where(kept, stay_pnb.gather(1, parent),
+                                                           flat.gather(1, e))),
                  lm=bm.lm.gather(1, parent), oov=bm.oov.gather(1, parent),
                  last=torch.where(kept, bm.last.gather(1, parent), new),
                  h=torch.where(kept, hp, hp * _HASH + new + 1),

@@ -158,7 +158,7 @@ def main() -> None:
                     logps.append(logp[i, : n[i]].clone())
                     lens.append(int(n[i]))
                 for uid, seq in zip(batch.id, sb.decoders.ctc_greedy_decode(
-                        logp, rel, blank_id=hp["blank_index"])):
+                        logp, rel, blank_id=hp["blank_index"]), strict=True):
                     hyps.append(f"{uid}\t{' '.join(''.join(enc.decode_ndim(seq)).split())}")
         (out / f"decode_{name}_greedy").mkdir(exist_ok=True)
         (out / f"decode_{name}_greedy" / "hyp.txt").write_text("\n".join(hyps) + "\n")
