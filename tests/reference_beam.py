@@ -13,7 +13,9 @@ beam and no pruning this is exact: the prefix probability is the sum over all CT
 Per-frame token pruning (vectorised over the whole utterance before the search): a token is
 expanded only if it is among the ``topk`` most probable of its frame and within ``prune`` nats of
 the frame's best. The blank is always kept. After each frame, prefixes more than ``beam_prune``
-below the best (score with the LM terms) are dropped.
+below the best (score with the LM terms) are dropped; with ``recombine``, of the prefixes with
+the same LM state, the same tokens of the word being spelled and the same last token, only the
+best stays.
 
 Shallow fusion: when a token that starts a word is appended (``tokenizer.is_word_start``), the
 word it closes is scored by the LM, ``lm_weight * ln P(word | previous words) + word_bonus``;
@@ -94,6 +96,16 @@ class LMFusion:
             return lp
         return lp + self.word_bonus + (0.0 if word in self.lm.vocab else self.unk_penalty)
 
+    def recombination_key(self, prefix: tuple[int, ...], words: tuple[str, ...]) -> tuple:
+        """What the LM's future scores depend on: its state after ``words`` (the id of the
+        longest context it lists), the tokens of the word being spelled, and the last token."""
+        tables = self.lm.tables
+        state = torch.tensor([tables.start])
+        for w in words:
+            state = tables.score(state, torch.tensor([tables.words.get(w, tables.unk)]))[1]
+        opens = [i for i, k in enumerate(prefix) if self.pieces[k].startswith(SPACE)]
+        return int(state), prefix[opens[-1] if opens else 0 :], prefix[-1:]
+
     @cached_property
     def _word_starts(self) -> frozenset[str]:
         return frozenset(w[:i] for w in self.lm.vocab for i in range(1, len(w) + 1))
@@ -114,13 +126,15 @@ def prefix_beam_search(
     prune: float = math.inf,
     fusion: LMFusion | None = None,
     beam_prune: float = math.inf,
+    recombine: bool = False,
 ) -> list[list[Hypothesis]]:
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
     out = []
     lp = log_probs.detach().float().cpu()
     for b, n in enumerate(lengths.tolist()):
         cands = _candidates(lp[b, :n], topk, prune)
-        out.append(_search(cands, lp[b, :n].tolist(), beam, nbest, fusion, beam_prune))
+        out.append(_search(cands, lp[b, :n].tolist(), beam, nbest, fusion, beam_prune,
+                           recombine))
     return out
 
 
@@ -144,7 +158,7 @@ def _candidates(lp: torch.Tensor, topk: int, prune: float) -> list[list[tuple[in
 
 def _search(
     cands: list[list[tuple[int, float]]], lp: list[list[float]], beam: int, nbest: int,
-    fusion: LMFusion | None, beam_prune: float = math.inf
+    fusion: LMFusion | None, beam_prune: float = math.inf, recombine: bool = False
 ) -> list[Hypothesis]:
     beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
     for t, frame in enumerate(cands):
@@ -182,6 +196,13 @@ def _search(
         best = ranked[0][1].ctc + ranked[0][1].lm + ranked[0][1].oov
         beams = dict(kv for kv in ranked
                      if kv[1].ctc + kv[1].lm + kv[1].oov >= best - beam_prune)
+        if recombine and fusion is not None:  # the best of each LM state + word + last token
+            seen: set = set()
+            for prefix in list(beams):
+                key = fusion.recombination_key(prefix, beams[prefix].words)
+                if key in seen:
+                    del beams[prefix]
+                seen.add(key)
     final = []
     for prefix, st in beams.items():
         score = st.ctc + st.lm

@@ -250,7 +250,8 @@ def test_our_arpa_scores_like_kenlm(tmp_path):
 def test_batched_search_equals_the_reference_one_utterance_at_a_time(seed, pieces):
     # the per-prefix Python search this replaced (tests/reference_beam.py) is the oracle:
     # a padded batch of utterances of different lengths, with and without the LM, OOV penalty,
-    # token and hypothesis pruning; the same N-best tokens and scores for each utterance
+    # token and hypothesis pruning, LM-state recombination; the same N-best tokens and scores
+    # for each utterance
     from reference_beam import LMFusion as RefFusion
     from reference_beam import prefix_beam_search as reference
 
@@ -259,7 +260,7 @@ def test_batched_search_equals_the_reference_one_utterance_at_a_time(seed, piece
     lp = (torch.randn(4, 14, len(pieces), generator=g) * 3).log_softmax(-1)
     lm = train_kneser_ney(["ab c", "ca", "c ab ab", "b a"], order=3)
     opts = dict(beam=6, nbest=4, topk=(0, 3)[seed % 2], prune=(math.inf, 6.0)[seed % 3 == 0],
-                beam_prune=(math.inf, 4.0)[seed % 2 == 0])
+                beam_prune=(math.inf, 4.0)[seed % 2 == 0], recombine=seed % 3 != 1)
     for kw in [{}, dict(weight=0.7, word_bonus=0.3), dict(weight=0.5, unk_penalty=-2.0)]:
         fused = LMFusion(lm, pieces, **kw) if kw else None
         got = prefix_beam_search(lp, lens, fusion=fused, **opts)

@@ -64,6 +64,9 @@ LONG_WORD = 6  # characters: a beginning no LM word has is ranked down in propor
 # length beyond this (pyctcdecode's AVG_TOKEN_LEN), so long runs of letters without a space go
 RULED_OUT = -1e300  # rank of a real prefix whose score an infinite OOV penalty made -inf
 _HASH = 1_000_003  # multiplier of the prefix hash (int64 arithmetic wraps around)
+_MIX = (-0x61C8864680B583EB, -0x40A7B892E31B1A47)  # odd 64-bit multipliers (golden ratio,
+# splitmix64) mixing (LM state, word hash, last token) into one key; a small multiplier like
+# _HASH lets state * _HASH + word hash collide across states
 
 
 @dataclass
@@ -185,6 +188,7 @@ class _Beams:
     node: torch.Tensor  # spelling trie node of the word being spelled
     state: torch.Tensor  # LM state
     spelt: torch.Tensor  # characters of the word being spelled
+    wh: torch.Tensor  # hash of the tokens of the word being spelled
 
     EMPTY = {"pb": NEG_INF, "pnb": NEG_INF, "last": -1}  # fill of new slots; the rest 0
 
@@ -192,7 +196,7 @@ class _Beams:
     def start(cls, b: int, lm_state: int, device: torch.device) -> _Beams:
         f, i = dict(dtype=torch.float64, device=device), dict(dtype=torch.int64, device=device)
         z, zi = torch.zeros((b, 1), **f), torch.zeros((b, 1), **i)
-        return cls(z, z - math.inf, z, z, zi - 1, zi, zi, zi, zi + lm_state, zi)
+        return cls(z, z - math.inf, z, z, zi - 1, zi, zi, zi, zi + lm_state, zi, zi)
 
     def fields(self) -> dict[str, torch.Tensor]:
         return dict(vars(self))
@@ -227,6 +231,7 @@ def prefix_beam_search(
     prune: float = math.inf,
     fusion: LMFusion | None = None,
     beam_prune: float = math.inf,
+    recombine: bool = False,
 ) -> list[list[Hypothesis]]:
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
     lp_all = log_probs.detach()
@@ -250,7 +255,7 @@ def prefix_beam_search(
             beams = beams.grow(min(beam, k * (1 + w)) - k)
         nxt, parent, new = _step(beams, lp_all[:, j].to(torch.float64),
                                  cand[:, j, :w].to(torch.float64), tok[:, j, :w], fusion,
-                                 beam_prune)
+                                 beam_prune, recombine)
         if j >= everyone:  # utterances that have ended keep their beams
             active = (j < n)[:, None]
             nxt = nxt.where(active, beams)
@@ -268,7 +273,7 @@ def prefix_beam_search(
 
 
 def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor,
-          fusion: LMFusion | None, beam_prune: float = math.inf
+          fusion: LMFusion | None, beam_prune: float = math.inf, recombine: bool = False
           ) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
     """One frame: ``lp [B, V]`` log-probs, ``tok [B, W]`` the tokens that may make new
     prefixes and ``cand`` their log-probs (-inf: none) -> the new beams (without those more
@@ -337,7 +342,7 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
                  h=torch.where(kept, hp, hp * _HASH + new + 1),
                  ph=torch.where(kept, bm.ph.gather(1, parent), hp),
                  node=bm.node.gather(1, parent), state=bm.state.gather(1, parent),
-                 spelt=bm.spelt.gather(1, parent))
+                 spelt=bm.spelt.gather(1, parent), wh=bm.wh.gather(1, parent))
     if fusion is not None:
         opens = sp.starts[new]
         if closing:
@@ -348,6 +353,14 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
         nxt.node = torch.where(kept, nxt.node, grown)
         nxt.spelt = torch.where(kept, nxt.spelt, sp.length[new] + torch.where(opens, 0, nxt.spelt))
         nxt.oov = torch.where(nxt.node == DEAD, fusion.oov(nxt.spelt), 0.0)
+        nxt.wh = torch.where(kept, nxt.wh, torch.where(opens, 0, nxt.wh) * _HASH + new + 1)
+        if recombine:  # of prefixes the LM cannot tell apart from here on, keep the best
+            key = (nxt.state * _MIX[0] + nxt.wh) * _MIX[1] + nxt.last
+            live = nxt.ctc > NEG_INF
+            before = torch.ones(k, k, dtype=torch.bool, device=key.device).tril(-1)  # j < i
+            dup = ((key[:, :, None] == key[:, None, :]) & before & live[:, None, :]).any(2)
+            nxt.pb = nxt.pb.masked_fill(dup, NEG_INF)
+            nxt.pnb = nxt.pnb.masked_fill(dup, NEG_INF)
     return nxt, parent, torch.where(kept, -1, new)
 
 
