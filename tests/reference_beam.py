@@ -126,7 +126,7 @@ def prefix_beam_search(
     prune: float = math.inf,
     fusion: LMFusion | None = None,
     beam_prune: float = math.inf,
-    recombine: bool = False,
+    recombine: bool = True,
 ) -> list[list[Hypothesis]]:
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
     out = []

@@ -27,7 +27,10 @@ a blank frame: the runs of them between the other frames are added in one operat
 prefixes just end in blank; none can change rank).
 
 Hypothesis pruning (pyctcdecode's ``beam_prune_logp``): after each frame, prefixes whose score
-(with the LM terms) is more than ``beam_prune`` below the frame's best are dropped.
+(with the LM terms) is more than ``beam_prune`` below the frame's best are dropped. With the LM,
+prefixes that the LM cannot tell apart from here on (the same LM state, the same tokens of the
+word being spelled, the same last token) are recombined: only the best stays, and the beam
+holds more distinct word sequences (``recombine``; on speechocean, -0.1 to -0.35 WER points).
 
 Shallow fusion: when a token that starts a word is appended (its piece begins with ``▁``), the
 word it closes is scored by the LM, ``lm_weight * ln P(word | previous words) + word_bonus``;
@@ -231,7 +234,7 @@ def prefix_beam_search(
     prune: float = math.inf,
     fusion: LMFusion | None = None,
     beam_prune: float = math.inf,
-    recombine: bool = False,
+    recombine: bool = True,
 ) -> list[list[Hypothesis]]:
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
     lp_all = log_probs.detach()
