@@ -158,7 +158,7 @@ def _candidates(lp: torch.Tensor, topk: int, prune: float) -> list[list[tuple[in
 
 def _search(
     cands: list[list[tuple[int, float]]], lp: list[list[float]], beam: int, nbest: int,
-    fusion: LMFusion | None, beam_prune: float = math.inf, recombine: bool = False
+    fusion: LMFusion | None, beam_prune: float, recombine: bool
 ) -> list[Hypothesis]:
     beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(pb=0.0)}
     for t, frame in enumerate(cands):

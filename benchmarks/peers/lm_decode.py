@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from pathlib import Path
 
 import torch
 
-from ctcasr.decode import DecodeOptions, make_decoder
+from ctcasr.decode import DecodeOptions
 from ctcasr.scoring import read_text_file, score
 from ctcasr.tokenizer import BLANK, SPACE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from decode_speed import ctcasr_decoder  # noqa: E402  (length-sorted, padded batches)
 
 
 class Labels:
@@ -44,17 +48,8 @@ class Labels:
 def decode(path: Path, opts: DecodeOptions, out: Path, batch: int = 32) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     d = torch.load(path)
-    labels = Labels(d["labels"])
-    dec = make_decoder("beam", opts, labels)
-    order = sorted(range(len(d["ids"])), key=lambda i: d["logp"][i].shape[0])
-    lines = {}
-    for s in range(0, len(order), batch):
-        idx = order[s : s + batch]
-        lens = torch.tensor([d["logp"][i].shape[0] for i in idx])
-        x = torch.nn.utils.rnn.pad_sequence([d["logp"][i] for i in idx], batch_first=True)
-        for i, nb in zip(idx, dec(x, lens), strict=True):
-            lines[d["ids"][i]] = labels.decode(nb[0].tokens)
-    out.write_text("".join(f"{u}\t{lines[u]}\n" for u in d["ids"]))
+    hyps = ctcasr_decoder(Labels(d["labels"]), opts, batch)(d["logp"])
+    out.write_text("".join(f"{u}\t{h}\n" for u, h in zip(d["ids"], hyps, strict=True)))
     return out
 
 

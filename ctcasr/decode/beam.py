@@ -276,7 +276,7 @@ def prefix_beam_search(
 
 
 def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor,
-          fusion: LMFusion | None, beam_prune: float = math.inf, recombine: bool = False
+          fusion: LMFusion | None, beam_prune: float, recombine: bool
           ) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
     """One frame: ``lp [B, V]`` log-probs, ``tok [B, W]`` the tokens that may make new
     prefixes and ``cand`` their log-probs (-inf: none) -> the new beams (without those more
@@ -336,16 +336,17 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
     parent = torch.where(kept, sel, e // w)
     new = tok.gather(1, e % w)
     hp = bm.h.gather(1, parent)
-    cut = top < top[:, :1] - beam_prune  # too far below the best: the slot is emptied
-    nxt = _Beams(pb=torch.where(kept & ~cut, stay_pb.gather(1, parent), NEG_INF),
-                 pnb=torch.where(cut, NEG_INF, torch.where(kept, stay_pnb.gather(1, parent),
-                                                           flat.gather(1, e))),
+    nxt = _Beams(pb=torch.where(kept, stay_pb.gather(1, parent), NEG_INF),
+                 pnb=torch.where(kept, stay_pnb.gather(1, parent), flat.gather(1, e)),
                  lm=bm.lm.gather(1, parent), oov=bm.oov.gather(1, parent),
                  last=torch.where(kept, bm.last.gather(1, parent), new),
                  h=torch.where(kept, hp, hp * _HASH + new + 1),
                  ph=torch.where(kept, bm.ph.gather(1, parent), hp),
                  node=bm.node.gather(1, parent), state=bm.state.gather(1, parent),
                  spelt=bm.spelt.gather(1, parent), wh=bm.wh.gather(1, parent))
+    if math.isfinite(beam_prune):  # too far below the best: the slot is emptied
+        cut = top < top[:, :1] - beam_prune
+        nxt.pb, nxt.pnb = nxt.pb.masked_fill(cut, NEG_INF), nxt.pnb.masked_fill(cut, NEG_INF)
     if fusion is not None:
         opens = sp.starts[new]
         if closing:
