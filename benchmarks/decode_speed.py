@@ -1,7 +1,7 @@
 """Decoding speed and WER: ctcasr's beam search against pyctcdecode and flashlight, on real models.
 
     .venv/bin/python benchmarks/decode_speed.py [--model NAME CKPT MANIFEST LM_TEXT]...
-        [--beams 10 32 64] [--max-utts 300] [--threads 1] [--json FILE]
+        [--beams 10 32 64] [--max-utts 0] [--threads 1] [--json FILE]
 
 Each model runs once over (the first ``--max-utts`` of) its manifest; its log-probs are kept and
 every decoder decodes the same tensors, so the times are decoding only. The word LM (3-gram
@@ -18,8 +18,17 @@ Decoders (the same beam for all):
 - ``flashlight``: torchaudio's ``ctc_decoder`` (flashlight-text); lexicon-free without the LM,
   with the LM a lexicon of the LM's words (flashlight's word-LM mode: it can only output those).
 
-Prints one table (ms of decoding per second of audio, WER, CER); ``--json FILE`` also writes the
-rows as objects with the keys decoder, model, vocab, beam, lm, ms_per_audio_s, wer, cer.
+The OOV penalty is ctcasr's ``--unk-penalty`` (natural log, added once per unknown word, not
+weighted): pyctcdecode adds its ``unk_score_offset`` to the log10 LM score before the weight, so
+it gets ``unk_penalty / (lm_weight * ln 10)``, which gives the same total for every hypothesis.
+
+Prints one table (ms of decoding per second of audio, WER, CER, and ``score``: the mean over
+utterances of what the search maximises, CTC log-probability of the hypothesis (all alignments)
++ LM weight x ln P + word bonus per word + OOV penalty per unknown word; higher is a better
+search at these weights, whatever the WER. For SentencePiece models it is the score of the
+text's canonical encoding, a lower bound when a decoder spelt it with other pieces.
+``--json FILE`` also writes the rows as objects with the keys decoder, model, vocab, beam, lm,
+ms_per_audio_s, wer, cer, score.
 Peers that are not installed get a row saying so: ``make bench-decode`` installs them.
 """
 
@@ -34,12 +43,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ctcasr.data.dataset import ASRDataset
 from ctcasr.data.manifest import read_manifest
 from ctcasr.decode import DecodeOptions, make_decoder
 from ctcasr.decode.runner import load_recognizer
-from ctcasr.lm import train_kneser_ney
+from ctcasr.lm import NGramLM, train_kneser_ney
+from ctcasr.lm.ngram import BOS, EOS
 from ctcasr.scoring import score
 from ctcasr.tokenizer import SPACE
 
@@ -113,7 +124,8 @@ def pyctcdecode_decoder(tok, beam: int, lm: Path | None, a) -> Callable[[], list
               for i, p in enumerate(pieces)]
     try:
         dec = build_ctcdecoder(labels, kenlm_model_path=str(lm) if lm else None, alpha=a.lm_weight,
-                               beta=a.word_bonus, unk_score_offset=a.unk_penalty)
+                               beta=a.word_bonus,
+                               unk_score_offset=a.unk_penalty / (a.lm_weight * math.log(10)))
     except Exception as e:  # noqa: BLE001 - kenlm missing or the labels refused
         return f"unavailable ({type(e).__name__}: {e})"[:120]
     return lambda logps: [dec.decode(lp.numpy(), beam_width=beam) for lp in logps]
@@ -157,6 +169,25 @@ def flashlight_decoder(tok, beam: int, lm: Path | None, words: list[str], a, tmp
     return run
 
 
+def search_score(tok, lm: NGramLM | None, a, logp: torch.Tensor, text: str) -> float:
+    """What the beam search maximises, for ``text`` as the hypothesis of ``logp [T, V]`` (NaN
+    for a text the tokens cannot spell: flashlight's ``<unk>``)."""
+    try:
+        ids = tok.encode(text)
+    except ValueError:
+        return math.nan
+    ctc = -F.ctc_loss(logp.double(), torch.tensor(ids), torch.tensor([logp.shape[0]]),
+                      torch.tensor([len(ids)]), reduction="sum").item() if ids \
+        else logp[:, 0].double().sum().item()
+    if lm is None:
+        return ctc
+    words = text.split()
+    ctx = [BOS, *words]
+    fused = sum(a.lm_weight * lm.log_prob(ctx[: i + 1], w) + a.word_bonus
+                + (0.0 if w in lm.vocab else a.unk_penalty) for i, w in enumerate(words))
+    return ctc + fused + a.lm_weight * lm.log_prob(ctx, EOS)
+
+
 def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Path,
                 rows: list[dict]) -> None:
     """Every decoder, beam and LM setting on one model's recorded log-probs: print and collect."""
@@ -167,20 +198,23 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
     lm_path = tmp / f"{name}.arpa"
     train_kneser_ney(sents, 3).write_arpa(lm_path)
     words = sorted({w for s in sents for w in s.split()})
+    arpa = NGramLM.read_arpa(lm_path)  # as the decoders see it (ARPA's rounding included)
 
     def row(decoder: str, beam: int, lm: bool, result) -> None:
         head = f"| {name} | {tok.vocab_size} | {len(utts)} | {audio_s:.0f} | {decoder} | " \
                f"{beam} | {'yes' if lm else 'no'} |"
         if isinstance(result, str):
-            print(f"{head} {result} | | |", flush=True)
+            print(f"{head} {result} | | | |", flush=True)
             return
         hyps, secs = result
         s = score(refs, hyps)[0]
         ms = 1000 * secs / audio_s
-        print(f"{head} {ms:.2f} | {s.wer:.2f} | {s.cer:.2f} |", flush=True)
+        obj = sum(search_score(tok, arpa if lm else None, a, lp, h)
+                  for lp, h in zip(logps, hyps, strict=True)) / len(hyps)
+        print(f"{head} {ms:.2f} | {s.wer:.2f} | {s.cer:.2f} | {obj:.3f} |", flush=True)
         rows.append({"decoder": decoder, "model": name, "vocab": tok.vocab_size, "beam": beam,
                      "lm": lm, "ms_per_audio_s": round(ms, 3), "wer": round(s.wer, 2),
-                     "cer": round(s.cer, 2)})
+                     "cer": round(s.cer, 2), "score": round(obj, 3)})
 
     for beam in a.beams:
         for lm in (False, True):
@@ -203,7 +237,7 @@ def main() -> None:
     ap.add_argument("--model", nargs=4, action="append", metavar=("NAME", "CKPT", "MANIFEST",
                                                                   "LM_TEXT"))
     ap.add_argument("--beams", type=int, nargs="+", default=[10, 32, 64])
-    ap.add_argument("--max-utts", type=int, default=300)
+    ap.add_argument("--max-utts", type=int, default=0, help="0: the whole manifest")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lm-weight", type=float, default=0.5)
     ap.add_argument("--word-bonus", type=float, default=1.0)
@@ -224,7 +258,7 @@ def main() -> None:
     print(f"{a.threads} thread(s); LM: 3-gram KN, weight {a.lm_weight}, word bonus "
           f"{a.word_bonus}, OOV penalty {a.unk_penalty}")
     cols = ["model", "vocab", "utts", "audio s", "decoder", "beam", "LM", "ms per audio s",
-            "WER %", "CER %"]
+            "WER %", "CER %", "score"]
     print("| " + " | ".join(cols) + " |\n" + "| --- " * len(cols) + "|")
     for name, ckpt, manifest, lm_text in models:
         bench_model(name, Path(ckpt), Path(manifest), Path(lm_text), a, tmp, rows)

@@ -119,7 +119,7 @@ def decode(
     nbest: Annotated[int, typer.Option("--nbest", help="Beam: hypotheses per utterance "
                                        "(> 1 writes nbest.txt).")] = 1,
     topk: TopkOpt = 0,
-    prune: PruneOpt = 10.0,
+    prune: PruneOpt = 5.0,
     beam_prune: BeamPruneOpt = math.inf,
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = 0.5,
@@ -164,7 +164,7 @@ def transcribe(
     decoder: DecoderOpt = "greedy",
     beam: BeamOpt = 10,
     topk: TopkOpt = 0,
-    prune: PruneOpt = 10.0,
+    prune: PruneOpt = 5.0,
     beam_prune: BeamPruneOpt = math.inf,
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = 0.5,

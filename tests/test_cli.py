@@ -204,3 +204,19 @@ def test_tokenizer_verb_writes_the_file_train_uses(tiny_config, corpus, tmp_path
                               "--set", f"tokenizer.path={tok_file}"], capsys, monkeypatch)
     assert code == 1
     assert "holds a char tokenizer of vocab_size 0, but the config says bpe of vocab_size 8" in err
+
+
+def test_decode_verbs_default_to_the_library_options():
+    """`ctcasr decode` / `transcribe` and `DecodeOptions` share their beam defaults (the CLI
+    spells them out so that `--help` does not import torch)."""
+    import dataclasses
+    import inspect
+
+    from ctcasr import cli
+    from ctcasr.decode import DecodeOptions
+
+    lib = {f.name: f.default for f in dataclasses.fields(DecodeOptions)}
+    for verb in (cli.decode, cli.transcribe):
+        params = inspect.signature(verb).parameters
+        for name in ("prune", "beam_prune", "topk"):
+            assert params[name].default == lib[name], (verb.__name__, name)
