@@ -376,14 +376,19 @@ def _busy_frames(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: floa
     log-probs of the frames skipped before each of them ``[B, T']`` and after the last ``[B]``,
     summed (NaN where none were skipped)."""
     b, t, v = lp.shape
-    floor = lp.amax(-1, keepdim=True) - prune
-    cand, tok = lp.index_fill(-1, torch.tensor([BLANK_ID], device=lp.device), NEG_INF) \
-        .topk(min(topk, v - 1), dim=-1)
+    assert BLANK_ID == 0  # the non-blank tokens are lp[..., 1:]
+    floor = lp.amax(-1) - prune
     inside = torch.arange(t, device=lp.device) < lengths[:, None]
-    cand = cand.masked_fill((cand < floor) | ~inside[..., None], NEG_INF)
-    busy = cand[..., 0] > NEG_INF
+    best = lp[..., 1:].amax(-1)
+    busy = (best >= floor) & (best > NEG_INF) & inside
     n = busy.sum(1)
     frames = torch.sort((~busy).to(torch.uint8), dim=1, stable=True).indices[:, : int(n.max())]
+    past = torch.arange(frames.shape[1], device=lp.device) >= n[:, None]
+    packed = lp.gather(1, frames[..., None].expand(-1, -1, v))  # only these frames need topk
+    cand, tok = packed[..., 1:].topk(min(topk, v - 1), dim=-1)
+    tok += 1
+    cand = cand.masked_fill((cand < floor.gather(1, frames)[..., None]) | past[..., None],
+                            NEG_INF)
     cum = lp[..., BLANK_ID].to(torch.float64).masked_fill(busy | ~inside, 0.0).cumsum(1)
     cum = F.pad(cum, (1, 0))  # cum[:, i] = blank log-probs of the skipped frames before i
 
@@ -392,16 +397,11 @@ def _busy_frames(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: floa
         return total.masked_fill(end <= start, math.nan)
 
     prev = F.pad(frames[:, :-1] + 1, (1, 0))  # the frame after the previous busy one
-    past = torch.arange(frames.shape[1], device=lp.device) >= n[:, None]
     before = skipped(prev, frames).masked_fill(past, math.nan)
     last = frames.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1) + 1
     tail = skipped(torch.where(n > 0, last, 0)[:, None], lengths[:, None]).squeeze(1)
 
-    def pack(x: torch.Tensor) -> torch.Tensor:
-        return x.gather(1, frames[..., None].expand(-1, -1, x.shape[-1]))
-
-    return frames, n, pack(lp), pack(cand).masked_fill(past[..., None], NEG_INF), pack(tok), \
-        before, tail
+    return frames, n, packed, cand, tok, before, tail
 
 
 def _nbest(score: torch.Tensor, valid: torch.Tensor, parents: list[torch.Tensor],

@@ -7,7 +7,8 @@
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
 # (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
-# (greedy, and beam 10 + 3-gram LM), 5 report (a WER table).
+# (greedy, and beam 10 + 3-gram LM; the vocabulary is closed, ten words: --unk-penalty -inf
+# lets the beam output only them), 5 report (a WER table).
 # Default corpus: ../shared/data/fsdd relative to the repository root when it exists.
 # speechocean762 (default: ../shared/data/speechocean762 when it exists; none: not used) gives a
 # second unseen-speaker test of accented children and adults (its test/ digit strings), and with
@@ -71,7 +72,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     [ -f "$data/$set.jsonl" ] || continue
     ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" --out-dir "$exp/decode_${set}_greedy"
     ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" --out-dir "$exp/decode_${set}_beam_lm" \
-      --decoder beam --beam-size 10 --lm "$data/lm_3gram.arpa" --lm-weight 0.3
+      --decoder beam --beam-size 10 --lm "$data/lm_3gram.arpa" --lm-weight 0.3 --unk-penalty=-inf
   done
 fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
