@@ -2,7 +2,7 @@
 # Connected digits from FSDD, tested on seen speakers and on a speaker never heard in training.
 #
 #   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
-#                     [--speechocean DIR|none] [--speechocean-train false|true]
+#                     [--speechocean DIR|none] [--speechocean-train true|false]
 #                     [--init CKPT] [--exp NAME] [--average 5] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
@@ -11,8 +11,9 @@
 # lets the beam output only them), 5 report (a WER table).
 # Default corpus: ../shared/data/fsdd relative to the repository root when it exists.
 # speechocean762 (default: ../shared/data/speechocean762 when it exists; none: not used) gives a
-# second unseen-speaker test of accented children and adults (its test/ digit strings), and with
-# --speechocean-train true more training voices (its train/ digit strings).
+# second unseen-speaker test of accented children and adults (its test/ digit strings), and
+# (--speechocean-train true, the default) more training voices: its train/ digit strings (77
+# strings, 26 speakers; measured: a third of the errors off the accented test).
 # --init CKPT fine-tunes from another model (ctcasr train --init, its tokenizer kept): e.g. the
 # speechocean English model with conf/lstm16k.yaml (the same network, FSDD read at 16 kHz).
 set -euo pipefail
@@ -24,7 +25,7 @@ corpus=""
 config=conf/conformer.yaml
 test_speakers=george
 speechocean=""
-speechocean_train=false
+speechocean_train=true
 init=""
 exp=""
 average=5
