@@ -1,7 +1,7 @@
 """Decoding speed and WER: ctcasr's beam search against pyctcdecode and flashlight, on real models.
 
     .venv/bin/python benchmarks/decode_speed.py [--model NAME CKPT MANIFEST LM_TEXT]...
-        [--beams 10 32 64] [--max-utts 0] [--threads 1] [--json FILE]
+        [--beams 10 32 64] [--max-utts 0] [--decoders ...] [--threads 1] [--json FILE]
 
 Each model runs once over (the first ``--max-utts`` of) its manifest; its log-probs are kept and
 every decoder decodes the same tensors, so the times are decoding only. The word LM (3-gram
@@ -54,6 +54,7 @@ from ctcasr.lm.ngram import BOS, EOS
 from ctcasr.scoring import score
 from ctcasr.tokenizer import SPACE
 
+DECODERS = ["ctcasr", "ctcasr-1", "pyctcdecode", "flashlight"]
 RECIPES = [  # name, checkpoint, test manifest, LM text
     ("yesno", "egs/yesno/exp/seed1/model.pt", "egs/yesno/data/test.jsonl",
      "egs/yesno/data/train.jsonl"),
@@ -223,13 +224,16 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
                                  lm=str(lm_file) if lm else None,
                                  lm_weight=a.lm_weight, word_bonus=a.word_bonus,
                                  unk_penalty=a.unk_penalty)
-            row("ctcasr", beam, lm, timed(ctcasr_decoder(tok, opts, a.batch), logps))
-            if beam == 32:
+            if "ctcasr" in a.decoders:
+                row("ctcasr", beam, lm, timed(ctcasr_decoder(tok, opts, a.batch), logps))
+            if "ctcasr-1" in a.decoders and beam == 32:
                 row("ctcasr-1", beam, lm, timed(ctcasr_decoder(tok, opts, 1), logps))
-            for decoder, dec in (("pyctcdecode", pyctcdecode_decoder(tok, beam, lm_file, a)),
-                                 ("flashlight", flashlight_decoder(tok, beam, lm_file, words, a,
-                                                                   tmp))):
-                row(decoder, beam, lm, dec if isinstance(dec, str) else timed(dec, logps))
+            if "pyctcdecode" in a.decoders:
+                dec = pyctcdecode_decoder(tok, beam, lm_file, a)
+                row("pyctcdecode", beam, lm, dec if isinstance(dec, str) else timed(dec, logps))
+            if "flashlight" in a.decoders:
+                dec = flashlight_decoder(tok, beam, lm_file, words, a, tmp)
+                row("flashlight", beam, lm, dec if isinstance(dec, str) else timed(dec, logps))
 
 
 def main() -> None:
@@ -246,6 +250,7 @@ def main() -> None:
                     help="ctcasr's --prune (default: ctcasr decode's)")
     ap.add_argument("--beam-prune", type=float, default=DecodeOptions.beam_prune,
                     help="ctcasr's --beam-prune (default: ctcasr decode's)")
+    ap.add_argument("--decoders", nargs="+", choices=DECODERS, default=DECODERS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
