@@ -72,7 +72,8 @@ bench-decode: $(BENCH)/.installed
 bench-speechbrain: $(STAMP)
 	bash benchmarks/peers/speechbrain/run.sh $(ARGS)
 
-# Re-resolve pyproject.toml (all platforms, Python 3.11+) into requirements.txt, the lock, with
+# Re-resolve pyproject.toml (all platforms, Python 3.11+) into requirements.txt, the lock (and
+# the same pins as PEP 751 pylock.toml, for tools that read that; tests/test_lock.py), with
 # uv (a pinned release, in its own throw-away venv; only this target needs it). Versions already
 # in the lock are kept while they satisfy the ranges; `make lock UPGRADE=1` takes the newest.
 lock:
@@ -80,6 +81,8 @@ lock:
 	.lock-venv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	.lock-venv/bin/uv pip compile --quiet pyproject.toml --extra dev --universal --generate-hashes \
 	    --python-version 3.11 --no-header $(if $(UPGRADE),--upgrade) -o requirements.txt
+	.lock-venv/bin/uv pip compile --quiet requirements.txt --universal --python-version 3.11 \
+	    --no-header --format pylock.toml -o pylock.toml
 	rm -rf .lock-venv
 
 clean:

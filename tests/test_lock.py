@@ -1,0 +1,22 @@
+"""The two lock files pin the same environment: requirements.txt (hashed; what `make` installs,
+with uv or with pip) and pylock.toml (PEP 751, the same resolution for tools that read it)."""
+
+import re
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _normalised(pins: dict[str, str]) -> dict[str, str]:
+    return {re.sub(r"[-_.]+", "-", name).lower(): v for name, v in pins.items()}
+
+
+def test_pylock_pins_what_requirements_txt_pins():
+    req = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n;]+)", (REPO / "requirements.txt")
+                          .read_text(), flags=re.M))
+    lock = tomllib.loads((REPO / "pylock.toml").read_text())
+    pylock = {p["name"]: p["version"] for p in lock["packages"]}
+    assert _normalised(pylock) == _normalised(req)
+    assert all(p.get("wheels") or p.get("sdist") for p in lock["packages"])  # hashed artefacts
