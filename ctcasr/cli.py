@@ -360,7 +360,8 @@ def average(
     out: Annotated[Path, typer.Option("--out", "-o", help="The averaged checkpoint to write.")],
     num: Annotated[int, typer.Option("--num", "-n", help="Epoch checkpoints to average.")] = 5,
     select: Annotated[str, typer.Option("--select", help="best (by validation WER, ties by "
-                                                 "loss), loss (by validation loss) or last.")]
+                                                 "loss), cer (by validation CER), loss (by "
+                                                 "validation loss) or last.")]
     = "best",
 ) -> None:
     """Average the weights of several checkpoints into one (e.g. the best 5 epochs)."""

@@ -164,7 +164,7 @@ class TrainConfig:
     patience: int = 0  # > 0: stop after this many epochs without a better validation WER
     max_bad_steps: int = 20  # stop after this many non-finite steps in a row
     average: int = 0  # > 0: model.pt = the average of this many epoch checkpoints ...
-    average_select: str = "best"  # ... the best by validation WER (best), by loss, or the last
+    average_select: str = "best"  # ... the best by validation WER (best), CER, loss, or the last
     tensorboard: bool = True  # also write TensorBoard events when tensorboard is installed
     # fine-tuning (ctcasr.train.finetune; `ctcasr train --init CKPT` sets init)
     init: str = ""  # start from this checkpoint's weights (those whose name and shape match)
@@ -176,7 +176,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {
             "amp": (self.amp, ("none", "bf16", "fp16")),
-            "average_select": (self.average_select, ("best", "loss", "last")),
+            "average_select": (self.average_select, ("best", "cer", "loss", "last")),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:

@@ -105,6 +105,13 @@ def test_select_epochs():
     h = [{"epoch": e, "valid_wer": w, "valid_loss": loss} for e, w, loss in
          [(1, 99.9, 86.7), (2, 99.7, 76.2), (3, 99.9, 71.6), (4, 100.0, 70.1)]]
     assert select_epochs(h, 2, "best") == [2, 3] and select_epochs(h, 2, "loss") == [3, 4]
+    # CER ranks where WER is flat and the loss has turned (over-fitting: the loss rises while
+    # the characters still improve)
+    h = [{"epoch": e, "valid_wer": 81.0, "valid_cer": c, "valid_loss": loss} for e, c, loss in
+         [(1, 45.1, 44.9), (2, 44.6, 43.9), (3, 43.3, 45.2), (4, 43.0, 45.1), (5, 44.0, 46.0)]]
+    assert select_epochs(h, 2, "cer") == [3, 4] and select_epochs(h, 2, "loss") == [1, 2]
+    with pytest.raises(CtcasrError, match=r"epochs \[1\] have no valid_cer"):
+        select_epochs([{"epoch": 1, "valid_wer": 1.0, "valid_loss": 1.0}], 1, "cer")
 
 
 def test_train_average_option_and_cli(tiny_config, corpus, tmp_path, capsys, monkeypatch):

@@ -1,7 +1,7 @@
 """Checkpoint averaging: the mean of the weights of several epoch checkpoints.
 
-Which epochs: the last N, or the best N by validation WER (ties: lower loss), chosen from the
-run's validation history. Floating-point tensors are averaged in float64 and cast back;
+Which epochs: the last N, or the best N by validation WER, CER or loss (ties: lower loss),
+chosen from the run's validation history. Floating-point tensors are averaged in float64 and cast back;
 integer buffers (e.g. counters) must agree, or the newest one is kept.
 """
 
@@ -18,16 +18,22 @@ from ctcasr.errors import CtcasrError
 from ctcasr.train.state import check_compatible
 
 
+RANKS = {"best": "valid_wer", "cer": "valid_cer", "loss": "valid_loss"}
+
+
 def select_epochs(history: Sequence[dict[str, Any]], n: int, select: str) -> list[int]:
     """Epoch numbers (1-based, ascending) to average, from the validation records."""
     if select == "last":
         chosen = [int(h["epoch"]) for h in history][-n:]
-    elif select in ("best", "loss"):  # loss: when WER says nothing yet (near 100 % early on)
-        key = (lambda h: (h["valid_wer"], h["valid_loss"], -h["epoch"])) if select == "best" \
-            else (lambda h: (h["valid_loss"], -h["epoch"]))
+    elif select in RANKS:  # cer or loss: when WER says little (near 100 % early on)
+        rank = RANKS[select]
+        missing = [h["epoch"] for h in history if rank not in h]
+        if missing:
+            raise CtcasrError(f"average --select {select}: epochs {missing} have no {rank}")
+        key = (lambda h: (h[rank], h["valid_loss"], -h["epoch"]))
         chosen = [int(h["epoch"]) for h in sorted(history, key=key)[:n]]
     else:
-        raise CtcasrError(f"average: unknown selection {select!r} (best, loss, last)")
+        raise CtcasrError(f"average: unknown selection {select!r} ({', '.join(RANKS)}, last)")
     return sorted(chosen)
 
 
