@@ -121,6 +121,15 @@ def test_a_fine_tuned_run_logs_what_it_loaded(source, corpus, tmp_path, caplog):
     with caplog.at_level(logging.INFO, "ctcasr"):
         train(cfg, corpus, corpus, tmp_path / "ft_same")
     assert "loaded 24 tensor(s)" in caplog.text and "re-initialised: nothing" in caplog.text
+    assert "other features" not in caplog.text
+    caplog.clear()  # features the source's weights were not trained on: one warning names them
+    cfg = load_config(fine_tune_config(tmp_path, source), [
+        "train.epochs=1", "train.init_tokenizer=true", "data.features.utterance_cmn=true",
+        "data.features.sample_rate=16000"])
+    with caplog.at_level(logging.INFO, "ctcasr"):
+        train(cfg, corpus, corpus, tmp_path / "ft_other_features")
+    assert f"{source} was trained on other features: sample_rate 8000 (this run: 16000), " \
+        "utterance_cmn False (this run: True)" in caplog.text
 
 
 def test_kill_9_and_resume_of_a_fine_tuned_run_is_bitwise_the_uninterrupted_one(source, corpus,

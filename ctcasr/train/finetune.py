@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from ctcasr.checkpoint import load_checkpoint
-from ctcasr.config import TrainConfig
+from ctcasr.config import FbankConfig, TrainConfig
 from ctcasr.errors import CtcasrError
 
 log = logging.getLogger("ctcasr")
@@ -88,14 +88,16 @@ def load_init(path: Path) -> dict:
     return src
 
 
-def log_init(report: InitReport, path: Path, src_rate: int | None, rate: int) -> None:
+def log_init(report: InitReport, path: Path, src_features: dict, features: FbankConfig) -> None:
     log.info("init from %s:", path)
     for line in report.lines():
         log.info("  %s", line)
     log.info("  CMVN statistics: computed on this run's training data")
-    if src_rate and src_rate != rate:
-        log.warning("  %s was trained on %d Hz features, this run uses %d Hz", path, src_rate,
-                    rate)
+    mine = asdict(features)
+    differ = [f"{k} {v} (this run: {mine[k]})" for k, v in src_features.items()
+              if k in mine and v != mine[k]]
+    if differ:  # the weights expect the source's features: say so before epochs are spent
+        log.warning("  %s was trained on other features: %s", path, ", ".join(differ))
 
 
 def frozen_parameters(model: torch.nn.Module, tc: TrainConfig,

@@ -257,8 +257,8 @@ def _train(
         report = init_from(model, init, init["tokenizer"] == tokenizer.state_dict(),
                            Path(tc.init))
         if dist.is_main:
-            log_init(report, Path(tc.init), init["config"].get("data", {}).get("features", {})
-                     .get("sample_rate"), feat_cfg.sample_rate)
+            log_init(report, Path(tc.init), init["config"].get("data", {}).get("features", {}),
+                     feat_cfg)
     model.to(device)
     if dist.enabled:
         torch.manual_seed(tc.seed + dist.rank)  # dropout differs between processes
