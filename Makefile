@@ -34,7 +34,7 @@ digits: $(STAMP)
 SO_MODEL := egs/speechocean/exp/lstm/model.pt
 digits-transfer: $(STAMP)
 	[ -f $(SO_MODEL) ] || egs/speechocean/run.sh --stop-stage 4
-	egs/digits/run.sh --config conf/lstm16k.yaml --init ../../$(SO_MODEL) --exp transfer
+	egs/digits/run.sh --config conf/lstm16k_ft.yaml --init ../../$(SO_MODEL) --exp transfer
 
 yesno: $(STAMP)
 	egs/yesno/run.sh

@@ -15,7 +15,8 @@
 # (--speechocean-train true, the default) more training voices: its train/ digit strings (77
 # strings, 26 speakers; measured: a third of the errors off the accented test).
 # --init CKPT fine-tunes from another model (ctcasr train --init, its tokenizer kept): e.g. the
-# speechocean English model with conf/lstm16k.yaml (the same network, FSDD read at 16 kHz).
+# speechocean English model with conf/lstm16k_ft.yaml (the same network and features, FSDD
+# read at 16 kHz; `make digits-transfer`).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
