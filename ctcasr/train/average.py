@@ -1,8 +1,8 @@
 """Checkpoint averaging: the mean of the weights of several epoch checkpoints.
 
 Which epochs: the last N, or the best N by validation WER, CER or loss (ties: lower loss),
-chosen from the run's validation history. Floating-point tensors are averaged in float64 and cast back;
-integer buffers (e.g. counters) must agree, or the newest one is kept.
+chosen from the run's validation history. Floating-point tensors are averaged in float64 and
+cast back; integer buffers (e.g. counters) must agree, or the newest one is kept.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from ctcasr.checkpoint import load_checkpoint
 from ctcasr.errors import CtcasrError
 from ctcasr.train.state import check_compatible
 
-
 RANKS = {"best": "valid_wer", "cer": "valid_cer", "loss": "valid_loss"}
 
 
@@ -30,8 +29,8 @@ def select_epochs(history: Sequence[dict[str, Any]], n: int, select: str) -> lis
         missing = [h["epoch"] for h in history if rank not in h]
         if missing:
             raise CtcasrError(f"average --select {select}: epochs {missing} have no {rank}")
-        key = (lambda h: (h[rank], h["valid_loss"], -h["epoch"]))
-        chosen = [int(h["epoch"]) for h in sorted(history, key=key)[:n]]
+        ranked = sorted(history, key=lambda h: (h[rank], h["valid_loss"], -h["epoch"]))
+        chosen = [int(h["epoch"]) for h in ranked[:n]]
     else:
         raise CtcasrError(f"average: unknown selection {select!r} ({', '.join(RANKS)}, last)")
     return sorted(chosen)
