@@ -197,7 +197,8 @@ def test_bad_files_in_dataloader_workers(setup, tmp_path, capsys, monkeypatch, c
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     msg = one_error_line(r.stderr)
     assert r.returncode == 1 and "corrupt.wav: cannot decode audio" in msg and \
-        f"{manifest}:13" in msg and "DataLoader" not in r.stderr
+        f"{manifest}:13" in msg and "DataLoader worker" not in r.stderr \
+        and "Traceback" not in r.stderr  # (on one core torch warns "This DataLoader will ...")
 
 
 def test_stereo_and_other_sample_rates_are_handled(setup, tmp_path, capsys, monkeypatch):
