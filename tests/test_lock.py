@@ -20,3 +20,25 @@ def test_pylock_pins_what_requirements_txt_pins():
     pylock = {p["name"]: p["version"] for p in lock["packages"]}
     assert _normalised(pylock) == _normalised(req)
     assert all(p.get("wheels") or p.get("sdist") for p in lock["packages"])  # hashed artefacts
+
+
+def test_the_environment_under_test_is_the_lock():
+    """`make` installs exactly the lock, nothing resolved on the machine: every package
+    requirements.txt pins for this Python and platform is installed at that version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.markers import Marker
+
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n;]+)(?: ; ([^\\\n]+))?", (
+        REPO / "requirements.txt").read_text(), flags=re.M)
+    wrong = []
+    for name, pinned, marker in pins:
+        if marker and not Marker(marker.strip()).evaluate():
+            continue  # another Python or platform's pin
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            have = "missing"
+        if have != pinned:
+            wrong.append(f"{name} {have} (lock: {pinned})")
+    assert len(pins) > 70 and not wrong, wrong
