@@ -9,13 +9,18 @@ import tomllib
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _pins() -> list[tuple[str, str, str]]:
+    """(name, version, environment marker or "") of every pin in requirements.txt."""
+    return re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n;]+)(?: ; ([^\\\n]+))?",
+                      (REPO / "requirements.txt").read_text(), flags=re.M)
+
+
 def _normalised(pins: dict[str, str]) -> dict[str, str]:
     return {re.sub(r"[-_.]+", "-", name).lower(): v for name, v in pins.items()}
 
 
 def test_pylock_pins_what_requirements_txt_pins():
-    req = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n;]+)", (REPO / "requirements.txt")
-                          .read_text(), flags=re.M))
+    req = {name: v for name, v, _ in _pins()}
     lock = tomllib.loads((REPO / "pylock.toml").read_text())
     pylock = {p["name"]: p["version"] for p in lock["packages"]}
     assert _normalised(pylock) == _normalised(req)
@@ -29,8 +34,7 @@ def test_the_environment_under_test_is_the_lock():
 
     from packaging.markers import Marker
 
-    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n;]+)(?: ; ([^\\\n]+))?", (
-        REPO / "requirements.txt").read_text(), flags=re.M)
+    pins = _pins()
     wrong = []
     for name, pinned, marker in pins:
         if marker and not Marker(marker.strip()).evaluate():
