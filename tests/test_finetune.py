@@ -19,7 +19,7 @@ from ctcasr.data.manifest import read_manifest
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
 from ctcasr.tokenizer import CharTokenizer
-from ctcasr.train.finetune import frozen_parameters, init_from
+from ctcasr.train.finetune import freezing_summary, frozen_parameters, init_from
 from ctcasr.train.trainer import train, train_step
 
 
@@ -96,6 +96,24 @@ def test_frozen_parameters_do_not_move_and_the_others_do(tiny_config, corpus):
             assert torch.equal(p, before[n]) == held, (step, n)
 
 
+def test_freezing_more_layers_than_the_encoder_has_is_an_error_and_the_rest_is_logged(
+        tiny_config, corpus):
+    model = fresh_model(yaml.safe_load(TINY_CONFIG), 10)  # a BiLSTM of 2 layers
+    cfg = load_config(tiny_config, ["train.freeze_encoder_layers=3", "train.freeze_steps=5"])
+    with pytest.raises(CtcasrError, match="freeze_encoder_layers: 3, but this model's encoder "
+                                          "has 2 layer"):
+        freezing_summary(model, cfg.train, 100)
+    cfg = load_config(tiny_config, ["train.freeze_encoder_layers=2", "train.freeze_steps=500"])
+    assert freezing_summary(model, cfg.train, 100) == (
+        "held still for the whole run: 16 tensor(s): encoder.forward_layers.0 (4), "
+        "encoder.forward_layers.1 (4), encoder.backward_layers.0 (4), "
+        "encoder.backward_layers.1 (4)")
+    cfg = load_config(tiny_config, ["train.freeze_frontend=true", "train.freeze_steps=5"])
+    assert freezing_summary(model, cfg.train, 100) == \
+        "held still for the first 5 of 100 optimizer steps: 6 tensor(s): frontend (6)"
+    assert freezing_summary(model, load_config(tiny_config, []).train, 100) == ""
+
+
 def fine_tune_config(tmp_path, source):
     raw = yaml.safe_load(TINY_CONFIG)
     raw["train"].update(init=str(source), freeze_frontend=True, freeze_steps=4)
@@ -108,12 +126,14 @@ def test_a_fine_tuned_run_logs_what_it_loaded(source, corpus, tmp_path, caplog):
     cfg = load_config(fine_tune_config(tmp_path, source), ["train.epochs=1",
                                                            "tokenizer.type=word"])
     with caplog.at_level(logging.INFO, "ctcasr"):
-        train(cfg, corpus, corpus, tmp_path / "ft")
+        steps = train(cfg, corpus, corpus, tmp_path / "ft").step
     text = caplog.text
     assert f"init from {source}:" in text and "loaded 22 tensor(s): frontend (6), " \
         "encoder.forward_layers.0 (4), encoder.forward_layers.1 (4), " \
         "encoder.backward_layers.0 (4), encoder.backward_layers.1 (4)\n" in text
     assert "re-initialised: head.weight, head.bias" in text  # words, not characters
+    when = "for the whole run" if steps <= 4 else f"for the first 4 of {steps} optimizer steps"
+    assert f"held still {when}: 6 tensor(s): frontend (6)\n" in text
     assert "CMVN statistics: computed on this run's training data" in text
     caplog.clear()
     cfg = load_config(fine_tune_config(tmp_path, source), ["train.epochs=1",

@@ -100,6 +100,23 @@ def log_init(report: InitReport, path: Path, src_features: dict, features: Fbank
         log.warning("  %s was trained on other features: %s", path, ", ".join(differ))
 
 
+def freezing_summary(model: torch.nn.Module, tc: TrainConfig, total_steps: int) -> str:
+    """The log line saying what ``train.freeze_*`` holds still ("" when nothing); an error for a
+    layer count the encoder does not have, rather than freezing less than asked without a word."""
+    if tc.freeze_steps <= 0 or not (tc.freeze_frontend or tc.freeze_encoder_layers):
+        return ""
+    blocks = {int(m.group(1)) for n, _ in model.named_parameters()
+              if (m := _BLOCK.match(n.removeprefix("module.")))}
+    if tc.freeze_encoder_layers > len(blocks):
+        raise CtcasrError(f"train.freeze_encoder_layers: {tc.freeze_encoder_layers}, but this "
+                          f"model's encoder has {len(blocks)} layer(s)")
+    held = {id(p) for p in frozen_parameters(model, tc, 0)}
+    names = [n.removeprefix("module.") for n, p in model.named_parameters() if id(p) in held]
+    when = ("for the whole run" if tc.freeze_steps >= total_steps else
+            f"for the first {tc.freeze_steps} of {total_steps} optimizer steps")
+    return f"held still {when}: {len(names)} tensor(s): {_groups(names)}"
+
+
 def frozen_parameters(model: torch.nn.Module, tc: TrainConfig,
                       step: int) -> list[torch.nn.Parameter]:
     """The parameters held still at optimizer step ``step`` (0-based)."""

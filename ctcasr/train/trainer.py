@@ -70,7 +70,13 @@ from ctcasr.tokenizer import Tokenizer, make_tokenizer, tokenizer_from_state
 from ctcasr.train import distributed as D
 from ctcasr.train.average import average_checkpoints, select_epochs
 from ctcasr.train.features import choose_feature_cache, reuse_or_rebuild_store, scan, store_for
-from ctcasr.train.finetune import frozen_parameters, init_from, load_init, log_init
+from ctcasr.train.finetune import (
+    freezing_summary,
+    frozen_parameters,
+    init_from,
+    load_init,
+    log_init,
+)
 from ctcasr.train.loss import ctc_loss, min_ctc_frames
 from ctcasr.train.monitor import Meter, TrainLog, trim_log
 from ctcasr.train.schedule import check_schedule, lr_at
@@ -259,6 +265,8 @@ def _train(
         if dist.is_main:
             log_init(report, Path(tc.init), init["config"].get("data", {}).get("features", {}),
                      feat_cfg)
+    if (frozen := freezing_summary(model, tc, total_steps)) and dist.is_main:
+        log.info(frozen)
     model.to(device)
     if dist.enabled:
         torch.manual_seed(tc.seed + dist.rank)  # dropout differs between processes
