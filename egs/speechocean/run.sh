@@ -6,7 +6,7 @@
 #                          [--config conf/lstm.yaml] [--exp NAME] [--average 5]
 #                          [--select cer|loss|best|last]
 #                          [--beam 32] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
-#                          [--unk-penalties "0 -5"] [--stage N] [--stop-stage N]
+#                          [--unk-penalties "0 -5 -inf"] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
 # set of 8 whole training speakers, 4 children and 4 adults; downloads OpenSLR 101 if DIR does
@@ -17,7 +17,8 @@
 # ranks epochs by noise, and the validation loss turns up from epoch ~14 while the CER still
 # falls: measured in docs/results.md), 5 LM (3-gram on the training
 # transcripts only), 6 decode: greedy, beam, beam + LM with weight / bonus / OOV penalty chosen on
-# valid, 7 report by speaker (overall, children, adults, median and 90th-percentile speaker).
+# valid (-inf = only words of the training text, as a lexicon decoder), 7 report by speaker
+# (overall, children, adults, median and 90th-percentile speaker).
 # Default corpus: ../shared/data/speechocean762 relative to the repository root when it exists.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +35,7 @@ select=cer
 beam=32
 lm_weights="0.3 0.5 0.8"
 word_bonuses="0 1 2"
-unk_penalties="0 -5"
+unk_penalties="0 -5 -inf"
 stage=1
 stop_stage=7
 . "$root/egs/common/parse_options.sh"
