@@ -104,6 +104,11 @@ def test_attention_encoders_ignore_non_finite_padding(encoder):
     assert torch.allclose(y[1, :11], ref[0], atol=1e-5)
 
 
+@pytest.mark.xfail(
+    reason="known bug, 2026-12-02: on an Intel Xeon CI machine (torch 2.14.1) CPU bf16 autocast "
+    "gives NaN in unpadded frames of the attention encoders; passes on AMD Zen4. Not diagnosed",
+    strict=False,
+)
 @pytest.mark.parametrize("encoder,variant", ATTENTION_VARIANTS)
 def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
     """Mixed precision (``train.amp``): the fp32 positions must not break attention's dtypes."""
