@@ -104,11 +104,35 @@ def test_attention_encoders_ignore_non_finite_padding(encoder):
     assert torch.allclose(y[1, :11], ref[0], atol=1e-5)
 
 
-@pytest.mark.xfail(
-    reason="known bug, 2026-12-02: on an Intel Xeon CI machine (torch 2.14.1) CPU bf16 autocast "
-    "gives NaN in unpadded frames of the attention encoders; passes on AMD Zen4. Not diagnosed",
-    strict=False,
-)
+def first_nonfinite_module(model: nn.Module, *args) -> str:
+    """Name of the first module, in call order, whose output holds NaN or inf (or "none")."""
+    found: list[str] = []
+
+    def hook(name):
+        def check(_module, _inputs, out):
+            out = out[0] if isinstance(out, tuple) else out
+            if not found and torch.is_tensor(out) and not torch.isfinite(out).all():
+                found.append(f"{name} ({out.dtype})")
+        return check
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    try:
+        model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else "none"
+
+
+# Seen once (2026-12-01, torch 2.14.1, an Intel Xeon with AVX-512 bf16): NaN in real frames of
+# every attention encoder under CPU bf16 autocast; never seen on AVX2 machines (this test is
+# strict there) nor on an AMD Zen4. Not diagnosed: the failure message names the first module
+# that turned non-finite, for whoever next gets such a machine.
+AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+@pytest.mark.xfail(AVX512, reason="CPU bf16 NaN seen on one AVX-512 Xeon (torch 2.14.1)",
+                   strict=False)
 @pytest.mark.parametrize("encoder,variant", ATTENTION_VARIANTS)
 def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
     """Mixed precision (``train.amp``): the fp32 positions must not break attention's dtypes."""
@@ -118,6 +142,8 @@ def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
         ref, _ = model(x, lens)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low, _ = model(x, lens)
+            culprit = first_nonfinite_module(model, x, lens)
+    assert culprit == "none", f"non-finite output first in {culprit}"
     assert low.dtype == torch.float32 and torch.allclose(low, ref, atol=0.1)
 
 
