@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
@@ -244,6 +245,8 @@ def test_ten_minute_file_in_bounded_memory(trained, tmp_path):
     """A 10-minute file (utterances concatenated) is transcribed correctly, and the process's
     peak memory is that of a 3-minute file: it holds one batch of windows (4 x 30 s), never
     the file. Measured peaks: 1 min (3 windows) 550.1 MiB; 3, 10, 20 min 558.5, 560.5, 560.4.
+    (2026-12-02: on an AVX2 AMD EPYC the tiny model misread some of the 13 minutes, so the CLI
+    is checked against the library exactly and against the truth within 2 % WER.)
     """
     rss = {}
     for minutes in (3, 10):
@@ -252,7 +255,17 @@ def test_ten_minute_file_in_bounded_memory(trained, tmp_path):
         sf.write(path, wave, SR)
         rss[minutes], out = peak_rss_mib(["transcribe", str(trained), str(path),
                                           "--threads", "1"])
-        assert out == f"{path}\t{text}\n"
+        # the CLI prints what the library transcribes (exactly, both on one thread); the tiny
+        # model's own accuracy depends on the machine's float path, so against the truth the
+        # test asks for nearly every word (a broken pipeline gets most of them wrong)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            hyp = ctcasr.load(trained).transcribe(path).text
+        finally:
+            torch.set_num_threads(threads)
+        assert out == f"{path}\t{hyp}\n"
+        assert jiwer.wer(text, hyp) <= 0.02, jiwer.process_words(text, hyp)
     # reading whole files would make the difference 13 MiB (7 minutes of float32), one pass
     # over it some GiB (4 heads x 15000^2 attention scores)
     assert rss[10] - rss[3] < 4, rss
