@@ -3,7 +3,8 @@
 #
 #   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
 #                     [--speechocean DIR|none] [--speechocean-train true|false]
-#                     [--init CKPT] [--exp NAME] [--average 5] [--stage N] [--stop-stage N]
+#                     [--init CKPT] [--init-tokenizer true|false] [--exp NAME] [--average 5]
+#                     [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
 # (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
@@ -14,9 +15,10 @@
 # second unseen-speaker test of accented children and adults (its test/ digit strings), and
 # (--speechocean-train true, the default) more training voices: its train/ digit strings (77
 # strings, 26 speakers; measured: a third of the errors off the accented test).
-# --init CKPT fine-tunes from another model (ctcasr train --init, its tokenizer kept): e.g. the
-# speechocean English model with conf/lstm16k_ft.yaml (the same network and features, FSDD
-# read at 16 kHz; `make digits-transfer`).
+# --init CKPT fine-tunes from another model (ctcasr train --init): e.g. the speechocean English
+# model with conf/lstm16k_ft.yaml (the same network and features, FSDD read at 16 kHz; `make
+# digits-transfer`). Its tokenizer (and output layer) is kept unless --init-tokenizer false:
+# then the config's tokenizer is trained here and the output layer starts afresh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -28,6 +30,7 @@ test_speakers=george
 speechocean=""
 speechocean_train=true
 init=""
+init_tokenizer=true
 exp=""
 average=5
 stage=1
@@ -58,7 +61,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   rm -rf "$exp"
   start=$(date +%s)
   init_opts=()
-  [ -n "$init" ] && init_opts=(--init "$init" --set train.init_tokenizer=true)
+  [ -n "$init" ] && init_opts=(--init "$init" --set "train.init_tokenizer=$init_tokenizer")
   ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
     --exp-dir "$exp" "${init_opts[@]}"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
