@@ -3,8 +3,8 @@
 #
 #   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
 #                     [--speechocean DIR|none] [--speechocean-train true|false]
-#                     [--init CKPT] [--init-tokenizer true|false] [--exp NAME] [--average 5]
-#                     [--stage N] [--stop-stage N]
+#                     [--init CKPT] [--init-tokenizer true|false] [--epochs N] [--exp NAME]
+#                     [--average 5] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
 # (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
@@ -19,6 +19,7 @@
 # model with conf/lstm16k_ft.yaml (the same network and features, FSDD read at 16 kHz; `make
 # digits-transfer`). Its tokenizer (and output layer) is kept unless --init-tokenizer false:
 # then the config's tokenizer is trained here and the output layer starts afresh.
+# --epochs N overrides the config's train.epochs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -31,6 +32,7 @@ speechocean=""
 speechocean_train=true
 init=""
 init_tokenizer=true
+epochs=""
 exp=""
 average=5
 stage=1
@@ -62,6 +64,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   start=$(date +%s)
   init_opts=()
   [ -n "$init" ] && init_opts=(--init "$init" --set "train.init_tokenizer=$init_tokenizer")
+  [ -n "$epochs" ] && init_opts+=(--set "train.epochs=$epochs")
   ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
     --exp-dir "$exp" "${init_opts[@]}"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
