@@ -20,6 +20,9 @@
 # digits-transfer`). Its tokenizer (and output layer) is kept unless --init-tokenizer false:
 # then the config's tokenizer is trained here and the output layer starts afresh.
 # --epochs N overrides the config's train.epochs.
+# `make digits` (the main job) runs this with --init from a 2-epoch English model
+# (egs/speechocean/conf/lstm_short.yaml) and --epochs 5 when speechocean762 and ARCTIC are there,
+# and with the defaults (the Conformer from scratch) when not: see the Makefile.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
