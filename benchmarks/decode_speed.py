@@ -58,7 +58,7 @@ DECODERS = ["ctcasr", "ctcasr-1", "pyctcdecode", "flashlight"]
 RECIPES = [  # name, checkpoint, test manifest, LM text
     ("yesno", "egs/yesno/exp/seed1/model.pt", "egs/yesno/data/test.jsonl",
      "egs/yesno/data/train.jsonl"),
-    ("so-char", "egs/speechocean/exp/lstm_arctic/model.pt", "egs/speechocean/data/test.jsonl",
+    ("so-char", "egs/speechocean/exp/lstm/model.pt", "egs/speechocean/data/test.jsonl",
      "egs/speechocean/data/text_train.txt"),
     ("so-sp256", "egs/speechocean/exp/sp256/model.pt", "egs/speechocean/data/test.jsonl",
      "egs/speechocean/data/text_train.txt"),
