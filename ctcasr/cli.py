@@ -129,7 +129,8 @@ def decode(
                                              "start, duration, confidence).")] = False,
     device: DeviceOpt = "cpu",
     max_frames: Annotated[int, typer.Option("--max-frames", help="Padded frames per batch "
-                                            "(0: the training config's value).")] = 0,
+                                            "(0: the training config's value, at least "
+                                            "20000).")] = 0,
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
     skip_bad: SkipBadOpt = False,
 ) -> None:

@@ -33,6 +33,11 @@ from ctcasr.tokenizer import Tokenizer, tokenizer_from_state
 
 log = logging.getLogger("ctcasr")
 CHUNK = 1000  # utterances read, decoded and written at a time
+# Padded feature frames per decoding batch, at least: the training config's budget is sized for
+# backward's activations, and the batched beam search does each frame's work once for the whole
+# batch. speechocean's test set, characters, beam 32 + LM: 84 s with its training budget of 1,500
+# frames (3-4 utterances a batch), 36 s with 20,000, the same hypotheses (docs/results.md).
+DECODE_MAX_FRAMES = 20_000
 
 
 @dataclass
@@ -133,8 +138,8 @@ def _decode_chunk(
         return {}
     dataset = ASRDataset([utts[p] for p in kept], feat_cfg,
                          output_lengths=rec.model.output_lengths, bad=bad)
-    sampler = BucketBatchSampler(frames, max_frames or rec.config.data.max_frames_per_batch,
-                                 rec.config.data.max_utts_per_batch)
+    budget = max_frames or max(rec.config.data.max_frames_per_batch, DECODE_MAX_FRAMES)
+    sampler = BucketBatchSampler(frames, budget, rec.config.data.max_utts_per_batch)
     frame_s = frame_seconds(rec.model.frontend.factor, feat_cfg)
     out: dict[int, Decoded] = {}
     for batch in make_loader(dataset, sampler, num_workers):
