@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from ctcasr.decode.greedy import Hypothesis
-from ctcasr.lm.ngram import EOS, LMTables, NGramLM
+from ctcasr.lm.ngram import EOS, LMTables, NGramLM, lookup
 from ctcasr.tokenizer import BLANK_ID, SPACE
 
 NEG_INF = -math.inf
@@ -127,12 +127,12 @@ class Spelling:
     def step(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """The node after appending ``token`` (which does not start a word) to ``node``."""
         if self.dense is not None:
-            return self.dense[(node + 1) * len(self.starts) + token].long()
+            return lookup(self.dense, (node + 1) * len(self.starts) + token).long()
         if not len(self.keys):
             return torch.full_like(node + token, DEAD)
         key = node * len(self.starts) + token  # DEAD nodes give negative keys: no match
         pos = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
-        return torch.where(self.keys[pos] == key, self.child[pos], DEAD)
+        return torch.where(lookup(self.keys, pos) == key, lookup(self.child, pos), DEAD)
 
 
 @dataclass(frozen=True)
@@ -159,9 +159,9 @@ class LMFusion:
         """Score of closing the word being spelled (weighted LM + bonus + OOV penalty; 0 where
         nothing is spelled) and the LM state after it."""
         lm, sp = self.tables(device)
-        word = torch.where(node == DEAD, lm.unk, sp.word[node.clamp(min=0)])
+        word = torch.where(node == DEAD, lm.unk, lookup(sp.word, node.clamp(min=0)))
         logp, after = lm.score(state, word)
-        known = (node != DEAD) & sp.is_word[node.clamp(min=0)]
+        known = (node != DEAD) & lookup(sp.is_word, node.clamp(min=0))
         score = self.weight * logp + self.word_bonus
         score = torch.where(known, score, score + self.unk_penalty)
         spelled = node != 0
@@ -313,16 +313,16 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
         score = torch.cat([stay, flat], 1)
     else:  # candidate scores with the LM terms of the words they close and the OOV ranking
         _, sp = fusion.tables(lp.device)
-        starts = sp.starts[tok]  # [B, W]
+        starts = lookup(sp.starts, tok)  # [B, W]
         closing = bool(starts.any())  # a word can close at this frame (else: no LM lookup)
         add = bm.lm[:, :, None]
         if closing:
             closed, closed_state = fusion.close(bm.node, bm.state, lp.device)
             add = add + torch.where(starts[:, None, :], closed[:, :, None], 0.0)
         if fusion.unk_penalty:
-            dead = torch.where(starts[:, None, :], (sp.start_node[tok] == DEAD)[:, None, :],
+            dead = torch.where(starts[:, None, :], (lookup(sp.start_node, tok) == DEAD)[:, None, :],
                                sp.step(bm.node[:, :, None], tok[:, None, :]) == DEAD)
-            spelt = sp.length[tok][:, None, :] + torch.where(starts[:, None, :], 0,
+            spelt = lookup(sp.length, tok)[:, None, :] + torch.where(starts[:, None, :], 0,
                                                              bm.spelt[:, :, None])
             add = torch.where(dead, add + fusion.oov(spelt), add)
         score = torch.cat([stay + bm.lm + bm.oov, (ext + add).view(b, k * w)], 1)
@@ -348,14 +348,15 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
         cut = top < top[:, :1] - beam_prune
         nxt.pb, nxt.pnb = nxt.pb.masked_fill(cut, NEG_INF), nxt.pnb.masked_fill(cut, NEG_INF)
     if fusion is not None:
-        opens = sp.starts[new]
+        opens = lookup(sp.starts, new)
         if closing:
             word = opens & ~kept  # the extension closed its parent's word
             nxt.lm = torch.where(word, nxt.lm + closed.gather(1, parent), nxt.lm)
             nxt.state = torch.where(word, closed_state.gather(1, parent), nxt.state)
-        grown = torch.where(opens, sp.start_node[new], sp.step(nxt.node, new))
+        grown = torch.where(opens, lookup(sp.start_node, new), sp.step(nxt.node, new))
         nxt.node = torch.where(kept, nxt.node, grown)
-        nxt.spelt = torch.where(kept, nxt.spelt, sp.length[new] + torch.where(opens, 0, nxt.spelt))
+        spelt = lookup(sp.length, new) + torch.where(opens, 0, nxt.spelt)
+        nxt.spelt = torch.where(kept, nxt.spelt, spelt)
         nxt.oov = torch.where(nxt.node == DEAD, fusion.oov(nxt.spelt), 0.0)
         nxt.wh = torch.where(kept, nxt.wh, torch.where(opens, 0, nxt.wh) * _HASH + new + 1)
         if recombine:  # of prefixes the LM cannot tell apart from here on, keep the best

@@ -142,6 +142,12 @@ class NGramLM:
             f.write("\n\\end\\\n")
 
 
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 1-D ``table``: the same values as advanced indexing, which on the
+    CPU is 2-5x slower for the ``[B, K, W]`` lookups of the beam search (one index_select)."""
+    return table.index_select(0, index.reshape(-1)).view(index.shape)
+
+
 @dataclass
 class LMTables:
     """An :class:`NGramLM` as sorted integer tables, scored for many hypotheses at once (on
@@ -206,12 +212,12 @@ class LMTables:
         for _ in range(self.order):  # at most order - 1 back-offs reach the unigrams
             key = state * len(self.words) + word
             pos = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
-            hit = ~done & (self.keys[pos] == key)
-            total = torch.where(hit, total + self.logp[pos], total)
-            after = torch.where(hit, self.next[pos], after)
+            hit = ~done & (lookup(self.keys, pos) == key)
+            total = torch.where(hit, total + lookup(self.logp, pos), total)
+            after = torch.where(hit, lookup(self.next, pos), after)
             miss = ~done & ~hit
-            total = torch.where(miss, total + self.bow[state], total)
-            state = torch.where(miss, self.backoff[state], state)
+            total = torch.where(miss, total + lookup(self.bow, state), total)
+            state = torch.where(miss, lookup(self.backoff, state), state)
             done |= hit
             if state.device.type == "cpu" and bool(done.all()):
                 break
