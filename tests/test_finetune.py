@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import TINY_CONFIG
+from conftest import REPO, TINY_CONFIG
 from test_reliability_kill import Replacements, Run
 
 from ctcasr.checkpoint import load_checkpoint
@@ -182,8 +182,6 @@ def test_the_digits_recipes_fine_tune_every_tensor_of_their_english_model(englis
     """`make digits` and `make digits-transfer` fine-tune the digits config from a speechocean
     one: features, tokenizer and network must agree, or --init would start layers afresh (and
     log it) instead of failing."""
-    from conftest import REPO
-
     src_cfg, cfg = load_config(REPO / english), load_config(REPO / digits)
     assert src_cfg.data.features == cfg.data.features
     assert src_cfg.tokenizer.type == cfg.tokenizer.type == "char"

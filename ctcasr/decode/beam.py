@@ -159,9 +159,10 @@ class LMFusion:
         """Score of closing the word being spelled (weighted LM + bonus + OOV penalty; 0 where
         nothing is spelled) and the LM state after it."""
         lm, sp = self.tables(device)
-        word = torch.where(node == DEAD, lm.unk, lookup(sp.word, node.clamp(min=0)))
+        at = node.clamp(min=0)
+        word = torch.where(node == DEAD, lm.unk, lookup(sp.word, at))
         logp, after = lm.score(state, word)
-        known = (node != DEAD) & lookup(sp.is_word, node.clamp(min=0))
+        known = (node != DEAD) & lookup(sp.is_word, at)
         score = self.weight * logp + self.word_bonus
         score = torch.where(known, score, score + self.unk_penalty)
         spelled = node != 0
@@ -323,7 +324,7 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
             dead = torch.where(starts[:, None, :], (lookup(sp.start_node, tok) == DEAD)[:, None, :],
                                sp.step(bm.node[:, :, None], tok[:, None, :]) == DEAD)
             spelt = lookup(sp.length, tok)[:, None, :] + torch.where(starts[:, None, :], 0,
-                                                             bm.spelt[:, :, None])
+                                                                     bm.spelt[:, :, None])
             add = torch.where(dead, add + fusion.oov(spelt), add)
         score = torch.cat([stay + bm.lm + bm.oov, (ext + add).view(b, k * w)], 1)
         if fusion.unk_penalty == NEG_INF:  # real prefixes an infinite penalty ruled out: last
