@@ -56,7 +56,7 @@ from ctcasr.tokenizer import SPACE
 
 DECODERS = ["ctcasr", "ctcasr-1", "pyctcdecode", "flashlight"]
 RECIPES = [  # name, checkpoint, test manifest, LM text
-    ("yesno", "egs/yesno/exp/seed1/model.pt", "egs/yesno/data/test.jsonl",
+    ("yesno", "egs/yesno/exp/lstm/model.pt", "egs/yesno/data/test.jsonl",
      "egs/yesno/data/train.jsonl"),
     ("so-char", "egs/speechocean/exp/lstm/model.pt", "egs/speechocean/data/test.jsonl",
      "egs/speechocean/data/text_train.txt"),

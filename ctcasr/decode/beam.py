@@ -10,7 +10,9 @@ beam and no pruning this is exact: the prefix probability is the sum over all CT
 
 Each frame, for ``[B, beam]`` prefixes and the ``W`` tokens worth expanding, the candidates are
 the ``beam`` prefixes themselves (blank / merged repeat) and the ``beam * W`` extensions; one
-``topk`` keeps the best ``beam``. Prefixes are identified by a 64-bit rolling hash of their tokens:
+``topk`` keeps the best ``beam``. Only the ``M`` (utterance, token) pairs that are worth expanding
+are scored (``[M, beam]``): padding every utterance to the batch's widest frame would do 4-6 times
+the work on speechocean. Prefixes are identified by a 64-bit rolling hash of their tokens:
 an extension ``A + c`` that is already in the beam as ``B`` (``hash(A) == parent_hash(B)`` and
 ``c == last(B)``) is added into ``B`` instead of competing with it. Token histories are kept as
 back-pointers and read back once at the end.
@@ -280,9 +282,13 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
           fusion: LMFusion | None, beam_prune: float, recombine: bool
           ) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
     """One frame: ``lp [B, V]`` log-probs, ``tok [B, W]`` the tokens that may make new
-    prefixes and ``cand`` their log-probs (-inf: none) -> the new beams (without those more
-    than ``beam_prune`` below the best), each slot's parent slot, and the label each slot
-    appended (-1: none)."""
+    prefixes and ``cand`` their log-probs (best first; -inf: none) -> the new beams (without
+    those more than ``beam_prune`` below the best), each slot's parent slot, and the label each
+    slot appended (-1: none).
+
+    The extensions are scored only for the tokens a row really has, ``M`` of them in all
+    (``[M, K]``, not ``[B, K, W]``: W is the batch's widest row, on average 4-6 times a row's
+    width), and scattered into the ``[B, K * W]`` ranking just before the ``topk``."""
     bm = beams
     b, k = bm.pb.shape
     w = tok.shape[1]
@@ -292,9 +298,16 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
     last_lp = lp.gather(1, lastc)
     stay_pb = total + lp[:, BLANK_ID, None]
     stay_pnb = torch.where(bm.last >= 0, bm.pnb + last_lp, NEG_INF)  # merged repeat
-    same = tok[:, None, :] == bm.last[:, :, None]  # [B, K, W]: the token repeats the last label
-    ext = torch.where(same, bm.pb[:, :, None], total[:, :, None]) + cand[:, None, :]
-    flat = ext.view(b, k * w)
+    some = cand > NEG_INF  # a row's tokens are its columns 0 .. width - 1
+    row, col = some.nonzero(as_tuple=True)  # [M]: the candidate tokens, row by row
+    width = some.sum(1)
+    first = width.cumsum(0) - width  # the index in M of each row's column 0
+    c_tok, c_lp = tok[row, col], cand[row, col]
+    def at_row(x: torch.Tensor) -> torch.Tensor:  # [B, K] -> [M, K]: the row of each token
+        return x.index_select(0, row)
+
+    same = c_tok[:, None] == at_row(bm.last)  # [M, K]: the token repeats the prefix's last label
+    ext = torch.where(same, at_row(bm.pb), at_row(total)) + c_lp[:, None]
     # B = A + c with A in the beam too: the paths A -> A + c add into B (pruned c or not), and
     # the candidate (A, c) goes
     match = (bm.h[:, :, None] == bm.ph[:, None, :]) & valid[:, :, None] \
@@ -303,42 +316,50 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
     via = torch.where(bm.last.gather(1, src) == bm.last, bm.pb.gather(1, src),
                       total.gather(1, src)) + last_lp
     stay_pnb = torch.where(found, torch.logaddexp(stay_pnb, via), stay_pnb)
-    listed, pos = same.max(2)  # where B's last label is among the candidate tokens
-    gone = found & listed
-    if bool(gone.any()):
-        rows, cols = gone.nonzero(as_tuple=True)
-        flat[rows, (src * w + pos)[rows, cols]] = NEG_INF
+    if bool(found.any()):
+        m, slot = same.nonzero(as_tuple=True)  # B's last label is candidate m of its row
+        listed = torch.zeros_like(found)
+        listed[row[m], slot] = True
+        at = torch.zeros_like(src)
+        at[row[m], slot] = m
+        rows, cols = (found & listed).nonzero(as_tuple=True)
+        ext[at[rows, cols], src[rows, cols]] = NEG_INF
     stay = torch.logaddexp(stay_pb, stay_pnb)
     closing = False
     if fusion is None:
-        score = torch.cat([stay, flat], 1)
+        kept_score, ext_score = stay, ext
     else:  # candidate scores with the LM terms of the words they close and the OOV ranking
         _, sp = fusion.tables(lp.device)
-        starts = lookup(sp.starts, tok)  # [B, W]
+        starts = lookup(sp.starts, c_tok)[:, None]  # [M, 1]
         closing = bool(starts.any())  # a word can close at this frame (else: no LM lookup)
-        add = bm.lm[:, :, None]
+        add = at_row(bm.lm)
         if closing:
             closed, closed_state = fusion.close(bm.node, bm.state, lp.device)
-            add = add + torch.where(starts[:, None, :], closed[:, :, None], 0.0)
+            add = add + torch.where(starts, at_row(closed), 0.0)
         if fusion.unk_penalty:
-            dead = torch.where(starts[:, None, :], (lookup(sp.start_node, tok) == DEAD)[:, None, :],
-                               sp.step(bm.node[:, :, None], tok[:, None, :]) == DEAD)
-            spelt = lookup(sp.length, tok)[:, None, :] + torch.where(starts[:, None, :], 0,
-                                                                     bm.spelt[:, :, None])
+            dead = torch.where(starts, (lookup(sp.start_node, c_tok) == DEAD)[:, None],
+                               sp.step(at_row(bm.node), c_tok[:, None]) == DEAD)
+            spelt = lookup(sp.length, c_tok)[:, None] + torch.where(starts, 0, at_row(bm.spelt))
             add = torch.where(dead, add + fusion.oov(spelt), add)
-        score = torch.cat([stay + bm.lm + bm.oov, (ext + add).view(b, k * w)], 1)
+        kept_score, ext_score = stay + bm.lm + bm.oov, ext + add
         if fusion.unk_penalty == NEG_INF:  # real prefixes an infinite penalty ruled out: last
-            ctc = torch.cat([stay, flat], 1)
-            ruled_out = torch.full_like(ctc, NEG_INF).masked_fill_(ctc > NEG_INF, RULED_OUT)
-            score = torch.where(score > NEG_INF, score, ruled_out)
+            kept_score, ext_score = _rank_ruled_out(kept_score, stay), _rank_ruled_out(ext_score,
+                                                                                       ext)
+    score = torch.full((b, k + k * w), NEG_INF, dtype=ext.dtype, device=ext.device)
+    score[:, :k] = kept_score
+    score[:, k:].view(b, k, w)[row, :, col] = ext_score
     top, sel = score.topk(k, dim=1)  # [B, K], best first
     kept = sel < k  # the slot's prefix stayed; else it is an extension
     e = (sel - k).clamp(min=0)
-    parent = torch.where(kept, sel, e // w)
-    new = tok.gather(1, e % w)
+    a, j = e // w, e % w
+    parent = torch.where(kept, sel, a)
+    new = tok.gather(1, j)
+    real = ~kept & (j < width[:, None])  # else a -inf filler the topk had to take
+    ext_pnb = F.pad(ext.view(-1), (0, 1), value=NEG_INF)  # [M * K + 1]: the last is -inf
+    ext_pnb = ext_pnb[torch.where(real, (first[:, None] + j) * k + a, len(ext_pnb) - 1)]
     hp = bm.h.gather(1, parent)
     nxt = _Beams(pb=torch.where(kept, stay_pb.gather(1, parent), NEG_INF),
-                 pnb=torch.where(kept, stay_pnb.gather(1, parent), flat.gather(1, e)),
+                 pnb=torch.where(kept, stay_pnb.gather(1, parent), ext_pnb),
                  lm=bm.lm.gather(1, parent), oov=bm.oov.gather(1, parent),
                  last=torch.where(kept, bm.last.gather(1, parent), new),
                  h=torch.where(kept, hp, hp * _HASH + new + 1),
@@ -368,6 +389,13 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
             nxt.pb = nxt.pb.masked_fill(dup, NEG_INF)
             nxt.pnb = nxt.pnb.masked_fill(dup, NEG_INF)
     return nxt, parent, torch.where(kept, -1, new)
+
+
+def _rank_ruled_out(score: torch.Tensor, ctc: torch.Tensor) -> torch.Tensor:
+    """Scores an infinite OOV penalty made -inf, of prefixes that are real (``ctc`` > -inf),
+    ranked last but above the empty slots."""
+    return torch.where(score > NEG_INF, score, torch.full_like(score, NEG_INF).masked_fill_(
+        ctc > NEG_INF, RULED_OUT))
 
 
 def _busy_frames(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: float):
@@ -418,17 +446,16 @@ def _nbest(score: torch.Tensor, valid: torch.Tensor, parents: list[torch.Tensor]
         toks.append(em.gather(1, cur))
         cur = par.gather(1, cur)
     hist = torch.stack(toks[::-1], -1).cpu() if toks else torch.empty(b, k, 0, dtype=torch.int64)
-    at = frames.cpu()
-    score, valid = score.cpu(), valid.cpu()
+    at = frames.tolist()
+    scores, valid = score.tolist(), valid.tolist()
     out = []
     for i in range(b):
-        slots = valid[i].nonzero().flatten().tolist()
-        finite = [j for j in slots if score[i, j] > NEG_INF]
-        slots = sorted(finite or slots, key=lambda j: -score[i, j].item())[:nbest]
+        slots = [j for j in range(k) if valid[i][j]]
+        finite = [j for j in slots if scores[i][j] > NEG_INF]
         hyps = []
-        for j in slots:
-            m = hist[i, j] >= 0
-            hyps.append(Hypothesis(hist[i, j][m].tolist(), score[i, j].item(),
-                                   at[i][m].tolist()))
+        for j in sorted(finite or slots, key=lambda j: -scores[i][j])[:nbest]:
+            labels = hist[i, j].tolist()
+            hyps.append(Hypothesis([t for t in labels if t >= 0], scores[i][j],
+                                   [f for t, f in zip(labels, at[i], strict=True) if t >= 0]))
         out.append(hyps)
     return out
