@@ -1,7 +1,8 @@
 """Decoding speed and WER: ctcasr's beam search against pyctcdecode and flashlight, on real models.
 
     .venv/bin/python benchmarks/decode_speed.py [--model NAME CKPT MANIFEST LM_TEXT]...
-        [--beams 10 32 64] [--max-utts 0] [--decoders ...] [--threads 1] [--json FILE]
+        [--beams 10 32 64] [--lm both|no|yes] [--word-bonus [NAME=]BONUS ...]
+        [--max-utts 0] [--decoders ...] [--threads 1] [--json FILE]
 
 Each model runs once over (the first ``--max-utts`` of) its manifest; its log-probs are kept and
 every decoder decodes the same tensors, so the times are decoding only. The word LM (3-gram
@@ -28,7 +29,8 @@ utterances of what the search maximises, CTC log-probability of the hypothesis (
 search at these weights, whatever the WER. For SentencePiece models it is the score of the
 text's canonical encoding, a lower bound when a decoder spelt it with other pieces.
 ``--json FILE`` also writes the rows as objects with the keys decoder, model, vocab, beam, lm,
-ms_per_audio_s, wer, cer, score.
+word_bonus, ms_per_audio_s, wer, cer, score. ``--word-bonus 1 so-sp256=2`` gives a model its
+own bonus (the same for every decoder): each model at the value its validation grid chose.
 Peers that are not installed get a row saying so: ``make bench-decode`` installs them.
 """
 
@@ -214,11 +216,12 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
                   for lp, h in zip(logps, hyps, strict=True)) / len(hyps)
         print(f"{head} {ms:.2f} | {s.wer:.2f} | {s.cer:.2f} | {obj:.3f} |", flush=True)
         rows.append({"decoder": decoder, "model": name, "vocab": tok.vocab_size, "beam": beam,
-                     "lm": lm, "ms_per_audio_s": round(ms, 3), "wer": round(s.wer, 2),
+                     "lm": lm, "word_bonus": a.word_bonus if lm else None,
+                     "ms_per_audio_s": round(ms, 3), "wer": round(s.wer, 2),
                      "cer": round(s.cer, 2), "score": round(obj, 3)})
 
     for beam in a.beams:
-        for lm in (False, True):
+        for lm in {"both": (False, True), "no": (False,), "yes": (True,)}[a.lm]:
             lm_file = lm_path if lm else None
             opts = DecodeOptions(beam=beam, prune=a.prune, beam_prune=a.beam_prune,
                                  lm=str(lm_file) if lm else None,
@@ -236,6 +239,18 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
                 row("flashlight", beam, lm, dec if isinstance(dec, str) else timed(dec, logps))
 
 
+def word_bonuses(items: list[str], ap: argparse.ArgumentParser) -> dict[str, float]:
+    """``["1", "so-sp256=2"]`` -> ``{"": 1.0, "so-sp256": 2.0}`` ("": every other model)."""
+    out = {"": 1.0}
+    for item in items:
+        name, _, value = item.rpartition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            ap.error(f"--word-bonus {item!r}: need BONUS or NAME=BONUS, BONUS a number")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", nargs=4, action="append", metavar=("NAME", "CKPT", "MANIFEST",
@@ -244,16 +259,21 @@ def main() -> None:
     ap.add_argument("--max-utts", type=int, default=0, help="0: the whole manifest")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lm-weight", type=float, default=0.5)
-    ap.add_argument("--word-bonus", type=float, default=1.0)
+    ap.add_argument("--word-bonus", nargs="+", default=["1.0"], metavar="[NAME=]BONUS",
+                    help="word bonus of every decoder: one value for all models, NAME=BONUS for "
+                         "one model (each model's own grid choice on its validation set)")
     ap.add_argument("--unk-penalty", type=float, default=-5.0)
     ap.add_argument("--prune", type=float, default=DecodeOptions.prune,
                     help="ctcasr's --prune (default: ctcasr decode's)")
     ap.add_argument("--beam-prune", type=float, default=DecodeOptions.beam_prune,
                     help="ctcasr's --beam-prune (default: ctcasr decode's)")
+    ap.add_argument("--lm", choices=["both", "no", "yes"], default="both",
+                    help="rows without the word LM, with it, or both")
     ap.add_argument("--decoders", nargs="+", choices=DECODERS, default=DECODERS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    a.bonus = word_bonuses(a.word_bonus, ap)
     torch.set_num_threads(a.threads)
     models = a.model or [m for m in RECIPES if Path(m[1]).exists()]
     if not models:
@@ -261,11 +281,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     rows: list[dict] = []
     print(f"{a.threads} thread(s); LM: 3-gram KN, weight {a.lm_weight}, word bonus "
-          f"{a.word_bonus}, OOV penalty {a.unk_penalty}")
+          f"{a.bonus}, OOV penalty {a.unk_penalty}")
     cols = ["model", "vocab", "utts", "audio s", "decoder", "beam", "LM", "ms per audio s",
             "WER %", "CER %", "score"]
     print("| " + " | ".join(cols) + " |\n" + "| --- " * len(cols) + "|")
     for name, ckpt, manifest, lm_text in models:
+        a.word_bonus = a.bonus.get(name, a.bonus[""])
         bench_model(name, Path(ckpt), Path(manifest), Path(lm_text), a, tmp, rows)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
