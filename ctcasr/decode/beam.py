@@ -303,6 +303,7 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
     width = some.sum(1)
     first = width.cumsum(0) - width  # the index in M of each row's column 0
     c_tok, c_lp = tok[row, col], cand[row, col]
+
     def at_row(x: torch.Tensor) -> torch.Tensor:  # [B, K] -> [M, K]: the row of each token
         return x.index_select(0, row)
 
