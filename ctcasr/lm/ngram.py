@@ -144,7 +144,7 @@ class NGramLM:
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``table[index]`` for a 1-D ``table``: the same values as advanced indexing, which on the
-    CPU is 2-5x slower for the ``[B, K, W]`` lookups of the beam search (one index_select)."""
+    CPU is 2-5x slower for the beam search's ``[M, K]`` lookups (one index_select)."""
     return table.index_select(0, index.reshape(-1)).view(index.shape)
 
 
