@@ -22,6 +22,8 @@ Decoders (the same beam for all):
 The OOV penalty is ctcasr's ``--unk-penalty`` (natural log, added once per unknown word, not
 weighted): pyctcdecode adds its ``unk_score_offset`` to the log10 LM score before the weight, so
 it gets ``unk_penalty / (lm_weight * ln 10)``, which gives the same total for every hypothesis.
+``-inf`` (only the LM's words, as the recipes' grid allows) empties pyctcdecode's beams (it
+raises); it and the score column get ``UNK_FLOOR`` (-1000 nats) instead.
 
 Prints one table (ms of decoding per second of audio, WER, CER, and ``score``: the mean over
 utterances of what the search maximises, CTC log-probability of the hypothesis (all alignments)
@@ -29,8 +31,10 @@ utterances of what the search maximises, CTC log-probability of the hypothesis (
 search at these weights, whatever the WER. For SentencePiece models it is the score of the
 text's canonical encoding, a lower bound when a decoder spelt it with other pieces.
 ``--json FILE`` also writes the rows as objects with the keys decoder, model, vocab, beam, lm,
-word_bonus, ms_per_audio_s, wer, cer, score. ``--word-bonus 1 so-sp256=2`` gives a model its
-own bonus (the same for every decoder): each model at the value its validation grid chose.
+lm_weight, word_bonus, unk_penalty (``"-inf"`` as a string), ms_per_audio_s, wer, cer, score.
+``--lm-weight``, ``--word-bonus`` and ``--unk-penalty`` take one value for every model or
+``NAME=VALUE`` for one (the same for every decoder): each model at its own validation grid's
+choice, e.g. ``--lm-weight 0.5 so-sp256=0.3``.
 Peers that are not installed get a row saying so: ``make bench-decode`` installs them.
 """
 
@@ -57,6 +61,8 @@ from ctcasr.scoring import score
 from ctcasr.tokenizer import SPACE
 
 DECODERS = ["ctcasr", "ctcasr-1", "pyctcdecode", "flashlight"]
+UNK_FLOOR = -1000.0  # an unknown word's cost where -inf cannot be used (pyctcdecode, the score)
+WEIGHTS = {"lm_weight": 0.5, "word_bonus": 1.0, "unk_penalty": -5.0}  # per model: --lm-weight ...
 RECIPES = [  # name, checkpoint, test manifest, LM text
     ("yesno", "egs/yesno/exp/lstm/model.pt", "egs/yesno/data/test.jsonl",
      "egs/yesno/data/train.jsonl"),
@@ -126,9 +132,9 @@ def pyctcdecode_decoder(tok, beam: int, lm: Path | None, a) -> Callable[[], list
     labels = ["" if i == 0 else (" " if p == SPACE and is_char(pieces) else p)
               for i, p in enumerate(pieces)]
     try:
+        unk_offset = finite(a.unk_penalty) / (a.lm_weight * math.log(10))
         dec = build_ctcdecoder(labels, kenlm_model_path=str(lm) if lm else None, alpha=a.lm_weight,
-                               beta=a.word_bonus,
-                               unk_score_offset=a.unk_penalty / (a.lm_weight * math.log(10)))
+                               beta=a.word_bonus, unk_score_offset=unk_offset)
     except Exception as e:  # noqa: BLE001 - kenlm missing or the labels refused
         return f"unavailable ({type(e).__name__}: {e})"[:120]
     return lambda logps: [dec.decode(lp.numpy(), beam_width=beam) for lp in logps]
@@ -172,6 +178,10 @@ def flashlight_decoder(tok, beam: int, lm: Path | None, words: list[str], a, tmp
     return run
 
 
+def finite(unk_penalty: float) -> float:
+    return max(unk_penalty, UNK_FLOOR)
+
+
 def search_score(tok, lm: NGramLM | None, a, logp: torch.Tensor, text: str) -> float:
     """What the beam search maximises, for ``text`` as the hypothesis of ``logp [T, V]`` (NaN
     for a text the tokens cannot spell: flashlight's ``<unk>``)."""
@@ -187,7 +197,7 @@ def search_score(tok, lm: NGramLM | None, a, logp: torch.Tensor, text: str) -> f
     words = text.split()
     ctx = [BOS, *words]
     fused = sum(a.lm_weight * lm.log_prob(ctx[: i + 1], w) + a.word_bonus
-                + (0.0 if w in lm.vocab else a.unk_penalty) for i, w in enumerate(words))
+                + (0.0 if w in lm.vocab else finite(a.unk_penalty)) for i, w in enumerate(words))
     return ctc + fused + a.lm_weight * lm.log_prob(ctx, EOS)
 
 
@@ -216,7 +226,7 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
                   for lp, h in zip(logps, hyps, strict=True)) / len(hyps)
         print(f"{head} {ms:.2f} | {s.wer:.2f} | {s.cer:.2f} | {obj:.3f} |", flush=True)
         rows.append({"decoder": decoder, "model": name, "vocab": tok.vocab_size, "beam": beam,
-                     "lm": lm, "word_bonus": a.word_bonus if lm else None,
+                     "lm": lm, **{k: (json_float(getattr(a, k)) if lm else None) for k in WEIGHTS},
                      "ms_per_audio_s": round(ms, 3), "wer": round(s.wer, 2),
                      "cer": round(s.cer, 2), "score": round(obj, 3)})
 
@@ -239,15 +249,19 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
                 row("flashlight", beam, lm, dec if isinstance(dec, str) else timed(dec, logps))
 
 
-def word_bonuses(items: list[str], ap: argparse.ArgumentParser) -> dict[str, float]:
+def json_float(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)
+
+
+def per_model(flag: str, items: list[str], ap: argparse.ArgumentParser) -> dict[str, float]:
     """``["1", "so-sp256=2"]`` -> ``{"": 1.0, "so-sp256": 2.0}`` ("": every other model)."""
-    out = {"": 1.0}
+    out = {}
     for item in items:
         name, _, value = item.rpartition("=")
         try:
             out[name] = float(value)
         except ValueError:
-            ap.error(f"--word-bonus {item!r}: need BONUS or NAME=BONUS, BONUS a number")
+            ap.error(f"{flag} {item!r}: need VALUE or NAME=VALUE, VALUE a number")
     return out
 
 
@@ -258,11 +272,10 @@ def main() -> None:
     ap.add_argument("--beams", type=int, nargs="+", default=[10, 32, 64])
     ap.add_argument("--max-utts", type=int, default=0, help="0: the whole manifest")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lm-weight", type=float, default=0.5)
-    ap.add_argument("--word-bonus", nargs="+", default=["1.0"], metavar="[NAME=]BONUS",
-                    help="word bonus of every decoder: one value for all models, NAME=BONUS for "
-                         "one model (each model's own grid choice on its validation set)")
-    ap.add_argument("--unk-penalty", type=float, default=-5.0)
+    for key, default in WEIGHTS.items():
+        ap.add_argument("--" + key.replace("_", "-"), nargs="+", default=[str(default)],
+                        metavar="[NAME=]VALUE", help="the same for every decoder: one value for "
+                        "all models, NAME=VALUE for one (its validation grid's choice)")
     ap.add_argument("--prune", type=float, default=DecodeOptions.prune,
                     help="ctcasr's --prune (default: ctcasr decode's)")
     ap.add_argument("--beam-prune", type=float, default=DecodeOptions.beam_prune,
@@ -273,20 +286,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    a.bonus = word_bonuses(a.word_bonus, ap)
+    weights = {k: {"": WEIGHTS[k]} | per_model("--" + k.replace("_", "-"), getattr(a, k), ap)
+               for k in WEIGHTS}
     torch.set_num_threads(a.threads)
     models = a.model or [m for m in RECIPES if Path(m[1]).exists()]
     if not models:
         raise SystemExit("no model: run a recipe first (make yesno, make speechocean) or --model")
     tmp = Path(tempfile.mkdtemp())
     rows: list[dict] = []
-    print(f"{a.threads} thread(s); LM: 3-gram KN, weight {a.lm_weight}, word bonus "
-          f"{a.bonus}, OOV penalty {a.unk_penalty}")
+    print(f"{a.threads} thread(s); LM: 3-gram KN; " + "; ".join(
+        f"{k}: {weights[k]}" for k in WEIGHTS))
     cols = ["model", "vocab", "utts", "audio s", "decoder", "beam", "LM", "ms per audio s",
             "WER %", "CER %", "score"]
     print("| " + " | ".join(cols) + " |\n" + "| --- " * len(cols) + "|")
     for name, ckpt, manifest, lm_text in models:
-        a.word_bonus = a.bonus.get(name, a.bonus[""])
+        for k in WEIGHTS:
+            setattr(a, k, weights[k].get(name, weights[k][""]))
         bench_model(name, Path(ckpt), Path(manifest), Path(lm_text), a, tmp, rows)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
