@@ -31,7 +31,8 @@ utterances of what the search maximises, CTC log-probability of the hypothesis (
 search at these weights, whatever the WER. For SentencePiece models it is the score of the
 text's canonical encoding, a lower bound when a decoder spelt it with other pieces.
 ``--json FILE`` also writes the rows as objects with the keys decoder, model, vocab, beam, lm,
-lm_weight, word_bonus, unk_penalty (``"-inf"`` as a string), ms_per_audio_s, wer, cer, score.
+lm_weight, word_bonus, unk_penalty (``"-inf"`` as a string), ms_per_audio_s, wer, cer, score
+(null where it is NaN).
 ``--lm-weight``, ``--word-bonus`` and ``--unk-penalty`` take one value for every model or
 ``NAME=VALUE`` for one (the same for every decoder): each model at its own validation grid's
 choice, e.g. ``--lm-weight 0.5 so-sp256=0.3``.
@@ -228,7 +229,7 @@ def bench_model(name: str, ckpt: Path, manifest: Path, lm_text: Path, a, tmp: Pa
         rows.append({"decoder": decoder, "model": name, "vocab": tok.vocab_size, "beam": beam,
                      "lm": lm, **{k: (json_float(getattr(a, k)) if lm else None) for k in WEIGHTS},
                      "ms_per_audio_s": round(ms, 3), "wer": round(s.wer, 2),
-                     "cer": round(s.cer, 2), "score": round(obj, 3)})
+                     "cer": round(s.cer, 2), "score": None if math.isnan(obj) else round(obj, 3)})
 
     for beam in a.beams:
         for lm in {"both": (False, True), "no": (False,), "yes": (True,)}[a.lm]:
