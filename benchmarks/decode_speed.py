@@ -35,7 +35,8 @@ lm_weight, word_bonus, unk_penalty (``"-inf"`` as a string), ms_per_audio_s, wer
 (null where it is NaN).
 ``--lm-weight``, ``--word-bonus`` and ``--unk-penalty`` take one value for every model or
 ``NAME=VALUE`` for one (the same for every decoder): each model at its own validation grid's
-choice, e.g. ``--lm-weight 0.5 so-sp256=0.3``.
+choice, e.g. ``--lm-weight 0.5 so-sp256=0.3``, ``--unk-penalty -5 so-char=-inf`` (argparse
+reads a bare ``-inf`` after the first value as an option: name it, or give it alone with ``=``).
 Peers that are not installed get a row saying so: ``make bench-decode`` installs them.
 """
 
@@ -133,7 +134,7 @@ def pyctcdecode_decoder(tok, beam: int, lm: Path | None, a) -> Callable[[], list
     labels = ["" if i == 0 else (" " if p == SPACE and is_char(pieces) else p)
               for i, p in enumerate(pieces)]
     try:
-        unk_offset = finite(a.unk_penalty) / (a.lm_weight * math.log(10))
+        unk_offset = unk_cost(a.unk_penalty) / (a.lm_weight * math.log(10))
         dec = build_ctcdecoder(labels, kenlm_model_path=str(lm) if lm else None, alpha=a.lm_weight,
                                beta=a.word_bonus, unk_score_offset=unk_offset)
     except Exception as e:  # noqa: BLE001 - kenlm missing or the labels refused
@@ -179,7 +180,8 @@ def flashlight_decoder(tok, beam: int, lm: Path | None, words: list[str], a, tmp
     return run
 
 
-def finite(unk_penalty: float) -> float:
+def unk_cost(unk_penalty: float) -> float:
+    """The OOV penalty where -inf cannot be used: floored at ``UNK_FLOOR``."""
     return max(unk_penalty, UNK_FLOOR)
 
 
@@ -198,7 +200,7 @@ def search_score(tok, lm: NGramLM | None, a, logp: torch.Tensor, text: str) -> f
     words = text.split()
     ctx = [BOS, *words]
     fused = sum(a.lm_weight * lm.log_prob(ctx[: i + 1], w) + a.word_bonus
-                + (0.0 if w in lm.vocab else finite(a.unk_penalty)) for i, w in enumerate(words))
+                + (0.0 if w in lm.vocab else unk_cost(a.unk_penalty)) for i, w in enumerate(words))
     return ctc + fused + a.lm_weight * lm.log_prob(ctx, EOS)
 
 
