@@ -165,7 +165,7 @@ def flashlight_decoder(tok, beam: int, lm: Path | None, words: list[str], a, tmp
                          lm=str(lm) if lm else None, beam_size=beam, blank_token="-",
                          sil_token=SPACE if char else "-", unk_word="<unk>",
                          lm_weight=a.lm_weight, word_score=a.word_bonus,
-                         unk_score=a.unk_penalty if math.isfinite(a.unk_penalty) else -math.inf)
+                         unk_score=a.unk_penalty)
     except Exception as e:  # noqa: BLE001 - flashlight-text missing or unusable
         return f"unavailable ({type(e).__name__}: {e})"[:120]
 

@@ -113,7 +113,7 @@ def test_training_memory_does_not_grow_with_the_corpus(tmp_path):
             for mode in ("auto", "memory") for k in (1, 3)}
     grows = peak["memory", 3] - peak["memory", 1]
     assert grows > 60, peak
-    # the default's peak moves by the batches drawn (+3 to +15 MB of ~770 in 4 runs at 2x),
-    # not by the corpus
+    # the default's peak moves by the batches drawn (+3 to +15 MB of ~770 in 4 runs at 2x,
+    # -15 and -13 in 2 runs at 3x), not by the corpus
     assert peak["auto", 3] - peak["auto", 1] < 0.4 * grows, peak
     assert peak["auto", 3] <= 1.05 * peak["auto", 1], peak

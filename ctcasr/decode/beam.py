@@ -288,7 +288,7 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
 
     The extensions are scored only for the tokens a row really has, ``M`` of them in all
     (``[M, K]``, not ``[B, K, W]``: W is the batch's widest row, on average 4-6 times a row's
-    width), and scattered into the ``[B, K * W]`` ranking just before the ``topk``."""
+    width), and scattered into the ``[B, K + K * W]`` ranking just before the ``topk``."""
     bm = beams
     b, k = bm.pb.shape
     w = tok.shape[1]
