@@ -1,12 +1,15 @@
 """Duration-bucketed batching under a padded-frames budget.
 
 Utterances are sorted by length and cut into batches so that ``batch size x longest`` stays under
-``max_frames`` (the number of frames the encoder sees, padding included). For training, lengths
-are jittered by ``sort_noise`` before sorting (so batches differ between epochs) and the batch
-order is shuffled; for evaluation the order is fixed. During the first ``sortagrad_epochs``
-epochs training batches come shortest first (SortaGrad, Deep Speech 2: short utterances first
-get CTC off its all-blank plateau sooner). Every epoch's batches are a pure function of
-``(seed, epoch)``, which is what lets training resume mid-epoch exactly.
+``max_frames`` (the number of frames the encoder sees, padding included): a promise that users size
+memory by, kept for every batch of two or more utterances. An utterance longer than ``max_frames``
+on its own makes a batch of one (logged once when the sampler is built). For training, lengths are
+jittered by ``sort_noise`` before sorting (so batches differ between epochs; the budget is checked
+against the true lengths, so a batch's longest member need not be its last) and the batch order is
+shuffled; for evaluation the order is fixed. During the first ``sortagrad_epochs`` epochs training
+batches come shortest first (SortaGrad, Deep Speech 2: short utterances first get CTC off its
+all-blank plateau sooner). Every epoch's batches are a pure function of ``(seed, epoch)``, which is
+what lets training resume mid-epoch exactly.
 
 Distributed training: every process computes the same global list of batches and takes every
 ``world_size``-th one (``rank``, ``rank + world_size``, ...). For training the list is cut to a
@@ -18,9 +21,12 @@ epoch's augmentation to draw.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class BucketBatchSampler:
@@ -50,6 +56,10 @@ class BucketBatchSampler:
         self.tag_epoch = tag_epoch
         self.epoch = 0
         self.start = 0
+        over = int((self.frames > max_frames).sum())
+        if over:
+            log.warning("%d utterance(s) longer than max_frames_per_batch (%d frames, the longest "
+                        "%d) go in batches of their own", over, max_frames, int(self.frames.max()))
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Iterate over ``epoch``'s batches, skipping the first ``start`` of the global list
@@ -66,15 +76,19 @@ class BucketBatchSampler:
             noise = 1 + self.sort_noise * (2 * u - 1)
             lengths = lengths * noise
         order = torch.argsort(lengths, stable=True).tolist()
+        frames = self.frames.tolist()
         batches: list[list[int]] = []
         cur: list[int] = []
-        for i in order:  # ascending: the newcomer is the longest of its batch
+        longest = 0.0  # of cur, in true frames (with sort_noise the newcomer may be shorter)
+        for i in order:
+            n = frames[i]
             if cur and (
-                (len(cur) + 1) * self.frames[i] > self.max_frames or len(cur) >= self.max_utts
+                (len(cur) + 1) * max(longest, n) > self.max_frames or len(cur) >= self.max_utts
             ):
                 batches.append(cur)
-                cur = []
+                cur, longest = [], 0.0
             cur.append(i)
+            longest = max(longest, n)
         if cur:
             batches.append(cur)
         if shuffle:
