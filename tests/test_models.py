@@ -1,10 +1,11 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ctcasr.config import Config, ModelConfig
 from ctcasr.errors import CtcasrError
-from ctcasr.models import build_model
+from ctcasr.models import build_model, transformer
 from ctcasr.models.conformer import ConformerConfig
 from ctcasr.models.frontend import Conv2dSubsampling, FrontendConfig
 from ctcasr.models.init import init_weights
@@ -124,18 +125,14 @@ def first_nonfinite_module(model: nn.Module, *args) -> str:
     return found[0] if found else "none"
 
 
-# Seen once (2026-12-01, torch 2.14.1, an Intel Xeon with AVX-512 bf16): NaN in real frames of
-# every attention encoder under CPU bf16 autocast; never seen on AVX2 machines (this test is
-# strict there) nor on an AMD Zen4. Not diagnosed: the failure message names the first module
-# that turned non-finite, for whoever next gets such a machine.
-AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-
-
-@pytest.mark.xfail(AVX512, reason="CPU bf16 NaN seen on one AVX-512 Xeon (torch 2.14.1)",
-                   strict=False)
+# Seen 2026-12-01 (torch 2.14.1, an Intel Xeon with AVX-512 and AMX): NaN in real frames of every
+# attention encoder under CPU bf16 autocast, from the CPU's bf16 flash-attention kernel; never on
+# AVX2 machines nor on an AMD Zen 4. ``ctcasr.models.transformer.attention`` keeps attention in
+# fp32 on the CPU; this test is strict everywhere, and the failure names the first module that
+# turned non-finite.
 @pytest.mark.parametrize("encoder,variant", ATTENTION_VARIANTS)
 def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
-    """Mixed precision (``train.amp``): the fp32 positions must not break attention's dtypes."""
+    """Mixed precision: the fp32 positions must not break attention's dtypes, nor give NaN."""
     model = model_for(encoder, variant)
     x, lens = torch.randn(2, 40, 9), torch.tensor([40, 30])
     with torch.no_grad():
@@ -145,6 +142,29 @@ def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
             culprit = first_nonfinite_module(model, x, lens)
     assert culprit == "none", f"non-finite output first in {culprit}"
     assert low.dtype == torch.float32 and torch.allclose(low, ref, atol=0.1)
+
+
+@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+def test_cpu_attention_runs_in_fp32_under_autocast_and_in_bf16(encoder, monkeypatch):
+    """The guard against the bf16 kernel above, checkable on any CPU: what reaches
+    ``scaled_dot_product_attention`` on the CPU is fp32, under autocast or in a bf16 model."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", spy)
+    model = model_for(encoder)
+    x, lens = torch.randn(2, 40, 9), torch.tensor([40, 30])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x, lens)
+    with torch.no_grad():
+        y, _ = model.to(torch.bfloat16)(x.to(torch.bfloat16), lens)
+    assert torch.isfinite(y).all()
+    assert len(seen) == 2 * 2  # 2 layers, 2 runs
+    assert set(seen) == {(torch.float32, torch.float32, torch.float32, False)}
 
 
 def test_rotary_scores_depend_on_offset_only():

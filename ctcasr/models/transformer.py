@@ -122,10 +122,27 @@ class SelfAttention(nn.Module):
         q, k, v = qkv  # each [B, H, T, head_dim]
         if ctx.rope is not None:
             q, k = apply_rotary(qkv[:2], *ctx.rope)  # queries and keys in one go
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=ctx.attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = attention(q, k, v, ctx.attn_mask, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              dropout: float) -> torch.Tensor:
+    """``scaled_dot_product_attention``, in fp32 on the CPU whatever the autocast or input dtype.
+
+    torch 2.14's CPU flash-attention kernel gave NaN in real frames for bf16 inputs on an Intel
+    Xeon with AMX (every attention encoder under CPU bf16 autocast; never on AVX2 CPUs nor on an
+    AMD Zen 4, which has AVX-512 bf16 but no AMX, hence the kernel's packed AMX path). Attention
+    is a small share of the work here, so the CPU never runs it in reduced precision; the GPU
+    keeps the autocast dtype.
+    """
+    low = torch.is_autocast_enabled("cpu") or torch.float32 != q.dtype or torch.float32 != v.dtype
+    if q.device.type == "cpu" and low:  # (q and k are fp32 after rotary, v keeps the model's)
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                               dropout_p=dropout)
+        return y.to(v.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
 class FeedForward(nn.Module):
