@@ -25,18 +25,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The main job (issue 17), when speechocean762 and ARCTIC are in ../shared/data: a short English
-# model first (2 epochs of the speechocean recipe on 118 voices, ~6 min; skipped when it exists),
-# then digits fine-tuned from it for 5 epochs (~5 min). Measured in docs/results.md: unseen
-# george 24.8 -> 14.4 % WER, speechocean's accented digits 25.5 -> 13.0 % against the Conformer
-# from scratch, which is what runs without those corpora (FSDD alone, downloaded if not there).
+# The main job (issue 17), when speechocean762 and ARCTIC are in ../shared/data:
+# egs/digits/transfer.sh, a short English model first (the speechocean recipe on 118 voices;
+# skipped when it exists), then digits fine-tuned from it. Without those corpora: the Conformer
+# from scratch on FSDD alone (downloaded if not there). Numbers in docs/results.md.
 SHARED := ../shared/data
-SO_SHORT := egs/speechocean/exp/lstm_short/model.pt
 ifneq ($(and $(wildcard $(SHARED)/speechocean762),$(wildcard $(SHARED)/arctic)),)
 digits: $(STAMP)
-	[ -f $(SO_SHORT) ] || egs/speechocean/run.sh --config conf/lstm_short.yaml --stop-stage 3
-	egs/digits/run.sh --config conf/lstm16k_ft.yaml --init ../../$(SO_SHORT) \
-	    --epochs 5 --exp transfer_short
+	egs/digits/transfer.sh
 else
 digits: $(STAMP)
 	@echo "speechocean762 or ARCTIC not in $(SHARED): digits from scratch (FSDD only)"

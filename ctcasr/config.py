@@ -158,7 +158,7 @@ class TrainConfig:
     log_every: int = 10  # steps between log lines
     save_every_steps: int = 0  # > 0: also write last.pt every N steps inside an epoch
     keep_epochs: int = 5  # epoch-N.pt files kept (the newest ones)
-    num_threads: int = 0  # > 0: torch intra-op threads
+    num_threads: int = 0  # > 0: exactly this many torch threads; 0: all cores, fewer under load
     accum_grad: int = 1  # batches per optimizer step (per process)
     amp: str = "none"  # none | bf16 | fp16: mixed precision on CUDA (ignored on CPU)
     patience: int = 0  # > 0: stop after this many epochs without a better validation WER

@@ -81,6 +81,7 @@ from ctcasr.train.loss import ctc_loss, min_ctc_frames
 from ctcasr.train.monitor import Meter, TrainLog, trim_log
 from ctcasr.train.schedule import check_schedule, lr_at
 from ctcasr.train.state import TrainState, check_compatible, rng_state, set_rng_state
+from ctcasr.train.threads import ThreadGovernor
 
 log = logging.getLogger("ctcasr")
 
@@ -102,10 +103,12 @@ def train(
         log.addHandler(handler)
     else:
         log.setLevel(logging.WARNING)
+    threads = torch.get_num_threads()
     try:
         return _train(cfg, train_manifest, valid_manifest, exp_dir, resume, skip_bad, dist,
                       device)
     finally:
+        torch.set_num_threads(threads)  # train.num_threads or the governor changed them
         log.setLevel(level)
         if handler is not None:
             log.removeHandler(handler)
@@ -180,6 +183,8 @@ def _train(
     tc, dcfg, feat_cfg = cfg.train, cfg.data, cfg.data.features
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
+    governor = ThreadGovernor(logger=log) if tc.num_threads == 0 and device.type == "cpu" \
+        else None
     if dist.is_main:
         for p in remove_temporaries(exp_dir):
             log.info("removed %s (a checkpoint that was being written when a run stopped)", p)
@@ -347,6 +352,8 @@ def _train(
                 g["lr"] = lr
             res = train_step(net, optimizer, mine, step_utts, tc.max_norm, dist.world_size,
                              autocast, scaler, frozen_parameters(model, tc, state.step))
+            if governor is not None:
+                governor.step()
             state.batch_in_epoch = start + len(step_batches)
             bar.update(len(step_batches))
             if res.infeasible:
@@ -376,7 +383,8 @@ def _train(
                       sum(b.feats.shape[0] * b.feats.shape[1] for b in mine))
             if state.step % tc.log_every == 0 or state.batch_in_epoch == len(glob):
                 rec = meter.flush()
-                rec.update(step=state.step, epoch=state.epoch + 1, grad_norm=res.grad_norm, lr=lr)
+                rec.update(step=state.step, epoch=state.epoch + 1, grad_norm=res.grad_norm, lr=lr,
+                           threads=torch.get_num_threads())
                 logger.write(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}")
             if tc.max_steps and state.step >= tc.max_steps:

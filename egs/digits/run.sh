@@ -4,7 +4,7 @@
 #   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
 #                     [--speechocean DIR|none] [--speechocean-train true|false]
 #                     [--init CKPT] [--init-tokenizer true|false] [--epochs N] [--exp NAME]
-#                     [--average 5] [--stage N] [--stop-stage N]
+#                     [--average 5] [--seed N] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
 # (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
@@ -38,6 +38,7 @@ init_tokenizer=true
 epochs=""
 exp=""
 average=5
+seed=""
 stage=1
 stop_stage=5
 . "$root/egs/common/parse_options.sh"
@@ -68,8 +69,10 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   init_opts=()
   [ -n "$init" ] && init_opts=(--init "$init" --set "train.init_tokenizer=$init_tokenizer")
   [ -n "$epochs" ] && init_opts+=(--set "train.epochs=$epochs")
+  seed_opts=()
+  [ -n "$seed" ] && seed_opts=(--set "train.seed=$seed")
   ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
-    --exp-dir "$exp" "${init_opts[@]}"
+    --exp-dir "$exp" "${init_opts[@]}" "${seed_opts[@]}"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The main job (`make digits` when speechocean762 and ARCTIC are in ../shared/data): a short
+# English model first (the speechocean recipe with conf/lstm_short.yaml: 118 voices), then
+# connected digits fine-tuned from it (run.sh with conf/lstm16k_ft.yaml and --init), ending in
+# the digits WER table (seen speakers, unseen george, speechocean's accented digit strings).
+#
+#   egs/digits/transfer.sh [--seed N] [--exp NAME] [--english-config conf/lstm_short.yaml]
+#                          [--config conf/lstm16k_ft.yaml] [--epochs 5] [--stage N]
+#
+# --seed N (train.seed of both trainings; default: the configs' own) also names the runs:
+# egs/speechocean/exp/lstm_short_seedN and egs/digits/exp/transfer_short_seedN unless --exp
+# names the digits run. The English model is trained only when its model.pt does not exist.
+# Stages: 1 the English model, 2 the digits recipe (its own stages 1-5).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+seed=""
+exp=""
+english_config=conf/lstm_short.yaml
+config=conf/lstm16k_ft.yaml
+epochs=5
+stage=1
+. "$root/egs/common/parse_options.sh"
+
+suffix=${seed:+_seed$seed}
+english=$(basename "$english_config" .yaml)$suffix
+exp=${exp:-transfer_short$suffix}
+model=egs/speechocean/exp/$english/model.pt
+seed_opts=()
+[ -n "$seed" ] && seed_opts=(--seed "$seed")
+
+if [ "$stage" -le 1 ]; then
+  if [ -f "$root/$model" ]; then
+    echo "== English model: $model exists, kept"
+  else
+    echo "== English model: egs/speechocean/run.sh --config $english_config -> $model"
+    "$root/egs/speechocean/run.sh" --config "$english_config" --exp "$english" \
+      --stop-stage 3 "${seed_opts[@]}"
+  fi
+fi
+if [ "$stage" -le 2 ]; then
+  echo "== digits fine-tuned from $model -> egs/digits/exp/$exp"
+  "$here/run.sh" --config "$config" --init "../../$model" --epochs "$epochs" --exp "$exp" \
+    "${seed_opts[@]}"
+fi
