@@ -79,7 +79,8 @@ def run_seed(recipe: Recipe, seed: int, name: str, extra: list[str], rerun: bool
         return exp
     log = ROOT / recipe.exp_root / f"{name}.spread.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = ["bash", recipe.command, "--seed", str(seed), "--exp", name, *extra]
+    cmd = ["bash", recipe.command, "--seed", str(seed), "--exp", name,
+           *(a.replace("{seed}", str(seed)) for a in extra)]
     print(f"seed {seed}: {' '.join(cmd)} (log: {log.relative_to(ROOT)})", flush=True)
     t0 = time.monotonic()
     with log.open("w") as f:
@@ -113,7 +114,8 @@ def main() -> None:
     ap.add_argument("--name", help="experiment name stem (default: the recipe's)")
     ap.add_argument("--json", type=Path, help="also write every seed's numbers here")
     ap.add_argument("--rerun", action="store_true", help="run seeds that have results again")
-    ap.add_argument("extra", nargs="*", help="after --: arguments for the recipe")
+    ap.add_argument("extra", nargs="*", help="after --: arguments for the recipe ({seed} in "
+                    "them becomes each seed)")
     args = ap.parse_args()
     recipe = RECIPES[args.recipe]
     stem = args.name or recipe.name

@@ -3,7 +3,7 @@
 #
 #   egs/arctic/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--average 5]
 #                     [--beam 20] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
-#                     [--unk-penalties "-inf"] [--seed N] [--stage N] [--stop-stage N]
+#                     [--unk-penalties "-inf"] [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (normalised text, split by phrase; downloads upstream if DIR does not exist),
 # 2 tokenizer (trained on the training transcripts only), 3 train, 4 average (model.pt = the mean
@@ -26,6 +26,7 @@ lm_weights="0.3 0.5 0.8"
 word_bonuses="0 1 2"
 unk_penalties="-inf"
 seed=""
+train_opts=""
 stage=1
 stop_stage=7
 . "$root/egs/common/parse_options.sh"
@@ -50,10 +51,11 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "== stage 3: train ($config -> $exp)"
   rm -rf "$exp"
   start=$(date +%s)
-  seed_opts=()
-  [ -n "$seed" ] && seed_opts=(--set "train.seed=$seed")
+  set_opts=()
+  [ -n "$seed" ] && set_opts=(--set "train.seed=$seed")
+  for o in $train_opts; do set_opts+=(--set "$o"); done
   ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
-    --exp-dir "$exp" --set "tokenizer.path=$tokenizer" "${seed_opts[@]}"
+    --exp-dir "$exp" --set "tokenizer.path=$tokenizer" "${set_opts[@]}"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then

@@ -4,7 +4,7 @@
 #   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
 #                     [--speechocean DIR|none] [--speechocean-train true|false]
 #                     [--init CKPT] [--init-tokenizer true|false] [--epochs N] [--exp NAME]
-#                     [--average 5] [--seed N] [--stage N] [--stop-stage N]
+#                     [--average 5] [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
 # (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
@@ -39,6 +39,7 @@ epochs=""
 exp=""
 average=5
 seed=""
+train_opts=""
 stage=1
 stop_stage=5
 . "$root/egs/common/parse_options.sh"
@@ -69,10 +70,11 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   init_opts=()
   [ -n "$init" ] && init_opts=(--init "$init" --set "train.init_tokenizer=$init_tokenizer")
   [ -n "$epochs" ] && init_opts+=(--set "train.epochs=$epochs")
-  seed_opts=()
-  [ -n "$seed" ] && seed_opts=(--set "train.seed=$seed")
+  set_opts=()
+  [ -n "$seed" ] && set_opts=(--set "train.seed=$seed")
+  for o in $train_opts; do set_opts+=(--set "$o"); done
   ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
-    --exp-dir "$exp" "${init_opts[@]}" "${seed_opts[@]}"
+    --exp-dir "$exp" "${init_opts[@]}" "${set_opts[@]}"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then

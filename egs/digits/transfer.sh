@@ -5,11 +5,14 @@
 # the digits WER table (seen speakers, unseen george, speechocean's accented digit strings).
 #
 #   egs/digits/transfer.sh [--seed N] [--exp NAME] [--english-config conf/lstm_short.yaml]
-#                          [--config conf/lstm16k_ft.yaml] [--epochs 5] [--stage N]
+#                          [--english-exp NAME] [--english-opts "KEY=VALUE ..."]
+#                          [--config conf/lstm16k_ft.yaml] [--epochs 5] [--train-opts "..."]
+#                          [--stage N]
 #
 # --seed N (train.seed of both trainings; default: the configs' own) also names the runs:
-# egs/speechocean/exp/lstm_short_seedN and egs/digits/exp/transfer_short_seedN unless --exp
-# names the digits run. The English model is trained only when its model.pt does not exist.
+# egs/speechocean/exp/lstm_short_seedN and egs/digits/exp/transfer_short_seedN unless --exp /
+# --english-exp name them. --english-opts and --train-opts are `ctcasr train --set` overrides of
+# the two trainings. The English model is trained only when its model.pt does not exist.
 # Stages: 1 the English model, 2 the digits recipe (its own stages 1-5).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,13 +21,16 @@ root=$(cd "$here/../.." && pwd)
 seed=""
 exp=""
 english_config=conf/lstm_short.yaml
+english_exp=""
+english_opts=""
 config=conf/lstm16k_ft.yaml
 epochs=5
+train_opts=""
 stage=1
 . "$root/egs/common/parse_options.sh"
 
 suffix=${seed:+_seed$seed}
-english=$(basename "$english_config" .yaml)$suffix
+english=${english_exp:-$(basename "$english_config" .yaml)$suffix}
 exp=${exp:-transfer_short$suffix}
 model=egs/speechocean/exp/$english/model.pt
 seed_opts=()
@@ -36,11 +42,11 @@ if [ "$stage" -le 1 ]; then
   else
     echo "== English model: egs/speechocean/run.sh --config $english_config -> $model"
     "$root/egs/speechocean/run.sh" --config "$english_config" --exp "$english" \
-      --stop-stage 3 "${seed_opts[@]}"
+      --stop-stage 3 --train-opts "$english_opts" "${seed_opts[@]}"
   fi
 fi
 if [ "$stage" -le 2 ]; then
   echo "== digits fine-tuned from $model -> egs/digits/exp/$exp"
   "$here/run.sh" --config "$config" --init "../../$model" --epochs "$epochs" --exp "$exp" \
-    "${seed_opts[@]}"
+    --train-opts "$train_opts" "${seed_opts[@]}"
 fi

@@ -6,7 +6,7 @@
 #                          [--config conf/lstm.yaml] [--exp NAME] [--average 5]
 #                          [--select cer|loss|best|last]
 #                          [--beam 32] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
-#                          [--unk-penalties "0 -5 -inf"] [--seed N] [--stage N] [--stop-stage N]
+#                          [--unk-penalties "0 -5 -inf"] [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
 # set of 8 whole training speakers, 4 children and 4 adults; downloads OpenSLR 101 if DIR does
@@ -37,6 +37,7 @@ lm_weights="0.3 0.5 0.8"
 word_bonuses="0 1 2"
 unk_penalties="0 -5 -inf"
 seed=""
+train_opts=""
 stage=1
 stop_stage=7
 . "$root/egs/common/parse_options.sh"
@@ -73,10 +74,11 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "== stage 3: train ($config -> $exp)"
   rm -rf "$exp"
   start=$(date +%s)
-  seed_opts=()
-  [ -n "$seed" ] && seed_opts=(--set "train.seed=$seed")
+  set_opts=()
+  [ -n "$seed" ] && set_opts=(--set "train.seed=$seed")
+  for o in $train_opts; do set_opts+=(--set "$o"); done
   ctcasr train --config "$config" --train "$train" --valid "$data/valid.jsonl" \
-    --exp-dir "$exp" --set "tokenizer.path=$tokenizer" "${seed_opts[@]}"
+    --exp-dir "$exp" --set "tokenizer.path=$tokenizer" "${set_opts[@]}"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # yesno end to end: prepare -> train -> decode, ending in the test WER.
 #
-#   egs/yesno/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--seed N] [--stage N] [--stop-stage N]
+#   egs/yesno/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare manifests (downloads the corpus if DIR does not exist), 2 train,
 # 3 decode (greedy, and prefix beam search with a word 3-gram LM trained on the train transcripts).
@@ -16,6 +16,7 @@ corpus=""
 config=conf/lstm.yaml
 exp=""
 seed=""
+train_opts=""
 stage=1
 stop_stage=3
 . "$root/egs/common/parse_options.sh"
@@ -33,9 +34,10 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "== stage 2: train ($config -> $exp)"
   rm -rf "$exp"
   start=$(date +%s)
-  seed_opts=()
-  [ -n "$seed" ] && seed_opts=(--set "train.seed=$seed")
-  ctcasr train --config "$config" --train data/train.jsonl --valid data/valid.jsonl --exp-dir "$exp" "${seed_opts[@]}"
+  set_opts=()
+  [ -n "$seed" ] && set_opts=(--set "train.seed=$seed")
+  for o in $train_opts; do set_opts+=(--set "$o"); done
+  ctcasr train --config "$config" --train data/train.jsonl --valid data/valid.jsonl --exp-dir "$exp" "${set_opts[@]}"
   echo "training took $(( $(date +%s) - start )) s"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
