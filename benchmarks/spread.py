@@ -114,9 +114,10 @@ def main() -> None:
     ap.add_argument("--name", help="experiment name stem (default: the recipe's)")
     ap.add_argument("--json", type=Path, help="also write every seed's numbers here")
     ap.add_argument("--rerun", action="store_true", help="run seeds that have results again")
-    ap.add_argument("extra", nargs="*", help="after --: arguments for the recipe ({seed} in "
-                    "them becomes each seed)")
-    args = ap.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:cut])
+    args.extra = argv[cut + 1 :]  # for the recipe; {seed} in them becomes each seed
     recipe = RECIPES[args.recipe]
     stem = args.name or recipe.name
     per_seed, wall = {}, {}
