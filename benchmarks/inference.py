@@ -1,12 +1,12 @@
-"""Real-time factor, peak memory and WER of every inference path: eager fp32 / int8, TorchScript
-fp32 / int8, ONNX fp32 / int8, at batch 1 and batched.
+"""Real-time factor, peak memory and WER of every inference path: eager fp32, ONNX fp32 / int8
+(``--int8`` on a checkpoint runs the int8 ONNX export), at batch 1 and batched.
 
     .venv/bin/python benchmarks/inference.py --checkpoint CKPT [--checkpoint CKPT2 ...]
         --manifest TEST.jsonl [--manifest TEST2.jsonl ...] [--random conformer lstm ...]
         [--threads 2] [--max-seconds 0] [--json]
 
-Each ``--checkpoint`` is exported (``ctcasr.infer.export``) to TorchScript and ONNX, float and
-int8, and every path transcribes every manifest's audio (``ctcasr.load(...).transcribe``:
+Each ``--checkpoint`` is exported (``ctcasr.infer.export``) to ONNX, float and int8 (fbank in
+the graph), and every path transcribes every manifest's audio (``ctcasr.load(...).transcribe``:
 reading, resampling, fbank, model, greedy decoding; no timestamps); WER against the manifests'
 transcripts. ``--random ENCODER`` adds a randomly initialised model of that encoder at the
 default config sizes (16 kHz, 80 mel bins, x4 subsampling; a 500-word vocabulary), timed on the
@@ -33,8 +33,7 @@ from pathlib import Path
 
 import torch
 
-PATHS = [("eager", False), ("eager", True), ("torchscript", False), ("torchscript", True),
-         ("onnx", False), ("onnx", True)]
+PATHS = [("eager", False), ("onnx", False), ("onnx", True)]
 
 
 def random_checkpoint(encoder: str, path: Path) -> Path:
@@ -136,8 +135,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
                 continue
             model, size = ckpt, ckpt.stat().st_size
             if kind != "eager":
-                suffix = ".onnx" if kind == "onnx" else ".ts"
-                model, _ = export(ckpt, kind, tmp / f"{ckpt.stem}.{name}{suffix}", int8=int8)
+                model, _ = export(ckpt, kind, tmp / f"{ckpt.stem}.{name}.onnx", int8=int8)
                 size = model.stat().st_size
             rows = {}
             for batch1 in (True, False):

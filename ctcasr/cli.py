@@ -148,13 +148,14 @@ def decode(
 
 
 Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantisation of the linear "
-                                       "and recurrent layers (CPU).")]
+                                       "and recurrent layers (CPU, onnxruntime: the onnx "
+                                       "extra).")]
 
 
 @app.command()
 def transcribe(
     model: Annotated[Path, typer.Argument(help="A checkpoint (model.pt) or a file written by "
-                                          "`ctcasr export` (TorchScript or ONNX).")],
+                                          "`ctcasr export` (ONNX).")],
     audio: Annotated[list[str], typer.Argument(help="Audio files (any rate, mono or stereo, "
                                                "whatever soundfile reads), folders (searched "
                                                "for audio files), or - for a list of paths "
@@ -216,15 +217,15 @@ def transcribe(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint (model.pt) to export.")],
-    fmt: Annotated[str, typer.Option("--format", help="torchscript (fbank in the graph) or "
-                                     "onnx (needs the onnx extra).")] = "torchscript",
+    fmt: Annotated[str, typer.Option("--format", help="onnx (fbank in the graph; needs the "
+                                     "onnx extra), the only format.")] = "onnx",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: "
-                                             "CHECKPOINT with .ts / .onnx, .int8 before it "
-                                             "with --int8).")] = None,
+                                             "CHECKPOINT with .onnx, .int8.onnx with "
+                                             "--int8).")] = None,
     int8: Int8Opt = False,
 ) -> None:
-    """Export a checkpoint as one self-contained file for `ctcasr transcribe` (and any
-    TorchScript or onnxruntime program): the graph, its CMVN and the tokenizer."""
+    """Export a checkpoint as one self-contained ONNX file for `ctcasr transcribe` (and any
+    onnxruntime program): waveforms in, log-probs out; fbank, CMVN and the tokenizer inside."""
     from ctcasr.infer.export import export as run_export
 
     path, diff = run_export(checkpoint, fmt, out, int8)

@@ -1,7 +1,7 @@
-"""Inference for users: load a model (checkpoint, TorchScript or ONNX export) and transcribe.
+"""Inference for users: load a model (checkpoint or ONNX export) and transcribe.
 
     import ctcasr
-    asr = ctcasr.load("exp/run/model.pt")                 # or model.ts / model.onnx
+    asr = ctcasr.load("exp/run/model.pt")                 # or model.onnx (ctcasr export)
     print(asr.transcribe("call.flac").text)               # any rate, mono or stereo
     for t in asr.transcribe(["a.wav", "b.wav"]):          # batched by length
         print(t.name, t.text, [(w.word, w.start, w.end) for w in t.words])
@@ -37,13 +37,14 @@ def load(
     batch_seconds: float = 120.0,
 ) -> Transcriber:
     """A :class:`Transcriber` for ``model``: a training checkpoint, or a file written by
-    ``ctcasr export`` (TorchScript, or ONNX with the ``onnx`` extra installed).
+    ``ctcasr export`` (ONNX; running it needs the ``onnx`` extra).
 
     ``decoder``: ``greedy`` or ``beam`` (prefix beam search of ``beam`` prefixes, with the word
     n-gram LM ``lm`` in ARPA format and ``unk_penalty`` added per word it does not know).
-    ``int8``: dynamic int8 quantisation of a checkpoint's model. ``threads`` > 0 sets the
-    intra-op threads. Inputs longer than ``chunk_seconds`` are decoded in windows overlapping
-    by ``overlap_seconds``; a batch holds at most ``batch_seconds`` of padded audio.
+    ``int8``: dynamic int8 quantisation of a checkpoint's model (through an int8 ONNX export).
+    ``threads`` > 0 sets the intra-op threads. Inputs longer than ``chunk_seconds`` are decoded
+    in windows overlapping by ``overlap_seconds``; a batch holds at most ``batch_seconds`` of
+    padded audio.
     """
     engine = open_engine(model, int8=int8, threads=threads, device=device)
     options = DecodeOptions(beam=beam, lm=str(lm) if lm else None, lm_weight=lm_weight,

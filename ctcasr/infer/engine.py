@@ -1,18 +1,17 @@
 """Inference engines: what turns waveforms into CTC log-probabilities.
 
-One interface, three implementations: ``engine.log_probs(waves) -> [T_i, V] per wave``, waves
+One interface, two implementations: ``engine.log_probs(waves) -> [T_i, V] per wave``, waves
 1-D float32 at ``engine.info.features.sample_rate``, at least ``engine.min_samples`` long.
 
-- :class:`EagerEngine`: a checkpoint's model in PyTorch, optionally int8 (``torch.ao`` dynamic
-  quantisation of its linear and recurrent layers); fbank in Python first.
-- :class:`TorchScriptEngine`: a ``ctcasr export --format torchscript`` file, one graph from
-  padded waveforms to log-probabilities (fbank + CMVN + encoder + CTC head).
-- :class:`OnnxEngine`: a ``ctcasr export --format onnx`` file run by onnxruntime (the ``onnx``
-  extra): CMVN + encoder + CTC head; fbank in Python first (it does not export to ONNX, see
-  docs/inference.md).
+- :class:`EagerEngine`: a checkpoint's model in PyTorch; fbank in Python first.
+- :class:`OnnxEngine`: a ``ctcasr export`` file run by onnxruntime (the ``onnx`` extra), one
+  graph from padded waveforms to log-probabilities (fbank + CMVN + encoder + CTC head).
 
-:func:`open_engine` picks one by looking at the file. Exported files carry a :class:`ModelInfo`
-(features, subsampling, tokenizer) as JSON: a TorchScript extra file, an ONNX metadata entry.
+:func:`open_engine` picks one by looking at the file. A checkpoint opened with ``int8`` is
+exported to int8 ONNX first (into memory; torch's own ``torch.ao`` quantisation is deprecated).
+Exported files carry a :class:`ModelInfo` (features, subsampling, tokenizer) as ONNX metadata.
+TorchScript exports (before 2026-12-03) are refused with a message: ``torch.jit.load`` warns
+that it is deprecated.
 """
 
 from __future__ import annotations
@@ -20,9 +19,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import warnings
+import logging
+import tempfile
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from ctcasr.data.features import fbank, frame_seconds, samples_for_frames
 from ctcasr.errors import CtcasrError, first_line
 from ctcasr.tokenizer import Tokenizer, tokenizer_from_state
 
-INFO_KEY = "ctcasr.json"  # TorchScript extra file / ONNX metadata key holding the ModelInfo
+INFO_KEY = "ctcasr.json"  # the ONNX metadata key holding the ModelInfo
 INFO_FORMAT = 1
 
 
@@ -106,75 +105,35 @@ class Engine:
         return self.kind + (" int8" if self.info.int8 else "")
 
 
-class FeatureEngine(Engine):
-    """fbank (``ctcasr.data.features.fbank``) in Python, then ``run(feats, feat_lens)``."""
+class EagerEngine(Engine):
+    """A model in PyTorch: fbank (``ctcasr.data.features.fbank``) in Python, then the model."""
 
-    def run(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    @torch.inference_mode()
-    def log_probs(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
-        feats = [fbank(w, self.info.features) for w in waves]
-        lens = torch.tensor([f.shape[0] for f in feats])
-        lp, out_lens = self.run(pad_sequence(feats, batch_first=True), lens)
-        return [lp[i, :n] for i, n in enumerate(out_lens.tolist())]
-
-
-class EagerEngine(FeatureEngine):
     kind = "eager"
 
     def __init__(self, model: nn.Module, info: ModelInfo, device: torch.device) -> None:
         self.model, self.info, self.device = model, info, device
 
-    def run(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lp, out_lens = self.model(feats.to(self.device), lens.to(self.device))
-        return lp.cpu(), out_lens.cpu()
+    @torch.inference_mode()
+    def log_probs(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        feats = [fbank(w, self.info.features) for w in waves]
+        lens = torch.tensor([f.shape[0] for f in feats])
+        x = pad_sequence(feats, batch_first=True).to(self.device)
+        lp, out_lens = self.model(x, lens.to(self.device))
+        lp = lp.cpu()
+        return [lp[i, :n] for i, n in enumerate(out_lens.tolist())]
 
 
-class OnnxEngine(FeatureEngine):
+class OnnxEngine(Engine):
     kind = "onnx"
 
     def __init__(self, session: Any, info: ModelInfo) -> None:
         self.session, self.info = session, info
 
-    def run(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lp, out_lens = self.session.run(None, {"feats": feats.numpy(), "feat_lens": lens.numpy()})
-        return torch.from_numpy(lp), torch.from_numpy(out_lens)
-
-
-class TorchScriptEngine(Engine):
-    kind = "torchscript"
-
-    def __init__(self, module: torch.jit.ScriptModule, info: ModelInfo) -> None:
-        self.module, self.info = module, info
-
-    @torch.inference_mode()
     def log_probs(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
-        lens = torch.tensor([w.shape[0] for w in waves])
-        lp, out_lens = self.module(pad_sequence(waves, batch_first=True), lens)
-        return [lp[i, :n] for i, n in enumerate(out_lens.tolist())]
-
-
-# --------------------------------------------------------------------------- quantisation
-@contextmanager
-def quiet_torch():
-    """Silence the deprecation and tracer warnings of torch.ao / torch.jit / torch.onnx (all are
-    deprecated in torch 2.11 but still the working paths; see docs/inference.md)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # the ONNX exporter's RNN note: tested, other batch sizes work (tests/test_export.py)
-        warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size")
-        yield
-
-
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantisation (weights int8, activations quantised per batch) of the
-    linear and recurrent layers; the front end's convolutions stay float. CPU only."""
-    with quiet_torch():
-        return torch.ao.quantization.quantize_dynamic(
-            model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
+        lens = torch.tensor([w.shape[0] for w in waves], dtype=torch.int64)
+        batch = pad_sequence([w.float() for w in waves], batch_first=True)
+        lp, out_lens = self.session.run(None, {"waves": batch.numpy(), "wave_lens": lens.numpy()})
+        return [torch.from_numpy(lp[i, :n]) for i, n in enumerate(out_lens.tolist())]
 
 
 # --------------------------------------------------------------------------- loading
@@ -192,8 +151,8 @@ def set_threads(threads: int) -> None:
 
 def open_engine(path: str | Path, int8: bool = False, threads: int = 0,
                 device: str = "cpu") -> Engine:
-    """An engine for a checkpoint (``.pt`` from training), a TorchScript export or an ONNX
-    export; ``int8`` quantises a checkpoint's model (exports are quantised when exported)."""
+    """An engine for a checkpoint (``.pt`` from training) or an ONNX export; ``int8`` quantises
+    a checkpoint's model (through an int8 ONNX export; exports are quantised when exported)."""
     path = Path(path)
     if not path.is_file():
         raise CtcasrError(f"{path}: model file not found")
@@ -202,44 +161,41 @@ def open_engine(path: str | Path, int8: bool = False, threads: int = 0,
     if kind == "checkpoint":
         from ctcasr.decode.runner import load_recognizer
 
-        rec = load_recognizer(path, device)
-        info = info_from_recognizer(rec)
-        model = rec.model
         if int8:
-            if rec.device.type != "cpu":
+            if device != "cpu":
                 raise CtcasrError("--int8 runs on the CPU only (dynamic quantisation)")
-            model, info.int8 = quantize_int8(model), True
-        return EagerEngine(model, info, rec.device)
+            return _int8_engine(path, threads)
+        rec = load_recognizer(path, device)
+        return EagerEngine(rec.model, info_from_recognizer(rec), rec.device)
     if device != "cpu":
         raise CtcasrError(f"{path}: exported models run on the CPU here (--device cpu)")
-    if kind == "torchscript":
-        extra = {INFO_KEY: ""}
-        try:
-            with quiet_torch():
-                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        except RuntimeError as e:
-            raise CtcasrError(f"{path}: not a readable TorchScript file ({first_line(e)})") \
-                from None
-        info = ModelInfo.from_json(extra[INFO_KEY], str(path))
-        engine: Engine = TorchScriptEngine(module.eval(), info)
-    else:
-        engine = OnnxEngine(*_onnx_session(path, threads))
+    engine = OnnxEngine(*_onnx_session(path, threads))
     if int8 and not engine.info.int8:
         raise CtcasrError(f"{path}: not quantised; export it with --int8 (int8 is chosen at "
                           "export time for exported models)")
     return engine
 
 
+def _int8_engine(checkpoint: Path, threads: int) -> Engine:
+    """A checkpoint's model quantised to int8: exported to int8 ONNX in a temporary directory
+    (a few seconds) and run by onnxruntime, as ``ctcasr export --int8`` would."""
+    from ctcasr.infer.export import export
+
+    logging.getLogger(__name__).info("%s: exporting to int8 ONNX for --int8", checkpoint)
+    with tempfile.TemporaryDirectory(prefix="ctcasr-int8-") as tmp:
+        out, _ = export(checkpoint, "onnx", Path(tmp) / "model.int8.onnx", int8=True)
+        return OnnxEngine(*_onnx_session(out, threads))
+
+
 def model_kind(path: Path) -> str:
-    """``checkpoint``, ``torchscript`` or ``onnx``, from the file's content."""
+    """``checkpoint`` or ``onnx``, from the file's content."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-        if any(n.endswith("/extra/" + INFO_KEY) for n in names):
-            return "torchscript"
         if any(n.endswith("/constants.pkl") for n in names):
-            raise CtcasrError(f"{path}: a TorchScript file not written by `ctcasr export` "
-                              f"(it lacks {INFO_KEY})")
+            raise CtcasrError(f"{path}: a TorchScript file; ctcasr no longer runs these "
+                              "(torch.jit is deprecated): export the checkpoint again with "
+                              "`ctcasr export CKPT` (ONNX)")
         return "checkpoint"
     with path.open("rb") as f:
         first = f.read(1)

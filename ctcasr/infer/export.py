@@ -1,35 +1,34 @@
-"""``ctcasr export``: a checkpoint as one self-contained TorchScript or ONNX file.
+"""``ctcasr export``: a checkpoint as one self-contained ONNX file.
 
-- **TorchScript**: ``forward(waves [B, N] float32, wave_lens [B] int64) -> (log_probs [B, T', V],
-  out_lens [B])``: Kaldi fbank (+ utterance CMN) per utterance, then CMVN, front end, encoder and
-  CTC head, all in the graph. The fbank is ``torch.jit.trace`` of ``ctcasr.data.features.fbank``
-  on one utterance (its only length-dependent branch, audio shorter than one frame, cannot occur:
-  inputs are at least ``min_samples`` long), the model a trace on a padded batch of two, and a
-  scripted loop over the batch joins them.
-- **ONNX** (``torch.onnx.export(dynamo=False)``, opset 17): ``forward(feats [B, T, F], feat_lens
-  [B]) -> (log_probs, out_lens)``: CMVN, front end, encoder, CTC head; the fbank runs in Python
-  before it (neither ONNX exporter can take it: the TorchScript-based one has no ``fft_rfft``, the
-  dynamo one fixes the input length and has no ``hann_window``).
+``forward(waves [B, N] float32, wave_lens [B] int64) -> (log_probs [B, T', V], out_lens [B])``:
+Kaldi fbank (+ utterance CMN), CMVN, front end, encoder and CTC head, all in one graph with a
+symbolic batch size and length (:mod:`ctcasr.infer.wavegraph`), written by PyTorch's dynamo ONNX
+exporter (``torch.export`` underneath), run by onnxruntime (the ``onnx`` extra). The file carries
+the :class:`~ctcasr.infer.engine.ModelInfo` (features, subsampling, tokenizer) as metadata.
+``int8``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, per channel) of the float
+export. After writing, the file is run on a batch of lengths it was not exported with and compared
+with the checkpoint's model (:func:`check_export`).
 
-Both carry the :class:`~ctcasr.infer.engine.ModelInfo` (features, subsampling, tokenizer) as
-JSON. ``int8``: TorchScript traces the ``torch.ao`` dynamically quantised model; ONNX goes through
-``onnxruntime.quantization.quantize_dynamic`` (int8 weights, per channel). After writing, the
-file is run on a batch of lengths it was not traced with and compared with the checkpoint's
-model (:func:`check_export`).
+No TorchScript: every ``torch.jit`` call (trace, script, save and load) is deprecated in torch
+2.14 and warns; so is the TorchScript-based ONNX exporter and ``torch.ao`` quantisation. A BiGRU
+does not export: ``torch.export`` unrolls ``nn.GRU`` over time (torch 2.14), which fixes the
+input length. A packed BiLSTM exports as its equivalent padded form (:func:`exportable`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ctcasr.config import FbankConfig
-from ctcasr.data.features import fbank
 from ctcasr.decode.runner import load_recognizer
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import (
@@ -39,68 +38,36 @@ from ctcasr.infer.engine import (
     ModelInfo,
     info_from_recognizer,
     open_engine,
-    quantize_int8,
-    quiet_torch,
 )
+from ctcasr.infer.wavegraph import WaveModel
+from ctcasr.models.rnn import RNNConfig, RNNEncoder
 
-FORMATS = ("torchscript", "onnx")
-OPSET = 17
+FORMATS = ("onnx",)
 CHECK_TOLERANCE = 1e-3  # max |log-prob difference| of a float export (measured: ~1e-6)
+MAX_HOURS = 1  # the longest input the exported graph accepts, per utterance
 
 
-class Features(nn.Module):
-    """One utterance's waveform [N] -> fbank [T, F] (traced)."""
-
-    def __init__(self, cfg: FbankConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return fbank(wave, self.cfg)
+def default_output(checkpoint: Path, int8: bool) -> Path:
+    return checkpoint.with_suffix(".int8.onnx" if int8 else ".onnx")
 
 
-class WaveModel(nn.Module):
-    """Padded waveforms -> log-probs: per-utterance features, padded, then the model
-    (scripted around the two traced parts)."""
-
-    def __init__(self, features: nn.Module, model: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-        self.model = model
-
-    def forward(self, waves: torch.Tensor,
-                wave_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats: list[torch.Tensor] = []
-        for b in range(waves.shape[0]):
-            feats.append(self.features(waves[b, : int(wave_lens[b])]))
-        lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
-        x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-        return self.model(x, lens)
-
-
-def default_output(checkpoint: Path, fmt: str, int8: bool) -> Path:
-    suffix = (".int8" if int8 else "") + (".onnx" if fmt == "onnx" else ".ts")
-    return checkpoint.with_suffix(suffix)
-
-
-def export(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
+def export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None,
            int8: bool = False) -> tuple[Path, float]:
     """Write the export; returns its path and the largest log-prob difference from the
-    checkpoint's model (int8: from its float model) on a batch it was not traced with."""
+    checkpoint's model (int8: from its float model) on a batch it was not exported with."""
+    if fmt == "torchscript":
+        raise CtcasrError("TorchScript export was removed: torch.jit is deprecated (torch 2.14 "
+                          "warns on every call); export to ONNX (--format onnx, the default)")
     if fmt not in FORMATS:
         raise CtcasrError(f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
     checkpoint = Path(checkpoint)
-    out = Path(out) if out else default_output(checkpoint, fmt, int8)
-    rec = load_recognizer(checkpoint)
+    out = Path(out) if out else default_output(checkpoint, int8)
+    rec = load_recognizer(checkpoint, "cpu")
     info = info_from_recognizer(rec)
     info.int8 = int8
-    model = rec.model
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "torchscript":
-        _torchscript(quantize_int8(model) if int8 else model, info, out)
-    else:
-        _onnx(model, info, out)
-    reference = EagerEngine(model, info_from_recognizer(rec), rec.device)
+    _onnx(exportable(rec.model), info, out)
+    reference = EagerEngine(rec.model, info_from_recognizer(rec), rec.device)
     diff = check_export(open_engine(out, int8=int8), reference)
     if not int8 and diff > CHECK_TOLERANCE:
         raise CtcasrError(f"{out}: the export differs from the checkpoint's model by {diff:.2g} "
@@ -108,50 +75,71 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
     return out, diff
 
 
-def example_batch(info: ModelInfo, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A padded batch of two random feature sequences, ``n`` and ``n // 2 + min`` frames."""
-    g = torch.Generator().manual_seed(0)
-    lens = torch.tensor([n, n // 2 + info.min_input_frames])
-    return torch.randn(2, n, info.features.num_mel_bins, generator=g), lens
-
-
-def _torchscript(model: nn.Module, info: ModelInfo, out: Path) -> None:
-    sr = info.features.sample_rate
-    with quiet_torch(), torch.no_grad():
-        feats = torch.jit.trace(Features(info.features), (torch.zeros(sr),), check_trace=False)
-        traced = torch.jit.trace(model, example_batch(info, 200), check_trace=False)
-        scripted = torch.jit.script(WaveModel(feats, traced))
-    def write(tmp: str) -> None:
-        with quiet_torch():
-            torch.jit.save(scripted, tmp, _extra_files={INFO_KEY: info.to_json()})
-
-    _write(out, write)
+def exportable(model: nn.Module) -> nn.Module:
+    """``model`` in a form ``torch.export`` takes: a packed BiLSTM (one ``nn.LSTM`` over packed
+    sequences) becomes the padded form (one ``nn.LSTM`` per layer and direction, the backward one
+    over reversed sequences) with the same weights; a GRU encoder is refused (see above)."""
+    enc = getattr(model, "encoder", None)
+    if not isinstance(enc, RNNEncoder):
+        return model
+    if any(isinstance(m, nn.GRU) for m in enc.modules()):
+        raise CtcasrError("a GRU encoder does not export to ONNX: torch.export unrolls nn.GRU "
+                          "over time (torch 2.14), fixing the input length; run the checkpoint "
+                          "itself (ctcasr transcribe CKPT) or train an lstm or conformer")
+    if enc.impl != "packed":
+        return model
+    rnn = enc.rnn
+    cfg = RNNConfig(hidden_size=rnn.hidden_size, num_layers=rnn.num_layers, dropout=0.0,
+                    bidirectional=rnn.bidirectional, impl="reverse")
+    padded = RNNEncoder("lstm", rnn.input_size, cfg)
+    for i in range(rnn.num_layers):
+        for layer, suffix in ((padded.forward_layers[i], ""),
+                              *(((padded.backward_layers[i], "_reverse"),)
+                                if rnn.bidirectional else ())):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(layer, f"{name}_l0").data.copy_(getattr(rnn, f"{name}_l{i}{suffix}"))
+    model = copy.copy(model)  # shallow: the other modules are shared, not copied
+    model._modules = dict(model._modules)
+    model._modules["encoder"] = padded.eval()
+    return model
 
 
 def _onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
     try:
         import onnx
+        import onnxruntime  # noqa: F401  (what runs the file; say so now, not after exporting)
+        import onnxscript  # noqa: F401
     except ImportError:
-        raise CtcasrError("ONNX export needs onnx and onnxruntime: pip install "
+        raise CtcasrError("ONNX export needs onnx, onnxscript and onnxruntime: pip install "
                           "'ctcasr[onnx]'") from None
+    graph = WaveModel(info.features, model).eval()
+    sr = info.features.sample_rate
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    samples = torch.export.Dim("samples", min=info.min_samples, max=sr * 3600 * MAX_HOURS)
+    g = torch.Generator().manual_seed(0)
+    example = (0.1 * torch.randn(2, 2 * sr, generator=g), torch.tensor([2 * sr, sr]))
 
     def write(tmp: str) -> None:
-        with quiet_torch(), torch.no_grad():
+        with torch.no_grad(), _quiet_exporter():
             torch.onnx.export(
-                model, example_batch(info, 200), tmp, dynamo=False, opset_version=OPSET,
-                input_names=["feats", "feat_lens"], output_names=["log_probs", "out_lens"],
-                dynamic_axes={"feats": {0: "batch", 1: "frames"}, "feat_lens": {0: "batch"},
-                              "log_probs": {0: "batch", 1: "out_frames"},
-                              "out_lens": {0: "batch"}},
-            )
+                graph, example, tmp, dynamo=True, external_data=False,
+                input_names=["waves", "wave_lens"], output_names=["log_probs", "out_lens"],
+                dynamic_shapes=({0: batch, 1: samples}, {0: batch}))
         if info.int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             root = logging.getLogger()
             level = root.level
             root.setLevel(logging.ERROR)  # its advice to pre-process (measured: no faster)
+            # the fbank's DFT and mel tables stay float (int8 spectra lose the quiet bands),
+            # as do the front end's convolutions; matrix products with weights go to int8
+            fbank_nodes = [n.name for n in onnx.load(tmp).graph.node
+                           if any(i.startswith("fbank.") for i in n.input)]
             try:
-                quantize_dynamic(tmp, tmp, weight_type=QuantType.QInt8, per_channel=True)
+                quantize_dynamic(tmp, tmp, weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul", "Gemm", "LSTM"],
+                                 nodes_to_exclude=fbank_nodes,
+                                 extra_options={"MatMulConstBOnly": True})
             finally:
                 root.setLevel(level)
         m = onnx.load(tmp)
@@ -160,6 +148,25 @@ def _onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
         onnx.save(m, tmp)
 
     _write(out, write)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's progress lines (printed, and logged at INFO) are not the user's business,
+    nor are three of its warnings about its own workings (torch 2.14): ``_check_is_size`` (in the
+    graph it writes for ``nn.LSTM``), ``nn.LSTM``'s ``_flat_weights`` "assigned during export"
+    (they are its parameters), and the batch axis named twice (both inputs have it)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="_check_is_size will be removed")
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights")
+        warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
+        for name in ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
+            logger = logging.getLogger(name)
+            stack.callback(logger.setLevel, logger.level)
+            logger.setLevel(logging.WARNING)
+        yield
 
 
 def _write(out: Path, write) -> None:

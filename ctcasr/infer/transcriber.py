@@ -1,4 +1,4 @@
-"""Transcribe audio files or arrays with any engine (checkpoint, TorchScript, ONNX).
+"""Transcribe audio files or arrays with any engine (checkpoint or ONNX export).
 
 **Batching.** Inputs are taken ``CHUNK`` at a time (the decode runner's chunk); those of at most
 ``chunk_seconds`` are decoded whole, sorted by length into batches of at most ``batch_seconds``

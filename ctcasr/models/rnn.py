@@ -44,7 +44,9 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     t = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
     src = lengths.to(x.device).unsqueeze(1) - 1 - t
     src = torch.where(src >= 0, src, t)
-    return x.gather(1, src.unsqueeze(-1).expand_as(x))
+    # expand over the feature axis only: expand_as(x) ties the time axis to x's, which an
+    # ONNX export then fixes to the example's length
+    return x.gather(1, src.unsqueeze(-1).expand(-1, -1, x.shape[2]))
 
 
 class RNNEncoder(nn.Module):

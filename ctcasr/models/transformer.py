@@ -225,7 +225,8 @@ class AttentionEncoder(nn.Module):
             x = x * self.xscale + sinusoidal(t, self.output_dim, x.device)
         ctx = Context(
             pad=pad,
-            attn_mask=make_attn_mask(x_lens, t) if bool(pad.any()) else None,
+            attn_mask=make_attn_mask(x_lens, t)
+            if torch.compiler.is_exporting() or bool(pad.any()) else None,  # (export: both)
             rope=rotary(t, self.head_dim, x.device) if self.pos_enc == "rotary" else None,
         )
         x = self.dropout(x)
