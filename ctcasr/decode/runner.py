@@ -36,7 +36,7 @@ CHUNK = 1000  # utterances read, decoded and written at a time
 # Padded feature frames per decoding batch, at least: the training config's budget is sized for
 # backward's activations, and the batched beam search does each frame's work once for the whole
 # batch. speechocean's test set, characters, beam 32 + LM: 84 s with its training budget of 1,500
-# frames (3-4 utterances a batch), 36 s with 20,000, the same hypotheses (docs/results.md).
+# frames (3-4 utterances a batch), 36 s with 20,000, the same hypotheses (docs/experiments.md).
 DECODE_MAX_FRAMES = 20_000
 
 

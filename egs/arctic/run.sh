@@ -9,7 +9,7 @@
 # 2 tokenizer (trained on the training transcripts only), 3 train, 4 average (model.pt = the mean
 # of the N epochs with the best validation WER), 5 LM (3-gram on the training transcripts only),
 # 6 decode: greedy, prefix beam, and beam + LM with the weight, word bonus and OOV penalty chosen
-# on valid (-inf: only words of the training text; see docs/results.md for why that is the default),
+# on valid (-inf: only words of the training text; see docs/experiments.md for why that is the default),
 # 7 report (a WER/CER table of the unseen-phrase test set).
 # Default corpus: ../shared/data/arctic relative to the repository root when it exists.
 set -euo pipefail

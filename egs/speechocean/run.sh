@@ -12,10 +12,10 @@
 # set of 8 whole training speakers, 4 children and 4 adults; downloads OpenSLR 101 if DIR does
 # not exist; --extra arctic, the default, adds all of CMU ARCTIC, one US-English voice, 1.23 h,
 # to training: without it CTC stays on its blank/vowel plateau for many epochs, see
-# docs/results.md), 2 tokenizer (training transcripts only), 3 train, 4 average (model.pt = the mean of
+# docs/experiments.md), 2 tokenizer (training transcripts only), 3 train, 4 average (model.pt = the mean of
 # the N epochs with the lowest validation CER: --select cer; WER stays near 80-100 % here and
 # ranks epochs by noise, and the validation loss turns up from epoch ~14 while the CER still
-# falls: measured in docs/results.md), 5 LM (3-gram on the training
+# falls: measured in docs/experiments.md), 5 LM (3-gram on the training
 # transcripts only), 6 decode: greedy, beam, beam + LM with weight / bonus / OOV penalty chosen on
 # valid (-inf = only words of the training text, as a lexicon decoder), 7 report by speaker
 # (overall, children, adults, median and 90th-percentile speaker).
