@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The main job (`make digits` when speechocean762 and ARCTIC are in ../shared/data): a short
-# English model first (the speechocean recipe with conf/lstm_short.yaml: 118 voices), then
-# connected digits fine-tuned from it (run.sh with conf/lstm16k_ft.yaml and --init), ending in
-# the digits WER table (seen speakers, unseen george, speechocean's accented digit strings).
+# English model first (the speechocean recipe with conf/lstm_short.yaml: 3 epochs, 118 voices),
+# then connected digits fine-tuned from it for 3 epochs (run.sh with conf/lstm16k_ft.yaml and
+# --init), ending in the digits WER table (seen speakers, unseen george, speechocean's accented
+# digit strings). About 14 minutes on 2 cores; the spread over seeds: docs/results.md.
 #
 #   egs/digits/transfer.sh [--seed N] [--exp NAME] [--english-config conf/lstm_short.yaml]
 #                          [--english-exp NAME] [--english-opts "KEY=VALUE ..."]
-#                          [--config conf/lstm16k_ft.yaml] [--epochs 5] [--train-opts "..."]
+#                          [--config conf/lstm16k_ft.yaml] [--epochs 3] [--train-opts "..."]
 #                          [--stage N]
 #
-# --seed N (train.seed of both trainings; default: the configs' own) also names the runs:
+# --seed N (train.seed of both trainings; default: the configs' own, 1) also names the runs:
 # egs/speechocean/exp/lstm_short_seedN and egs/digits/exp/transfer_short_seedN unless --exp /
 # --english-exp name them. --english-opts and --train-opts are `ctcasr train --set` overrides of
 # the two trainings. The English model is trained only when its model.pt does not exist.
@@ -24,7 +25,7 @@ english_config=conf/lstm_short.yaml
 english_exp=""
 english_opts=""
 config=conf/lstm16k_ft.yaml
-epochs=5
+epochs=3
 train_opts=""
 stage=1
 . "$root/egs/common/parse_options.sh"
