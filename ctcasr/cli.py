@@ -1,5 +1,5 @@
 """The ``ctcasr`` command line: ``train``, ``decode``, ``transcribe``, ``export``, ``score``,
-``tokenizer``, ``import-kaldi``, ``lm``, ``average``, ``plot``.
+``tokenizer``, ``import`` (and ``import-kaldi``), ``lm``, ``average``, ``plot``.
 
 Distributed training: ``torchrun --nproc_per_node=N -m ctcasr train ...``.
 
@@ -302,6 +302,41 @@ def make_tokenizer_file(
                + ", ".join(f"{n} at speed {s:g}" for s, n in tight.items()))
 
 
+@app.command("import")
+def import_corpus(
+    fmt: Annotated[str, typer.Argument(help="The corpus's layout: kaldi, librispeech, "
+                                       "commonvoice or lhotse.")],
+    src: Annotated[Path, typer.Argument(help="kaldi: a data dir; librispeech: a split folder "
+                                        "(or its parent with --split); commonvoice: one "
+                                        "language's folder; lhotse: a cuts manifest, a "
+                                        "recordings or supervisions manifest, or their "
+                                        "folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Manifest (JSONL) to write.")],
+    split: Annotated[str | None, typer.Option("--split", help="librispeech / kaldi: the "
+                                              "split's folder under SRC; commonvoice: the "
+                                              "table (train, dev, test, validated, ...; "
+                                              "default train).")] = None,
+    root: Annotated[Path | None, typer.Option("--root", help="Folder that relative audio "
+                                              "paths start from (kaldi: DATA_DIR's parent; "
+                                              "lhotse: the manifest's folder).")] = None,
+    keep_text: Annotated[bool, typer.Option("--keep-text", help="commonvoice: keep the "
+                                            "sentences as written (normalisation keeps English "
+                                            "letters and digits only).")] = False,
+    skip_bad: SkipBadOpt = False,
+) -> None:
+    """Make a manifest of a corpus in the layout it ships in (docs/data.md)."""
+    from ctcasr.data.badinputs import BadInputs
+    from ctcasr.data.corpora import import_corpus as run_import
+    from ctcasr.data.manifest import write_manifest
+
+    bad = BadInputs(skip_bad)
+    n = write_manifest(out, run_import(fmt, src, split, root, bad, not keep_text))
+    typer.echo(f"wrote {out}: {n} utterances" + (f", {bad.count} bad line(s) skipped"
+                                                   if bad.count else ""))
+    for m in bad.messages[:20]:
+        typer.echo(f"  skipped: {m}")
+
+
 @app.command("import-kaldi")
 def import_kaldi(
     data_dir: Annotated[Path, typer.Argument(help="Kaldi data dir: text, wav.scp, and "
@@ -313,7 +348,8 @@ def import_kaldi(
     skip_bad: SkipBadOpt = False,
 ) -> None:
     """Make a manifest of a Kaldi data dir (id, audio, duration, text, speaker; offset for
-    segments). wav.scp must list audio files: pipe commands are refused."""
+    segments). wav.scp must list audio files: pipe commands are refused. The same as
+    `ctcasr import kaldi`."""
     from ctcasr.data.badinputs import BadInputs
     from ctcasr.data.kaldi import import_kaldi_dir
     from ctcasr.data.manifest import write_manifest
