@@ -12,6 +12,7 @@ import importlib.util
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,8 +34,18 @@ from ctcasr.infer.wavegraph import BatchFbank
 pytestmark = pytest.mark.skipif(not importlib.util.find_spec("onnxruntime"),
                                 reason="onnxruntime not installed (pip install 'ctcasr[onnx]')")
 trained = test_transcribe.trained  # the trained tiny Conformer (trained once per session)
+# a packed BiLSTM exports as its padded form (test_packed_lstm_exports_as_its_padded_form), so
+# one LSTM export covers both (an LSTM export takes minutes: torch.export's while_loop)
 VARIANTS = [("lstm", {}), ("conformer", {}), ("transformer", {}),
-            ("lstm", {"impl": "packed"}), ("transformer", {"pos_enc": "abs"})]
+            ("transformer", {"pos_enc": "abs"})]
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory) -> dict[bool, tuple[Path, float]]:
+    """The trained Conformer exported once per module: ``{int8: (path, diff)}``."""
+    folder = tmp_path_factory.mktemp("exported")
+    return {int8: export(trained, "onnx", folder / f"m{int8}.onnx", int8=int8)
+            for int8 in (False, True)}
 
 
 def noise_batch(sr: int, seconds: list[float], seed: int = 3) -> list[torch.Tensor]:
@@ -85,12 +96,28 @@ def test_export_matches_the_checkpoint(encoder, conf, tmp_path):
                 greedy_search(w[None], lens)[0][0].tokens
 
 
-def test_exported_and_int8_models_transcribe_like_the_checkpoint(trained, tmp_path):
+def test_packed_lstm_exports_as_its_padded_form(tmp_path):
+    """``exportable`` turns a packed BiLSTM into the padded form with the same weights: the
+    same log-probs, on a padded batch."""
+    from ctcasr.infer.export import exportable
+
+    rec = load_recognizer(make_checkpoint(tmp_path / "p.pt", "lstm", impl="packed"))
+    padded = exportable(rec.model)
+    assert padded.encoder.impl != "packed" and rec.model.encoder.impl == "packed"
+    info = info_from_recognizer(rec)
+    waves = noise_batch(SR, [2.7, 0.35, 1.0])
+    got = EagerEngine(padded, info, rec.device).log_probs(waves)
+    want = EagerEngine(rec.model, info, rec.device).log_probs(waves)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and (g - w).abs().max() < 1e-5
+
+
+def test_exported_and_int8_models_transcribe_like_the_checkpoint(trained, exported, tmp_path):
     refs = write_utterances(tmp_path / "audio", 6, seed=1100)
     want = [t.text for t in ctcasr.load(trained).transcribe(list(refs))]
     assert want == list(refs.values())
     for int8 in (False, True):
-        out, diff = export(trained, "onnx", tmp_path / f"m{int8}.onnx", int8=int8)
+        out, diff = exported[int8]
         asr = ctcasr.load(out, int8=int8)
         assert asr.engine.info.int8 == int8
         assert [t.text for t in asr.transcribe(list(refs))] == want
@@ -98,19 +125,19 @@ def test_exported_and_int8_models_transcribe_like_the_checkpoint(trained, tmp_pa
     assert [t.text for t in ctcasr.load(trained, int8=True).transcribe(list(refs))] == want
 
 
-def test_int8_checkpoint_is_the_int8_export(trained, tmp_path):
+def test_int8_checkpoint_is_the_int8_export(trained, exported):
     """``--int8`` on a checkpoint runs the int8 ONNX export: the same numbers, not the float
     model's (quantisation moves them)."""
-    out, _ = export(trained, "onnx", tmp_path / "q.onnx", int8=True)
+    out, _ = exported[True]
     on_the_fly = open_engine(trained, int8=True)
     assert on_the_fly.kind == "onnx" and on_the_fly.info.int8
     assert check_export(on_the_fly, open_engine(out, int8=True)) < 1e-6
     assert check_export(on_the_fly, open_engine(trained)) > 1e-5
 
 
-def test_onnx_export_runs_with_onnxruntime_alone(trained, tmp_path):
+def test_onnx_export_runs_with_onnxruntime_alone(trained, exported, tmp_path):
     """Waveforms in, log-probs out, with neither ctcasr nor torch importable."""
-    out, _ = export(trained, "onnx", tmp_path / "m.onnx")
+    out, _ = exported[False]
     wave = noise_batch(SR, [1.5])[0]
     np.save(tmp_path / "w.npy", wave.numpy())
     code = f"""
@@ -143,7 +170,7 @@ def test_export_and_transcribe_cli(trained, tmp_path):
     assert dict(line.split("\t") for line in r.stdout.splitlines()) == refs
 
 
-def test_export_errors(trained, tmp_path):
+def test_export_errors(trained, exported, tmp_path):
     with pytest.raises(CtcasrError, match="unknown export format 'tflite'"):
         export(trained, "tflite")
     with pytest.raises(CtcasrError, match="TorchScript export was removed"):
@@ -152,7 +179,7 @@ def test_export_errors(trained, tmp_path):
     with pytest.raises(CtcasrError, match="a GRU encoder does not export to ONNX"):
         export(gru)
     assert not (tmp_path / "gru.onnx").exists()
-    out, _ = export(trained, "onnx", tmp_path / "m.onnx")
+    out, _ = exported[False]
     with pytest.raises(CtcasrError, match="not quantised; export it with --int8"):
         open_engine(out, int8=True)
     old = tmp_path / "old.ts"  # the layout of a TorchScript archive, as earlier exports wrote
