@@ -350,16 +350,7 @@ def import_kaldi(
     """Make a manifest of a Kaldi data dir (id, audio, duration, text, speaker; offset for
     segments). wav.scp must list audio files: pipe commands are refused. The same as
     `ctcasr import kaldi`."""
-    from ctcasr.data.badinputs import BadInputs
-    from ctcasr.data.kaldi import import_kaldi_dir
-    from ctcasr.data.manifest import write_manifest
-
-    bad = BadInputs(skip_bad)
-    n = write_manifest(out, import_kaldi_dir(data_dir, root, bad))
-    typer.echo(f"wrote {out}: {n} utterances" + (f", {bad.count} bad line(s) skipped"
-                                                   if bad.count else ""))
-    for m in bad.messages[:20]:
-        typer.echo(f"  skipped: {m}")
+    import_corpus("kaldi", data_dir, out, root=root, skip_bad=skip_bad)
 
 
 @app.command("lm")

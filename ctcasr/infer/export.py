@@ -98,9 +98,8 @@ def exportable(model: nn.Module) -> nn.Module:
                                 if rnn.bidirectional else ())):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 getattr(layer, f"{name}_l0").data.copy_(getattr(rnn, f"{name}_l{i}{suffix}"))
-    model = copy.copy(model)  # shallow: the other modules are shared, not copied
-    model._modules = dict(model._modules)
-    model._modules["encoder"] = padded.eval()
+    model = copy.deepcopy(model)  # the checkpoint's model stays as it is (the check's reference)
+    model.encoder = padded.eval()
     return model
 
 
