@@ -305,23 +305,32 @@ def make_tokenizer_file(
 @app.command("import")
 def import_corpus(
     fmt: Annotated[str, typer.Argument(help="The corpus's layout: kaldi, librispeech, "
-                                       "commonvoice or lhotse.")],
+                                       "commonvoice, lhotse or hf.")],
     src: Annotated[Path, typer.Argument(help="kaldi: a data dir; librispeech: a split folder "
                                         "(or its parent with --split); commonvoice: one "
                                         "language's folder; lhotse: a cuts manifest, a "
                                         "recordings or supervisions manifest, or their "
-                                        "folder.")],
+                                        "folder; hf: a save_to_disk folder, or parquet "
+                                        "files or their folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest (JSONL) to write.")],
     split: Annotated[str | None, typer.Option("--split", help="librispeech / kaldi: the "
                                               "split's folder under SRC; commonvoice: the "
                                               "table (train, dev, test, validated, ...; "
-                                              "default train).")] = None,
+                                              "default train); hf: the split (default "
+                                              "train, or the only one).")] = None,
     root: Annotated[Path | None, typer.Option("--root", help="Folder that relative audio "
                                               "paths start from (kaldi: DATA_DIR's parent; "
                                               "lhotse: the manifest's folder).")] = None,
-    keep_text: Annotated[bool, typer.Option("--keep-text", help="commonvoice: keep the "
+    keep_text: Annotated[bool, typer.Option("--keep-text", help="commonvoice, hf: keep the "
                                             "sentences as written (normalisation keeps English "
                                             "letters and digits only).")] = False,
+    audio_dir: Annotated[Path | None, typer.Option("--audio-dir", help="hf: where audio held "
+                                                   "as bytes is written, once, as it is "
+                                                   "(default: OUT's name + _audio, beside "
+                                                   "it).")] = None,
+    text_column: Annotated[str | None, typer.Option("--text-column", help="hf: the "
+                                                    "transcript's column (default: text, "
+                                                    "sentence, transcript, ...).")] = None,
     skip_bad: SkipBadOpt = False,
 ) -> None:
     """Make a manifest of a corpus in the layout it ships in (docs/data.md)."""
@@ -330,7 +339,9 @@ def import_corpus(
     from ctcasr.data.manifest import write_manifest
 
     bad = BadInputs(skip_bad)
-    n = write_manifest(out, run_import(fmt, src, split, root, bad, not keep_text))
+    audio_dir = audio_dir or out.with_name(out.stem + "_audio")
+    n = write_manifest(out, run_import(fmt, src, split, root, bad, not keep_text, audio_dir,
+                                       text_column))
     typer.echo(f"wrote {out}: {n} utterances" + (f", {bad.count} bad line(s) skipped"
                                                    if bad.count else ""))
     for m in bad.messages[:20]:

@@ -10,6 +10,7 @@ trains and decodes each importer's output through the CLI.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import subprocess
 import sys
@@ -113,6 +114,64 @@ def lhotse_tree(root: Path, n: int = 12) -> Path:
     return d
 
 
+def hf_tree(root: Path, layout: str = "disk", n: int = 12) -> Path:
+    """A Hugging Face dataset as ``datasets`` 5.2 writes it (checked against its output), made
+    with pyarrow: ``disk`` (``Dataset.save_to_disk``: stream-format arrow, state.json,
+    dataset_info.json), ``dict`` (``DatasetDict.save_to_disk``, splits train and test) or
+    ``parquet`` (the Hub's ``data/SPLIT-0000K-of-0000N.parquet`` with the ``huggingface``
+    schema metadata; train in two shards). Audio as bytes (FLAC, WAV, one MP3) with the
+    original file name as ``path``, except row 2: a path relative to the dataset, no bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = root / "hf"
+    d.mkdir(parents=True)
+    text_col = "transcription" if layout == "parquet" else "text"
+    features = {"id": {"dtype": "string", "_type": "Value"},
+                "audio": {"sampling_rate": SR, "_type": "Audio"},
+                text_col: {"dtype": "string", "_type": "Value"},
+                "speaker_id": {"dtype": "int64", "_type": "Value"}}
+    rows = []
+    for i, words in enumerate(texts(n)):
+        fmt = "MP3" if i == 5 else ("WAV" if i % 2 else "FLAC")
+        buf = io.BytesIO()
+        sf.write(buf, speech(words, i), SR, format=fmt)
+        audio = {"bytes": buf.getvalue(), "path": f"clip{i}.{fmt.lower()}"}
+        if i == 2:
+            sf.write(d / "clip2.flac", speech(words, i), SR)
+            audio = {"bytes": None, "path": "clip2.flac"}
+        rows.append({"id": f"utt/{i:02d}" if i == 3 else f"utt{i:02d}", "audio": audio,
+                     text_col: " ".join(words).upper() + "!", "speaker_id": i % 3})
+    schema = pa.schema([("id", pa.string()),
+                        ("audio", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                        (text_col, pa.string()), ("speaker_id", pa.int64())],
+                       metadata={"huggingface": json.dumps({"info": {"features": features}})})
+
+    def table(part):
+        return pa.Table.from_pylist(part, schema=schema)
+
+    def save_to_disk(folder: Path, part) -> None:
+        folder.mkdir(exist_ok=True)
+        with pa.ipc.new_stream(folder / "data-00000-of-00001.arrow", schema) as w:
+            w.write_table(table(part), max_chunksize=5)
+        (folder / "state.json").write_text(json.dumps(
+            {"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_split": None}))
+        (folder / "dataset_info.json").write_text(json.dumps({"features": features}))
+
+    if layout == "disk":
+        save_to_disk(d, rows)
+    elif layout == "dict":
+        (d / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+        save_to_disk(d / "train", rows)
+        save_to_disk(d / "test", rows[:2])
+    else:
+        (d / "data").mkdir()
+        pq.write_table(table(rows[:n // 2]), d / "data" / "train-00000-of-00002.parquet")
+        pq.write_table(table(rows[n // 2:]), d / "data" / "train-00001-of-00002.parquet")
+        pq.write_table(table(rows[:2]), d / "data" / "test-00000-of-00001.parquet")
+    return d
+
+
 # --------------------------------------------------------------------------- LibriSpeech
 def test_librispeech(tmp_path):
     split = librispeech_tree(tmp_path)
@@ -200,6 +259,75 @@ def test_lhotse_errors(tmp_path):
     assert "cuts.jsonl:5: not JSON" in bad.messages[2]
 
 
+# --------------------------------------------------------------------------- Hugging Face
+@pytest.mark.parametrize("layout", ["disk", "dict", "parquet"])
+def test_hf(tmp_path, layout):
+    d = hf_tree(tmp_path, layout)
+    src, root = (d, None) if layout != "parquet" else (d, d)
+    out = tmp_path / "audio"
+    lines = list(import_corpus("hf", src, split="train" if layout != "disk" else None,
+                               audio_dir=out, root=root))
+    assert [x["id"] for x in lines] == [f"utt/{i:02d}" if i == 3 else f"utt{i:02d}"
+                                        for i in range(12)]  # shards in order
+    assert [x["text"] for x in lines] == [" ".join(w) for w in texts(12)]  # normalised
+    assert [x["speaker"] for x in lines] == [str(i % 3) for i in range(12)]
+    for i, (x, words) in enumerate(zip(lines, texts(12), strict=True)):
+        assert x["duration"] == pytest.approx(len(speech(words)) / SR, abs=2e-3 if i == 5
+                                              else 1e-4)
+        data, _ = sf.read(x["audio"], dtype="float32")  # the file reads as the row's audio
+        assert np.abs(data - speech(words, i)).max() < (0.05 if i == 5 else 1e-3)
+    # bytes written as they are (FLAC stays FLAC, MP3 MP3); the path row used where it is
+    assert Path(lines[0]["audio"]) == (out / "utt00.flac").resolve()
+    assert Path(lines[1]["audio"]).name == "utt01.wav"
+    assert Path(lines[5]["audio"]).name == "utt05.mp3"
+    assert Path(lines[2]["audio"]).parent != out.resolve()
+    assert Path(lines[3]["audio"]).parent == out.resolve()  # "utt/03": no folder made
+    assert Path(lines[3]["audio"]).name.startswith("utt_03-")
+    assert len(list(out.iterdir())) == 11
+    kept = list(import_corpus("hf", src, split="train", audio_dir=out, root=root,
+                              normalise_text=False))
+    assert kept[0]["text"] == " ".join(texts(1)[0]).upper() + "!"
+    if layout != "disk":
+        assert len(list(import_corpus("hf", src, split="test", audio_dir=out))) == 2
+
+
+def test_hf_errors(tmp_path):
+    import pyarrow as pa
+
+    d = hf_tree(tmp_path, "parquet")
+    with pytest.raises(CtcasrError, match=r"parquet files of several splits \(test, train\): "
+                                          "choose one with --split"):
+        list(import_corpus("hf", d, audio_dir=tmp_path / "a"))
+    with pytest.raises(CtcasrError, match=r"no parquet files of split 'dev' \(it has test, "
+                                          r"train\)"):
+        list(import_corpus("hf", d, split="dev", audio_dir=tmp_path / "a"))
+    d = hf_tree(tmp_path / "x", "disk", n=5)
+    with pytest.raises(CtcasrError, match=r"no text \('words'\) column \(columns: id, audio, "
+                                          r"text, speaker_id\); name it with --text-column"):
+        list(import_corpus("hf", d, audio_dir=tmp_path / "a", text_column="words"))
+    arrow = d / "data-00000-of-00001.arrow"
+    with pa.ipc.open_stream(arrow) as r:
+        rows, schema = r.read_all().to_pylist(), r.schema
+    rows[1]["audio"] = {"bytes": b"not audio at all", "path": "x.wav"}
+    rows[2]["text"] = " "
+    rows[3]["id"] = "utt00"
+    rows[4]["audio"] = {"bytes": None, "path": None}
+    with pa.ipc.new_stream(arrow, schema) as w:
+        w.write_table(pa.Table.from_pylist(rows, schema=schema))
+    with pytest.raises(CtcasrError, match=r"arrow row 1: its audio bytes are not audio"):
+        list(import_corpus("hf", d, audio_dir=tmp_path / "a"))
+    bad = BadInputs(skip=True)
+    assert [x["id"] for x in import_corpus("hf", d, audio_dir=tmp_path / "a", bad=bad)] == \
+        ["utt00"]
+    assert [m.split(": ", 1)[1][:22] for m in bad.messages] == [
+        "its audio bytes are no", "empty text ('text' is ", "id 'utt00' is repeated",
+        "no audio (neither byte"]
+    assert all(f"{arrow} row {i}: " in m for i, m in zip([1, 2, 3, 4], bad.messages, strict=True))
+    (d / "state.json").unlink()
+    with pytest.raises(CtcasrError, match=r"no dataset here \(state\.json, dataset_dict"):
+        list(import_corpus("hf", d, audio_dir=tmp_path / "a"))
+
+
 # --------------------------------------------------------------------------- the CLI
 def ctcasr(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ctcasr", *map(str, args)],
@@ -210,6 +338,7 @@ def ctcasr(*args) -> subprocess.CompletedProcess:
     ("librispeech", librispeech_tree, lambda p: p),
     ("commonvoice", commonvoice_tree, lambda p: p),
     ("lhotse", lhotse_tree, lambda p: p / "x_cuts_train.jsonl.gz"),
+    ("hf", hf_tree, lambda p: p),
 ])
 def test_import_trains_and_decodes(fmt, make, src, tiny_config, tmp_path):
     m = tmp_path / "m.jsonl"

@@ -20,6 +20,8 @@ rules: a bad row is one error naming ``file:line`` (or the cut's id) and what is
   supervisions' texts joined), or ``recordings.jsonl[.gz]`` + ``supervisions.jsonl[.gz]`` (each
   supervision one line). Sources of type ``file`` only (``url`` / ``command`` / ``memory``
   are refused); relative paths resolve against ``root`` (default: the manifest's folder).
+- **hf**: a Hugging Face dataset saved to disk or as parquet (:mod:`ctcasr.data.hf`); audio
+  held as bytes is written once to ``audio_dir``, as it is.
 """
 
 from __future__ import annotations
@@ -36,14 +38,16 @@ from ctcasr.data.badinputs import BadInputs
 from ctcasr.data.text import normalise
 from ctcasr.errors import CtcasrError
 
-FORMATS = ("kaldi", "librispeech", "commonvoice", "lhotse")
+FORMATS = ("kaldi", "librispeech", "commonvoice", "lhotse", "hf")
 Line = dict[str, Any]
 
 
 def import_corpus(fmt: str, src: str | Path, split: str | None = None,
                   root: str | Path | None = None, bad: BadInputs | None = None,
-                  normalise_text: bool = True) -> Iterator[Line]:
-    """Manifest lines of ``src`` in layout ``fmt`` (one of :data:`FORMATS`)."""
+                  normalise_text: bool = True, audio_dir: str | Path | None = None,
+                  text_column: str | None = None) -> Iterator[Line]:
+    """Manifest lines of ``src`` in layout ``fmt`` (one of :data:`FORMATS`); ``audio_dir``
+    (hf only, required there): where audio held in the dataset as bytes is written."""
     src, bad = Path(src), BadInputs() if bad is None else bad
     if not src.exists():
         raise CtcasrError(f"{src}: no such file or folder")
@@ -57,6 +61,12 @@ def import_corpus(fmt: str, src: str | Path, split: str | None = None,
         return commonvoice(src, split or "train", bad, normalise_text)
     if fmt == "lhotse":
         return lhotse(src, root, bad)
+    if fmt == "hf":
+        from ctcasr.data.hf import hf_dataset
+
+        if audio_dir is None:
+            raise CtcasrError("hf: give audio_dir, the folder for audio held as bytes")
+        return hf_dataset(src, split, Path(audio_dir), root, bad, normalise_text, text_column)
     raise CtcasrError(f"unknown corpus format {fmt!r} (choose {', '.join(FORMATS)})")
 
 
