@@ -16,7 +16,10 @@ the same batches.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,6 +88,30 @@ def broadcast(obj: Any, info: DistInfo) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def check_shared_dir(folder: Path, info: DistInfo) -> None:
+    """Fail on every process, with the reason, unless all of them see ``folder`` as one folder.
+
+    The experiment folder must be shared by every node (NFS, Lustre, ...): rank 0 alone writes
+    checkpoints that every rank reads on resume, and the feature store keeps each rank's rows
+    in files that all ranks read. Rank 0 writes a file there; every rank looks for it."""
+    if not info.enabled:
+        return
+    token = broadcast(f".shared-{os.getpid()}-{time.time_ns()}" if info.is_main else None, info)
+    if info.is_main:
+        (folder / token).touch()
+    dist.barrier()
+    seen = all_gather(((folder / token).is_file(), socket.gethostname()), info)
+    dist.barrier()
+    if info.is_main:
+        (folder / token).unlink()
+    blind = [f"rank {r} on {host}" for r, (ok, host) in enumerate(seen) if not ok]
+    if blind:
+        raise CtcasrError(
+            f"{folder}: {', '.join(blind)} cannot see the files rank 0 (on {seen[0][1]}) writes "
+            "there: the experiment folder must be on a filesystem every node mounts at the "
+            "same path (NFS, Lustre, ...)")
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

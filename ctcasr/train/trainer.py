@@ -105,6 +105,7 @@ def train(
         log.setLevel(logging.WARNING)
     threads = torch.get_num_threads()
     try:
+        D.check_shared_dir(exp_dir, dist)
         return _train(cfg, train_manifest, valid_manifest, exp_dir, resume, skip_bad, dist,
                       device)
     finally:

@@ -1,8 +1,9 @@
 # Sourced by recipes: decoding with the LM weight, word bonus and OOV penalty chosen on valid.
-#   decode_tuned EXP DATA BEAM "LM_WEIGHTS" "WORD_BONUSES" "UNK_PENALTIES"
+#   decode_tuned EXP DATA BEAM "LM_WEIGHTS" "WORD_BONUSES" "UNK_PENALTIES" ["MORE_TEST_SETS"]
 # decodes DATA/valid.jsonl and DATA/test.jsonl greedily, DATA/test.jsonl with prefix beam BEAM,
 # DATA/valid.jsonl with beam + DATA/lm_3gram.arpa for every (weight, bonus, penalty), and
-# DATA/test.jsonl with the best of those on valid (written to EXP/lm_tuning.txt). Each decode
+# DATA/test.jsonl with the best of those on valid (written to EXP/lm_tuning.txt); each of
+# MORE_TEST_SETS (names of DATA/NAME.jsonl) as test, with the same choice. Each decode
 # goes to EXP/decode_{set}_{tag}/ (hyp.txt, summary.json, ...).
 decode_one() {  # decode_one EXP DATA SET TAG [ctcasr decode options]
   local exp=$1 data=$2 set=$3 tag=$4; shift 4
@@ -11,7 +12,7 @@ decode_one() {  # decode_one EXP DATA SET TAG [ctcasr decode options]
 }
 
 decode_tuned() {
-  local exp=$1 data=$2 beam=$3 weights=$4 bonuses=$5 penalties=$6 w b u best
+  local exp=$1 data=$2 beam=$3 weights=$4 bonuses=$5 penalties=$6 more=${7:-} w b u best t
   decode_one "$exp" "$data" valid greedy
   decode_one "$exp" "$data" test greedy
   decode_one "$exp" "$data" test beam --decoder beam --beam-size "$beam"
@@ -36,6 +37,10 @@ PY
 )
   read -r w b u <<< "$best"
   echo "LM weight $w, word bonus $b, unk penalty $u (best on valid)" | tee "$exp/lm_tuning.txt"
-  decode_one "$exp" "$data" test beam_lm --decoder beam --beam-size "$beam" \
-    --lm "$data/lm_3gram.arpa" --lm-weight "$w" --word-bonus "$b" --unk-penalty="$u"
+  for t in test $more; do
+    [ "$t" = test ] || decode_one "$exp" "$data" "$t" greedy
+    [ "$t" = test ] || decode_one "$exp" "$data" "$t" beam --decoder beam --beam-size "$beam"
+    decode_one "$exp" "$data" "$t" beam_lm --decoder beam --beam-size "$beam" \
+      --lm "$data/lm_3gram.arpa" --lm-weight "$w" --word-bonus "$b" --unk-penalty="$u"
+  done
 }

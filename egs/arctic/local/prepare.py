@@ -28,11 +28,10 @@ import argparse
 import hashlib
 import re
 import sys
-import tarfile
-import urllib.request
 from pathlib import Path
 
 from ctcasr.data.audio import audio_duration
+from ctcasr.data.download import fetch
 from ctcasr.data.manifest import write_manifest
 from ctcasr.data.text import normalise
 from ctcasr.errors import CtcasrError
@@ -80,20 +79,10 @@ def find_utterances(corpus: Path) -> list[tuple[str, Path, str]]:
 
 
 def download(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest / "cathy.tar.gz"
-    if not archive.exists():
-        for url in URLS:
-            try:
-                print(f"downloading {url}", file=sys.stderr)
-                urllib.request.urlretrieve(url, archive)
-                break
-            except OSError as e:
-                print(f"  {e}", file=sys.stderr)
-        else:
-            sys.exit("error: could not download the ARCTIC corpus; pass a folder instead")
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+    try:
+        fetch(URLS, dest, "the ARCTIC corpus", "cathy.tar.gz")
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
     return dest
 
 

@@ -35,14 +35,13 @@ import json
 import random
 import re
 import sys
-import tarfile
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from ctcasr.data.download import fetch
 from ctcasr.data.kaldi import import_kaldi_dir
 from ctcasr.data.manifest import write_manifest
 from ctcasr.errors import CtcasrError
@@ -66,13 +65,10 @@ def find_recordings(corpus: Path) -> dict[str, list[tuple[int, int, Path]]]:
 
 
 def download(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest / "fsdd.tar.gz"
-    if not archive.exists():
-        print(f"downloading {URL}", file=sys.stderr)
-        urllib.request.urlretrieve(URL, archive)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+    try:
+        fetch(URL, dest, "the Free Spoken Digit Dataset", "fsdd.tar.gz")
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
     return dest
 
 

@@ -27,10 +27,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-import tarfile
-import urllib.request
 from pathlib import Path
 
+from ctcasr.data.download import fetch
 from ctcasr.data.kaldi import import_kaldi_dir, read_map
 from ctcasr.data.manifest import write_manifest
 from ctcasr.data.text import normalise
@@ -74,16 +73,10 @@ def valid_speakers(lines: list[dict], children: int, adults: int) -> set[str]:
 
 
 def download(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest / "speechocean762.tar.gz"
-    if not archive.exists():
-        print(f"downloading {URL}", file=sys.stderr)
-        try:
-            urllib.request.urlretrieve(URL, archive)
-        except OSError as e:
-            sys.exit(f"error: could not download speechocean762 ({e}); pass a folder instead")
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+    try:
+        fetch(URL, dest, "speechocean762", "speechocean762.tar.gz")
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
     return dest / "speechocean762"
 
 

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tarfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from ctcasr.data.download import fetch
 from ctcasr.data.manifest import write_manifest
+from ctcasr.errors import CtcasrError
 
 URL = "https://www.openslr.org/resources/1/waves_yesno.tar.gz"
 N_TRAIN, N_VALID = 31, 4
@@ -47,13 +47,10 @@ def find_wavs(corpus: Path) -> list[Path]:
 
 
 def download(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest / "waves_yesno.tar.gz"
-    if not archive.exists():
-        print(f"downloading {URL} -> {archive}", file=sys.stderr)
-        urllib.request.urlretrieve(URL, archive)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+    try:
+        fetch(URL, dest, "yesno", "waves_yesno.tar.gz")
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
     return dest / "waves_yesno"
 
 
