@@ -321,9 +321,10 @@ def import_corpus(
     root: Annotated[Path | None, typer.Option("--root", help="Folder that relative audio "
                                               "paths start from (kaldi: DATA_DIR's parent; "
                                               "lhotse: the manifest's folder).")] = None,
-    keep_text: Annotated[bool, typer.Option("--keep-text", help="commonvoice, hf: keep the "
-                                            "sentences as written (normalisation keeps English "
-                                            "letters and digits only).")] = False,
+    text_norm: Annotated[str, typer.Option("--text-norm", help="commonvoice, hf: english "
+                                           "(lower case, letters a-z, digits, apostrophes "
+                                           "in words), unicode (the same for any script) or "
+                                           "none.")] = "english",
     audio_dir: Annotated[Path | None, typer.Option("--audio-dir", help="hf: where audio held "
                                                    "as bytes is written, once, as it is "
                                                    "(default: OUT's name + _audio, beside "
@@ -340,7 +341,7 @@ def import_corpus(
 
     bad = BadInputs(skip_bad)
     audio_dir = audio_dir or out.with_name(out.stem + "_audio")
-    n = write_manifest(out, run_import(fmt, src, split, root, bad, not keep_text, audio_dir,
+    n = write_manifest(out, run_import(fmt, src, split, root, bad, text_norm, audio_dir,
                                        text_column))
     typer.echo(f"wrote {out}: {n} utterances" + (f", {bad.count} bad line(s) skipped"
                                                    if bad.count else ""))

@@ -24,6 +24,7 @@ from conftest import WORD_HZ, tone
 from ctcasr.data.badinputs import BadInputs
 from ctcasr.data.corpora import import_corpus
 from ctcasr.data.manifest import read_manifest
+from ctcasr.data.text import normalise_unicode
 from ctcasr.errors import CtcasrError
 
 SR = 8000
@@ -44,10 +45,11 @@ def texts(n: int) -> list[list[str]]:
 
 
 # --------------------------------------------------------------------------- trees
-def librispeech_tree(root: Path, n: int = 12) -> Path:
-    split = root / "LibriSpeech" / "train-clean-5"
+def librispeech_tree(root: Path, n: int = 12, split: str = "train-clean-5",
+                     first_speaker: int = 19) -> Path:
+    split = root / "LibriSpeech" / split
     for i, words in enumerate(texts(n)):
-        spk, chap = f"{19 + i % 2}", f"{198 + i % 3}"
+        spk, chap = f"{first_speaker + i % 2}", f"{198 + i % 3}"
         d = split / spk / chap
         d.mkdir(parents=True, exist_ok=True)
         utt = f"{spk}-{chap}-{i:04d}"
@@ -172,6 +174,21 @@ def hf_tree(root: Path, layout: str = "disk", n: int = 12) -> Path:
     return d
 
 
+# --------------------------------------------------------------------------- text
+@pytest.mark.parametrize("raw, expected", [
+    ("Ça va? «Très» bien—merci!", "ça va très bien merci"),
+    ("L\u2019homme d'affaires' chose", "l'homme d'affaires chose"),
+    ("Straße 12, KÖLN", "straße 12 köln"),
+    ("你好，世界。", "你好 世界"),
+    ("Привет, мир!", "привет мир"),
+    ("'quoted' rock 'n' roll_x a-b", "quoted rock n roll x a b"),
+    ("नमस्ते दुनिया।", "नमस्ते दुनिया"),  # vowel signs are marks: kept
+    ("e\u0301te\u0301", "\u00e9t\u00e9"),  # NFC: one code point per letter
+])
+def test_normalise_unicode(raw, expected):
+    assert normalise_unicode(raw) == expected
+
+
 # --------------------------------------------------------------------------- LibriSpeech
 def test_librispeech(tmp_path):
     split = librispeech_tree(tmp_path)
@@ -202,7 +219,7 @@ def test_commonvoice(tmp_path, durations_table):
     assert "age" not in lines[0] and lines[1]["age"] == "twenties"  # empty fields left out
     for x, words in zip(lines, texts(12), strict=True):  # MP3 headers or the ms table
         assert x["duration"] == pytest.approx(len(speech(words)) / SR, abs=2e-3)
-    kept = list(import_corpus("commonvoice", lang, normalise_text=False))
+    kept = list(import_corpus("commonvoice", lang, text_norm="none"))
     assert kept[0]["text"] == '"' + " ".join(texts(1)[0]).capitalize() + '!"'
 
 
@@ -285,7 +302,7 @@ def test_hf(tmp_path, layout):
     assert Path(lines[3]["audio"]).name.startswith("utt_03-")
     assert len(list(out.iterdir())) == 11
     kept = list(import_corpus("hf", src, split="train", audio_dir=out, root=root,
-                              normalise_text=False))
+                              text_norm="none"))
     assert kept[0]["text"] == " ".join(texts(1)[0]).upper() + "!"
     if layout != "disk":
         assert len(list(import_corpus("hf", src, split="test", audio_dir=out))) == 2

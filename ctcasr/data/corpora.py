@@ -14,8 +14,8 @@ rules: a bad row is one error naming ``file:line`` (or the cut's id) and what is
   (``train``, ``dev``, ``test``, ``validated``, ...) and ``clips/``. Columns by name (``path``,
   ``sentence``, ``client_id``; ``age``, ``gender``, ``accents`` kept when not empty), no
   quoting (sentences hold quotes); durations from ``clip_durations.tsv`` when present (ms),
-  else the MP3 headers (libsndfile >= 1.1 reads MP3). ``normalise`` (English letters and digits
-  only) is applied when ``normalise_text`` is on: turn it off for other scripts.
+  else the MP3 headers (libsndfile >= 1.1 reads MP3). Sentences normalised by ``text_norm``
+  (``english``, the default: letters a-z and digits; ``unicode`` for other scripts; ``none``).
 - **lhotse**: a cut set (``cuts.jsonl[.gz]``: each cut a segment of a recording, its
   supervisions' texts joined), or ``recordings.jsonl[.gz]`` + ``supervisions.jsonl[.gz]`` (each
   supervision one line). Sources of type ``file`` only (``url`` / ``command`` / ``memory``
@@ -29,13 +29,13 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ctcasr.data.audio import audio_duration
 from ctcasr.data.badinputs import BadInputs
-from ctcasr.data.text import normalise
+from ctcasr.data.text import normalise, normaliser
 from ctcasr.errors import CtcasrError
 
 FORMATS = ("kaldi", "librispeech", "commonvoice", "lhotse", "hf")
@@ -44,7 +44,7 @@ Line = dict[str, Any]
 
 def import_corpus(fmt: str, src: str | Path, split: str | None = None,
                   root: str | Path | None = None, bad: BadInputs | None = None,
-                  normalise_text: bool = True, audio_dir: str | Path | None = None,
+                  text_norm: str = "english", audio_dir: str | Path | None = None,
                   text_column: str | None = None) -> Iterator[Line]:
     """Manifest lines of ``src`` in layout ``fmt`` (one of :data:`FORMATS`); ``audio_dir``
     (hf only, required there): where audio held in the dataset as bytes is written."""
@@ -58,7 +58,7 @@ def import_corpus(fmt: str, src: str | Path, split: str | None = None,
     if fmt == "librispeech":
         return librispeech(src / split if split else src, bad)
     if fmt == "commonvoice":
-        return commonvoice(src, split or "train", bad, normalise_text)
+        return commonvoice(src, split or "train", bad, normaliser(text_norm))
     if fmt == "lhotse":
         return lhotse(src, root, bad)
     if fmt == "hf":
@@ -66,7 +66,8 @@ def import_corpus(fmt: str, src: str | Path, split: str | None = None,
 
         if audio_dir is None:
             raise CtcasrError("hf: give audio_dir, the folder for audio held as bytes")
-        return hf_dataset(src, split, Path(audio_dir), root, bad, normalise_text, text_column)
+        return hf_dataset(src, split, Path(audio_dir), root, bad, normaliser(text_norm),
+                          text_column)
     raise CtcasrError(f"unknown corpus format {fmt!r} (choose {', '.join(FORMATS)})")
 
 
@@ -97,7 +98,7 @@ def librispeech(split_dir: Path, bad: BadInputs) -> Iterator[Line]:
 
 # --------------------------------------------------------------------------- Common Voice
 def commonvoice(lang_dir: Path, split: str, bad: BadInputs,
-                normalise_text: bool) -> Iterator[Line]:
+                norm: Callable[[str], str] = normalise) -> Iterator[Line]:
     tsv = lang_dir / f"{split}.tsv"
     if not tsv.is_file():
         have = ", ".join(sorted(p.stem for p in lang_dir.glob("*.tsv"))) or "none"
@@ -114,7 +115,7 @@ def commonvoice(lang_dir: Path, split: str, bad: BadInputs,
                 raise CtcasrError(f"{where}: expected {len(rows.fieldnames or ())} "
                                   "tab-separated fields")
             clip = row["path"].strip()
-            text = normalise(row["sentence"]) if normalise_text else row["sentence"].strip()
+            text = norm(row["sentence"])
             if not clip or not text:
                 raise CtcasrError(f"{where}: empty {'path' if not clip else 'sentence'}")
             audio = lang_dir / "clips" / clip

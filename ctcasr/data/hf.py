@@ -17,8 +17,9 @@ per row, and read from there like any corpus; audio given as a path is used wher
 (relative paths start at ``root``, default the dataset's folder). The text column is the first
 of :data:`TEXT_COLUMNS` (or ``text_column``), the id the first of :data:`ID_COLUMNS` (else the
 split and row number), the speaker the first of :data:`SPEAKER_COLUMNS`. Durations come from
-the audio headers. A bad row (no audio, undecodable bytes, an empty text, a repeated id) is one
-error naming the file and row, or skipped under ``--skip-bad``.
+the audio headers; texts are normalised by ``norm`` (:mod:`ctcasr.data.text`). A bad row (no
+audio, undecodable bytes, an empty text, a repeated id) is one error naming the file and row, or
+skipped under ``--skip-bad``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ _SHARD = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}$")
 
 
 def hf_dataset(src: Path, split: str | None, audio_dir: Path, root: str | Path | None = None,
-               bad: BadInputs | None = None, normalise_text: bool = True,
+               bad: BadInputs | None = None, norm: Callable[[str], str] = normalise,
                text_column: str | None = None) -> Iterator[dict[str, Any]]:
     """Manifest lines of the dataset at ``src`` (see the module's docstring)."""
     try:
@@ -69,7 +70,7 @@ def hf_dataset(src: Path, split: str | None, audio_dir: Path, root: str | Path |
             where, n = f"{path} row {row_no}", n + 1
             try:
                 line = _line(row, columns, where, f"{split or 'row'}-{n - 1:07d}", base,
-                             audio_dir, normalise_text, seen)
+                             audio_dir, norm, seen)
                 seen.add(line["id"])
                 yield line
             except CtcasrError as e:
@@ -178,9 +179,9 @@ def _columns(names: list[str], audio: str, text: str | None, path: Path) -> dict
 
 
 def _line(row: dict[str, Any], cols: dict[str, str], where: str, default_id: str, base: Path,
-          audio_dir: Path, normalise_text: bool, seen: set[str]) -> dict[str, Any]:
+          audio_dir: Path, norm: Callable[[str], str], seen: set[str]) -> dict[str, Any]:
     raw = row[cols["text"]]
-    text = (normalise(raw) if normalise_text else raw.strip()) if isinstance(raw, str) else ""
+    text = norm(raw) if isinstance(raw, str) else ""
     if not text:
         raise CtcasrError(f"{where}: empty text ({cols['text']!r} is {raw!r})")
     uid = str(row[cols["id"]]) if row.get(cols.get("id", "")) not in (None, "") else default_id

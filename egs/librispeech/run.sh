@@ -60,7 +60,10 @@ name=$(basename "$config" .yaml)
 exp=exp/${exp:-${size}_$name}
 tokenizer=$data/tokenizer_$name.json
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+. "$root/egs/common/stages.sh"
+runs() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+if runs 1; then
   echo "== stage 1: data ($corpus/LibriSpeech)"
   mkdir -p "$data"
   splits="$train_sets $valid_set"
@@ -81,37 +84,18 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     for t in $tests; do cp "$data/${t%%:*}.jsonl" "$data/${t##*:}.jsonl"; done
   fi
 fi
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "== stage 2: tokenizer ($config, training transcripts only -> $tokenizer)"
-  ctcasr tokenizer --config "$config" --manifest "$data/train.jsonl" --out "$tokenizer"
-fi
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  echo "== stage 3: train ($config -> $exp)"
-  rm -rf "$exp"
-  start=$(date +%s)
-  set_opts=()
-  [ -n "$seed" ] && set_opts=(--set "train.seed=$seed")
-  for o in $train_opts; do set_opts+=(--set "$o"); done
-  ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
-    --exp-dir "$exp" --set "tokenizer.path=$tokenizer" "${set_opts[@]}"
-  echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
-fi
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  echo "== stage 4: average the $average best epochs -> $exp/model.pt"
-  ctcasr average "$exp" --num "$average" --select best --out "$exp/model.pt"
-fi
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  echo "== stage 5: word 3-gram LM on the training transcripts"
-  ctcasr lm --manifest "$data/train.jsonl" --order 3 --out "$data/lm_3gram.arpa"
-fi
+if runs 2; then tokenizer_stage "$config" "$data" "$tokenizer"; fi
+if runs 3; then train_stage "$config" "$data" "$exp" "$tokenizer" "$seed" "$train_opts"; fi
+if runs 4; then average_stage "$exp" "$average"; fi
+if runs 5; then lm_stage "$data"; fi
 extra=""
 for t in $tests; do [ "${t##*:}" = test ] || extra="$extra ${t##*:}"; done
-if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+if runs 6; then
   echo "== stage 6: decode"
   . "$root/egs/common/decode_tuned.sh"
   decode_tuned "$exp" "$data" "$beam" "$lm_weights" "$word_bonuses" "$unk_penalties" "$extra"
 fi
-if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+if runs 7; then
   echo "== stage 7: report ($exp; test speakers are not in training)"
   python "$root/egs/common/report.py" "$exp" --data "$data" --sets test $extra
 fi
