@@ -10,9 +10,9 @@ export. After writing, the file is run on a batch of lengths it was not exported
 with the checkpoint's model (:func:`check_export`).
 
 No TorchScript: every ``torch.jit`` call (trace, script, save and load) is deprecated in torch
-2.14 and warns; so is the TorchScript-based ONNX exporter and ``torch.ao`` quantisation. A BiGRU
-does not export: ``torch.export`` unrolls ``nn.GRU`` over time (torch 2.14), which fixes the
-input length. A packed BiLSTM exports as its equivalent padded form (:func:`exportable`).
+2.14 and warns; so is the TorchScript-based ONNX exporter and ``torch.ao`` quantisation. LSTM and
+GRU layers export as ONNX ``LSTM`` / ``GRU`` nodes (:mod:`ctcasr.infer.onnx_rnn`); a packed
+BiLSTM / BiGRU exports as its equivalent padded form (:func:`exportable`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ctcasr.infer.engine import (
     info_from_recognizer,
     open_engine,
 )
+from ctcasr.infer.onnx_rnn import OnnxRNN, translations
 from ctcasr.infer.wavegraph import WaveModel
 from ctcasr.models.rnn import RNNConfig, RNNEncoder
 
@@ -76,30 +77,29 @@ def export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = N
 
 
 def exportable(model: nn.Module) -> nn.Module:
-    """``model`` in a form ``torch.export`` takes: a packed BiLSTM (one ``nn.LSTM`` over packed
-    sequences) becomes the padded form (one ``nn.LSTM`` per layer and direction, the backward one
-    over reversed sequences) with the same weights; a GRU encoder is refused (see above)."""
+    """A copy of ``model`` in the form ``torch.export`` takes: in an RNN encoder, a packed
+    BiLSTM / BiGRU (one ``nn.LSTM`` over packed sequences) becomes the padded form (one RNN per
+    layer and direction, the backward one over reversed sequences) with the same weights, and
+    every RNN layer an :class:`~ctcasr.infer.onnx_rnn.OnnxRNN` (one ONNX node)."""
     enc = getattr(model, "encoder", None)
     if not isinstance(enc, RNNEncoder):
         return model
-    if any(isinstance(m, nn.GRU) for m in enc.modules()):
-        raise CtcasrError("a GRU encoder does not export to ONNX: torch.export unrolls nn.GRU "
-                          "over time (torch 2.14), fixing the input length; run the checkpoint "
-                          "itself (ctcasr transcribe CKPT) or train an lstm or conformer")
-    if enc.impl != "packed":
-        return model
-    rnn = enc.rnn
-    cfg = RNNConfig(hidden_size=rnn.hidden_size, num_layers=rnn.num_layers, dropout=0.0,
-                    bidirectional=rnn.bidirectional, impl="reverse")
-    padded = RNNEncoder("lstm", rnn.input_size, cfg)
-    for i in range(rnn.num_layers):
-        for layer, suffix in ((padded.forward_layers[i], ""),
-                              *(((padded.backward_layers[i], "_reverse"),)
-                                if rnn.bidirectional else ())):
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(layer, f"{name}_l0").data.copy_(getattr(rnn, f"{name}_l{i}{suffix}"))
     model = copy.deepcopy(model)  # the checkpoint's model stays as it is (the check's reference)
-    model.encoder = padded.eval()
+    if enc.impl == "packed":
+        rnn = enc.rnn
+        cfg = RNNConfig(hidden_size=rnn.hidden_size, num_layers=rnn.num_layers, dropout=0.0,
+                        bidirectional=rnn.bidirectional, impl="reverse")
+        padded = RNNEncoder("gru" if isinstance(rnn, nn.GRU) else "lstm", rnn.input_size, cfg)
+        for i in range(rnn.num_layers):
+            for layer, suffix in ((padded.forward_layers[i], ""),
+                                  *(((padded.backward_layers[i], "_reverse"),)
+                                    if rnn.bidirectional else ())):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(layer, f"{name}_l0").data.copy_(getattr(rnn, f"{name}_l{i}{suffix}"))
+        model.encoder = padded.eval()
+    for layers in (model.encoder.forward_layers, model.encoder.backward_layers):
+        for i, layer in enumerate(layers):
+            layers[i] = OnnxRNN(layer)
     return model
 
 
@@ -122,6 +122,7 @@ def _onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
         with torch.no_grad(), _quiet_exporter():
             torch.onnx.export(
                 graph, example, tmp, dynamo=True, external_data=False,
+                custom_translation_table=translations(),
                 input_names=["waves", "wave_lens"], output_names=["log_probs", "out_lens"],
                 dynamic_shapes=({0: batch, 1: samples}, {0: batch}))
         if info.int8:
@@ -152,14 +153,10 @@ def _onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
 @contextlib.contextmanager
 def _quiet_exporter():
     """The exporter's progress lines (printed, and logged at INFO) are not the user's business,
-    nor are three of its warnings about its own workings (torch 2.14): ``_check_is_size`` (in the
-    graph it writes for ``nn.LSTM``), ``nn.LSTM``'s ``_flat_weights`` "assigned during export"
-    (they are its parameters), and the batch axis named twice (both inputs have it)."""
+    nor is its warning that the batch axis is named twice (both inputs have it)."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         stack.enter_context(warnings.catch_warnings())
-        warnings.filterwarnings("ignore", message="_check_is_size will be removed")
-        warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights")
         warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
         for name in ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):
             logger = logging.getLogger(name)
