@@ -112,6 +112,10 @@ class ModelConfig:
     encoder_conf: Any = field(default_factory=dict)  # typed by the encoder's own dataclass
     head_dropout: float = 0.0
     init: str = "default"  # parameter initialisation: default (PyTorch's) | xavier | kaiming
+    # intermediate CTC (ctcasr.models.ctc): these encoder layers' outputs (from 1) also get the
+    # CTC loss, weighted by train.inter_ctc_weight; inter_ctc_condition: self-conditioned CTC
+    inter_ctc_layers: tuple[int, ...] = ()
+    inter_ctc_condition: bool = False
 
     def __post_init__(self) -> None:
         from ctcasr.models import encoder_config_class
@@ -160,6 +164,8 @@ class TrainConfig:
     keep_epochs: int = 5  # epoch-N.pt files kept (the newest ones)
     num_threads: int = 0  # > 0: exactly this many torch threads; 0: all cores, fewer under load
     accum_grad: int = 1  # batches per optimizer step (per process)
+    # loss = (1 - w) CTC(last layer) + w mean(CTC(model.inter_ctc_layers)), when there are any
+    inter_ctc_weight: float = 0.3
     amp: str = "none"  # none | bf16 | fp16: mixed precision on CUDA (ignored on CPU)
     patience: int = 0  # > 0: stop after this many epochs without a better validation WER
     max_bad_steps: int = 20  # stop after this many non-finite steps in a row
@@ -183,6 +189,9 @@ class TrainConfig:
                 raise CtcasrError(f"train.{key}: unknown {value!r} (choose {', '.join(allowed)})")
         if self.accum_grad < 1:
             raise CtcasrError(f"train.accum_grad: {self.accum_grad} (must be >= 1)")
+        if not 0.0 <= self.inter_ctc_weight < 1.0:
+            raise CtcasrError(f"train.inter_ctc_weight: {self.inter_ctc_weight} (must be in "
+                              "[0, 1))")
 
 
 @dataclass(frozen=True)
@@ -290,6 +299,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         raise CtcasrError(f"{where}: {value!r} is not a valid {tp}")
     if origin is tuple:
         args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list of any length
+            if not isinstance(value, (list, tuple)):
+                raise CtcasrError(f"{where}: expected a list, got {value!r}")
+            return tuple(_coerce(args[0], v, where) for v in value)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise CtcasrError(f"{where}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))

@@ -61,7 +61,8 @@ def utterance(rng: np.random.Generator, sr: int = SR, words: int = 0,
 
 
 def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0,
-                    utterance_cmn: bool = False, **model_conf) -> Path:
+                    utterance_cmn: bool = False, model_extra: dict | None = None,
+                    **model_conf) -> Path:
     """A tiny model for the synthetic words. With ``train_steps`` > 0 it is trained on 40
     utterances (full batch, Adam) until it has converged by construction, not by luck: CTC loss
     below 0.05 *and* every training utterance transcribed exactly (checked every 10 steps), at
@@ -70,7 +71,8 @@ def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0
     torch.manual_seed(0)
     raw = json.loads(json.dumps(TINY))
     raw["data"]["features"]["utterance_cmn"] = utterance_cmn
-    raw["model"].update(encoder=encoder, encoder_conf={**ENCODER_CONF[encoder], **model_conf})
+    raw["model"].update(encoder=encoder, encoder_conf={**ENCODER_CONF[encoder], **model_conf},
+                        **(model_extra or {}))
     cfg = Config.from_dict(raw)
     rng = np.random.default_rng(0)
     data = [utterance(rng, seed=i) for i in range(40)]

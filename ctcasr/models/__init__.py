@@ -44,7 +44,8 @@ def build_model(
     _, factory = ENCODERS[cfg.encoder]
     frontend = Conv2dSubsampling(input_dim, cfg.frontend)
     encoder = factory(frontend.output_dim, cfg.encoder_conf)
-    model = CTCModel(GlobalCMVN(mean, std), frontend, encoder, vocab_size, cfg.head_dropout)
+    model = CTCModel(GlobalCMVN(mean, std), frontend, encoder, vocab_size, cfg.head_dropout,
+                     cfg.inter_ctc_layers, cfg.inter_ctc_condition)
     init_weights(model, cfg.init)  # parameters only: the CMVN buffers stay as given
     return model
 

@@ -16,12 +16,17 @@ Padded output frames are zero in both.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ctcasr.errors import CtcasrError
 from ctcasr.models.mask import make_pad_mask
+
+if TYPE_CHECKING:
+    from ctcasr.models.ctc import LayerHook
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,6 @@ class RNNConfig:
 
     def __post_init__(self) -> None:
         if self.impl not in ("reverse", "packed"):
-            from ctcasr.errors import CtcasrError
-
             raise CtcasrError(f"model.encoder_conf.impl: unknown {self.impl!r} (reverse, packed)")
 
 
@@ -75,8 +78,17 @@ class RNNEncoder(nn.Module):
                 self.backward_layers.append(rnn_cls(d_in, cfg.hidden_size, batch_first=True))
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def num_layers(self) -> int:
+        return self.rnn.num_layers if self.impl == "packed" else len(self.forward_layers)
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor,
+                hook: LayerHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``hook(n, y)`` after layer n (from 1) may replace its output (intermediate CTC)."""
         if self.impl == "packed":
+            if hook is not None:
+                raise CtcasrError("intermediate CTC needs each layer's output: "
+                                  "model.encoder_conf.impl: reverse, not packed")
             packed = pack_padded_sequence(x, x_lens.cpu(), batch_first=True, enforce_sorted=False)
             y, _ = self.rnn(packed)
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
@@ -90,4 +102,6 @@ class RNNEncoder(nn.Module):
                 yb, _ = self.backward_layers[i](reverse_padded(x, x_lens))
                 y = torch.cat([y, reverse_padded(yb, x_lens)], dim=-1)
             x = y * keep
+            if hook is not None:
+                x = hook(i + 1, x)
         return x, x_lens

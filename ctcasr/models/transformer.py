@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,9 @@ from torch import nn
 
 from ctcasr.errors import CtcasrError
 from ctcasr.models.mask import make_attn_mask, make_pad_mask
+
+if TYPE_CHECKING:
+    from ctcasr.models.ctc import LayerHook
 
 POS_ENCODINGS = ("rotary", "abs", "none")
 
@@ -217,7 +220,14 @@ class AttentionEncoder(nn.Module):
         self.output_dim = d
         self.xscale = math.sqrt(d)  # abs: x * xscale + PE (benchmarks/posenc.py also tries 1)
 
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor,
+                hook: LayerHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``hook(n, y)`` after layer n (from 1) may replace its output (intermediate CTC); it
+        gets the layer's output before the final LayerNorm (``self.norm``)."""
         t = x.shape[1]
         pad = make_pad_mask(x_lens, t)
         x = self.proj(x.masked_fill(pad.unsqueeze(-1), 0.0))
@@ -230,8 +240,10 @@ class AttentionEncoder(nn.Module):
             rope=rotary(t, self.head_dim, x.device) if self.pos_enc == "rotary" else None,
         )
         x = self.dropout(x)
-        for layer in self.layers:
+        for n, layer in enumerate(self.layers, start=1):
             x = layer(x, ctx)
+            if hook is not None:
+                x = hook(n, x)
         return self.norm(x).masked_fill(pad.unsqueeze(-1), 0.0), x_lens
 
 

@@ -135,14 +135,18 @@ def train_step(
     autocast: contextlib.AbstractContextManager | None = None,
     scaler: torch.amp.GradScaler | None = None,
     frozen: list[torch.nn.Parameter] | None = None,
+    inter_weight: float = 0.0,
 ) -> StepResult:
     """One optimizer step over this process's ``batches`` (gradient accumulation).
 
     ``step_utts`` is the number of utterances in the step over all processes; each process
     scales its loss by ``world_size / step_utts`` because DDP averages gradients over processes.
     ``frozen`` parameters lose their gradients before clipping: the step leaves them as they are.
+    With intermediate CTC layers in the model, the loss is ``(1 - inter_weight)`` x the last
+    layer's CTC + ``inter_weight`` x the mean of the intermediate layers' CTC.
     """
     ddp = isinstance(model, DistributedDataParallel)
+    inter = bool(getattr(model.module if ddp else model, "inter_layers", ())) and inter_weight > 0
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), dtype=torch.float64)
     infeasible: list[str] = []
@@ -151,10 +155,15 @@ def train_step(
         sync = contextlib.nullcontext() if last or not ddp else model.no_sync()
         with sync:
             with autocast or contextlib.nullcontext():
-                log_probs, out_lens = model(batch.feats, batch.feat_lens)
+                log_probs, out_lens, *rest = model(batch.feats, batch.feat_lens,
+                                                   **({"inter": True} if inter else {}))
             bad = out_lens < min_ctc_frames(batch.tokens, batch.token_lens)
             infeasible += [batch.ids[i] for i in bad.nonzero().flatten().tolist()]
             loss = ctc_loss(log_probs, out_lens, batch.tokens, batch.token_lens).sum()
+            if inter:
+                lower = torch.stack([ctc_loss(lp, out_lens, batch.tokens, batch.token_lens).sum()
+                                     for lp in rest[0]]).mean()
+                loss = (1 - inter_weight) * loss + inter_weight * lower
             scaled = loss * (world_size / step_utts)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += loss.detach().double().cpu()
@@ -352,7 +361,8 @@ def _train(
             for g in optimizer.param_groups:
                 g["lr"] = lr
             res = train_step(net, optimizer, mine, step_utts, tc.max_norm, dist.world_size,
-                             autocast, scaler, frozen_parameters(model, tc, state.step))
+                             autocast, scaler, frozen_parameters(model, tc, state.step),
+                             tc.inter_ctc_weight)
             if governor is not None:
                 governor.step()
             state.batch_in_epoch = start + len(step_batches)
