@@ -6,6 +6,8 @@
     for t in asr.transcribe(["a.wav", "b.wav"]):          # batched by length
         print(t.name, t.text, [(w.word, w.start, w.end) for w in t.words])
     asr.transcribe(samples, sample_rate=44100)            # a numpy array or tensor
+    s = asr.stream()                                      # a streaming model: results while
+    s.accept(chunk, 16000); s.finish()                    # the audio arrives
 
 See docs/inference.md.
 """

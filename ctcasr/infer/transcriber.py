@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -38,6 +38,9 @@ from ctcasr.decode.timestamps import WordTime, word_times
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import Engine
 from ctcasr.tokenizer import BLANK_ID
+
+if TYPE_CHECKING:
+    from ctcasr.infer.stream import Stream
 
 
 @dataclass
@@ -139,6 +142,7 @@ class Transcriber:
         self.info = engine.info
         self.tokenizer = engine.info.tokenizer
         self.decoder = make_decoder(decoder, options, self.tokenizer)
+        self.decoder_name = decoder
         self.timestamps = timestamps
         self.sr = self.info.features.sample_rate
         self.out_hop = self.info.subsampling * window_hop(self.info.features)[1]  # per frame
@@ -162,6 +166,12 @@ class Transcriber:
             return list(self.transcribe_iter(self.source(a, sample_rate, f"{name}[{i}]")
                                              for i, a in enumerate(audio)))
         return next(self.transcribe_iter([self.source(audio, sample_rate, name)]))
+
+    def stream(self, name: str = "<stream>") -> Stream:
+        """Recognition as the audio arrives (a streaming model: :mod:`ctcasr.infer.stream`)."""
+        from ctcasr.infer.stream import Stream
+
+        return Stream(self, name)
 
     def source(self, audio: Any, sample_rate: int | None = None,
                name: str = "<array>") -> Source:

@@ -79,6 +79,26 @@ class RNNEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     @property
+    def streams(self) -> bool:
+        """Whether :meth:`stream_step` can run it: one direction, layer by layer."""
+        return not self.bidirectional and self.impl == "reverse"
+
+    def stream_step(self, x: torch.Tensor, state: list | None, hook: LayerHook | None = None,
+                    ) -> tuple[torch.Tensor, list]:
+        """The next frames ``x [1, T, D]`` of a stream, from each layer's ``state`` (None at
+        the start) -> (``y [1, T, H]``, the states after them); a one-direction encoder only."""
+        if not self.streams:
+            raise CtcasrError("only a one-direction (bidirectional: false) reverse-impl RNN "
+                              "streams")
+        new = []
+        for i, layer in enumerate(self.forward_layers):
+            x, s = layer(x, None if state is None else state[i])
+            new.append(s)
+            if hook is not None:
+                x = hook(i + 1, x)
+        return x, new
+
+    @property
     def num_layers(self) -> int:
         return self.rnn.num_layers if self.impl == "packed" else len(self.forward_layers)
 

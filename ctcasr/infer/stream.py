@@ -1,0 +1,137 @@
+"""Recognition while the audio arrives: ``s = asr.stream()``, ``s.accept(samples, sr)`` returns
+the partial result, ``s.finish()`` the final one (both :class:`~ctcasr.infer.Transcript`).
+
+A streaming model is one whose output frame depends on no later audio than the front end's own
+look-ahead: a unidirectional LSTM / GRU (``model.encoder_conf.bidirectional: false``). Every
+stage keeps what spans a chunk boundary, so that audio fed in pieces of any size gives the
+log-probs (within float rounding; tested to 1e-5) of the same model run on the whole at once:
+
+- fbank: the samples past the last whole analysis window (Kaldi's frames are computed one
+  window at a time: ``dither`` 0, ``snip_edges``);
+- global CMVN: nothing (per frame); ``utterance_cmn`` needs the whole utterance: refused;
+- the conv front end: the fbank frames from the first one the next output frame reads (its
+  convolutions are "valid", so output ``t`` reads input frames ``factor * t`` onwards);
+- the RNN: each layer's state (and self-conditioned CTC's feedback, which is per frame);
+- the decoder: greedy is frame-synchronous (the last frame's label, to merge repeats across a
+  boundary); the beam search (with or without the LM) decodes all log-probs so far for each
+  partial result, and its final result is the one-shot decode of the whole.
+
+Word times and confidences come with the final result (a forced alignment over all frames);
+partial results carry the text. Audio must be at the model's rate (resample before).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ctcasr.data.features import fbank, num_frames, window_hop
+from ctcasr.decode.timestamps import word_times
+from ctcasr.errors import CtcasrError
+from ctcasr.infer.engine import EagerEngine
+from ctcasr.tokenizer import BLANK_ID
+
+if TYPE_CHECKING:
+    from ctcasr.infer.transcriber import Transcriber, Transcript
+
+
+class Stream:
+    """One utterance (or conversation) recognised as its audio arrives."""
+
+    def __init__(self, transcriber: Transcriber, name: str = "<stream>") -> None:
+        engine = transcriber.engine
+        if not isinstance(engine, EagerEngine):
+            raise CtcasrError(f"{engine.name} models do not stream (yet): stream a checkpoint")
+        self.model, self.info, self.asr, self.name = engine.model, engine.info, transcriber, name
+        self.device = engine.device
+        encoder = self.model.encoder
+        if not getattr(encoder, "streams", False):
+            raise CtcasrError(
+                f"this model's {self.info.encoder} encoder sees the whole utterance at once: "
+                "it does not stream (train one with model.encoder: lstm or gru and "
+                "model.encoder_conf.bidirectional: false)")
+        if self.info.features.utterance_cmn:
+            raise CtcasrError("data.features.utterance_cmn subtracts the whole utterance's "
+                              "mean: a model trained with it does not stream")
+        self.sr = self.info.features.sample_rate
+        self.win, self.hop = window_hop(self.info.features)
+        front = self.model.frontend
+        self.stride = int(np.prod([s for _, s in front.layers])) if front.layers else 1
+        self.min_frames = front.min_input_frames
+        self.wave = torch.zeros(0)  # samples not yet in a frame
+        self.feats = torch.zeros(0, self.info.features.num_mel_bins)  # frames not yet consumed
+        self.state: list[Any] | None = None  # the RNN's, per layer
+        self.log_probs: list[torch.Tensor] = []  # [n, V] per chunk, all of them
+        self.tokens: list[int] = []  # greedy: the labels so far, and the last frame's label
+        self.last = BLANK_ID
+        self.samples = 0
+        self.greedy = transcriber.decoder_name == "greedy"
+        self.finished = False
+
+    @torch.inference_mode()
+    def accept(self, samples: Any, sample_rate: int) -> Transcript:
+        """Take the next piece of audio (``[n]`` float in [-1, 1], numpy or torch, any ``n``);
+        returns the result so far."""
+        if self.finished:
+            raise CtcasrError(f"{self.name}: the stream is finished")
+        if sample_rate != self.sr:
+            raise CtcasrError(f"{self.name}: audio at {sample_rate} Hz; this model takes "
+                              f"{self.sr} Hz (resample before streaming)")
+        data = samples.detach().cpu() if isinstance(samples, torch.Tensor) \
+            else torch.from_numpy(np.asarray(samples, dtype=np.float32))
+        if data.ndim != 1 or not bool(torch.isfinite(data).all()):
+            raise CtcasrError(f"{self.name}: audio must be a finite [samples] array, got "
+                              f"shape {tuple(data.shape)}")
+        self.samples += data.shape[0]
+        self.wave = torch.cat([self.wave, data.float()])
+        self._advance()
+        return self._result(final=False)
+
+    @torch.inference_mode()
+    def finish(self) -> Transcript:
+        """The final result (with word times); the stream takes no more audio. Samples after
+        the last whole analysis window are left out, as a one-shot decode leaves them."""
+        self.finished = True
+        return self._result(final=True)
+
+    # ----------------------------------------------------------------------- internals
+    def _advance(self) -> None:
+        n = num_frames(self.wave.shape[0], self.info.features)
+        if n:
+            new = fbank(self.wave[: (n - 1) * self.hop + self.win], self.info.features)
+            self.wave = self.wave[n * self.hop :]
+            self.feats = torch.cat([self.feats, new])
+        if self.feats.shape[0] < self.min_frames:
+            return
+        model = self.model
+        x = model.cmvn(self.feats.to(self.device))[None]
+        lens = torch.tensor([x.shape[1]], device=self.device)
+        x, out_lens = model.frontend(x, lens)
+        used = int(out_lens[0]) * self.stride
+        self.feats = self.feats[used:]
+        hook = model._hook(torch.ones(1, x.shape[1], 1, device=self.device), []) \
+            if model.condition is not None else None
+        h, self.state = model.encoder.stream_step(x, self.state, hook)
+        lp = model._log_probs(h)[0].cpu()
+        self.log_probs.append(lp)
+        if self.greedy:
+            for k in lp.argmax(-1).tolist():
+                if k != BLANK_ID and k != self.last:
+                    self.tokens.append(k)
+                self.last = k
+
+    def _result(self, final: bool) -> Transcript:
+        from ctcasr.infer.transcriber import Transcript
+
+        lp = torch.cat(self.log_probs) if self.log_probs else torch.zeros(0, 1)
+        tokens = self.tokens
+        if not self.greedy and lp.shape[0]:
+            tokens = self.asr.decoder(lp[None], torch.tensor([lp.shape[0]]))[0][0].tokens
+        words = []
+        if final and self.asr.timestamps and tokens:
+            words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s)
+        conf = sum(w.confidence for w in words) / len(words) if words else None
+        return Transcript(self.name, self.asr.tokenizer.decode(tokens), self.samples / self.sr,
+                          words, conf)
