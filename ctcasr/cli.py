@@ -215,6 +215,48 @@ def transcribe(
 
 
 @app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="A checkpoint (model.pt) or ONNX export.")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this "
+                                      "machine only; 0.0.0.0: every interface).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    decoder: DecoderOpt = "greedy",
+    beam: BeamOpt = 10,
+    lm: LmOpt = None,
+    lm_weight: LmWeightOpt = 0.5,
+    word_bonus: WordBonusOpt = 0.0,
+    unk_penalty: UnkPenaltyOpt = 0.0,
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: all "
+                                         "cores).")] = 0,
+    max_streams: Annotated[int, typer.Option("--max-streams", help="WebSocket streams at "
+                                             "once.")] = 8,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest upload.")]
+    = 50.0,
+    max_stream_seconds: Annotated[float, typer.Option("--max-stream-seconds", help="Longest "
+                                                      "stream (seconds of audio).")] = 600.0,
+) -> None:
+    """Serve recognition over HTTP and WebSocket: a page at /, POST /v1/transcribe, WS
+    /v1/stream (docs/serving.md). Needs the serve extra."""
+    try:
+        import uvicorn
+
+        from ctcasr.serve.app import Limits, create_app
+    except ImportError:
+        raise CtcasrError("ctcasr serve needs starlette, uvicorn and websockets: pip install "
+                          "'ctcasr[serve]'") from None
+    from ctcasr.infer import load
+
+    asr = load(model, decoder=decoder, beam=beam, lm=lm, lm_weight=lm_weight,
+               word_bonus=word_bonus, unk_penalty=unk_penalty, threads=threads)
+    limits = Limits(max_upload_mb=max_upload_mb, max_stream_seconds=max_stream_seconds,
+                    max_streams=max_streams)
+    typer.echo(f"serving {model} at http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(create_app(asr, limits, model.name), host=host, port=port, log_level="warning",
+                ws="websockets-sansio", ws_max_size=int(4 * limits.max_message_kb * 1024))
+
+
+@app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint (model.pt) to export.")],
     fmt: Annotated[str, typer.Option("--format", help="onnx (fbank in the graph; needs the "

@@ -1,0 +1,1 @@
+"""``ctcasr serve``: recognition over HTTP and WebSocket (:mod:`ctcasr.serve.app`)."""

@@ -1,0 +1,256 @@
+"""The recognition server: a Starlette app (run by uvicorn) around one loaded model.
+
+- ``GET /``: the page (``static/index.html``: microphone and file upload, no build step);
+- ``GET /healthz``: ``{"status": "ok", "model", "sample_rate", "streaming"}``;
+- ``POST /v1/transcribe``: an audio file as the request body (any format soundfile reads, any
+  rate) -> the transcript as JSON (text, duration, confidence, words with start / end);
+- ``WS /v1/stream``: a JSON start message ``{"type": "start", "sample_rate": SR, "format":
+  "s16le" | "f32le"}`` (SR: the model's rate), then binary messages of PCM samples, then
+  ``{"type": "stop"}``; the server sends ``{"type": "partial", "text"}`` as results change and
+  ``{"type": "final", ...transcript}`` at the end. Errors are ``{"type": "error", "error"}``
+  followed by a close with a WebSocket code (1003 bad data, 1008 a limit, 1009 too big, 1013 too
+  many streams).
+
+The model is loaded once. Decoding runs in worker threads off the event loop (``workers`` at a
+time, 1 by default: torch already uses the cores), each stream's chunks in arrival order, so
+concurrent streams take turns. A streaming model (:mod:`ctcasr.infer.stream`) decodes each chunk
+as it comes; any other model is re-decoded on the audio so far at most every
+``partial_seconds`` of new audio, and once more at the end. Limits (:class:`Limits`) answer with
+HTTP 413 / 415 / 503 or the close codes above; a client that vanishes frees its stream and
+nothing else notices. Nothing a client sends is used as a path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import soundfile as sf
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ctcasr.errors import CtcasrError
+from ctcasr.infer.transcriber import Transcriber
+
+log = logging.getLogger("ctcasr.serve")
+PAGE = Path(__file__).parent / "static" / "index.html"
+FORMATS = {"s16le": (np.int16, 1 / 32768.0), "f32le": (np.float32, 1.0)}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_mb: float = 50.0  # POST /v1/transcribe body
+    max_stream_seconds: float = 600.0  # audio per WebSocket stream
+    max_message_kb: float = 1024.0  # one WebSocket message
+    max_streams: int = 8  # WebSocket streams at once
+    workers: int = 1  # decoding threads
+    partial_seconds: float = 1.0  # full-context models: new audio between partial results
+
+
+class ClientError(Exception):
+    """What a client did wrong: sent as an error message, then the stream closes."""
+
+    def __init__(self, message: str, code: int = 1003) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model") -> Starlette:
+    sr = asr.info.features.sample_rate
+    try:
+        asr.stream()
+        streaming = True
+    except CtcasrError:
+        streaming = False
+    worker = anyio.CapacityLimiter(limits.workers)
+    active = {"streams": 0}
+
+    async def run(fn, *args):
+        return await anyio.to_thread.run_sync(fn, *args, limiter=worker)
+
+    async def page(request: Request) -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html")
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "model": name, "sample_rate": sr,
+                             "streaming": streaming, "streams": active["streams"]})
+
+    async def transcribe(request: Request) -> JSONResponse:
+        cap = int(limits.max_upload_mb * 2**20)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            return error(413, f"the upload is over the limit of {limits.max_upload_mb:g} MB")
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > cap:
+                return error(413, f"the upload is over the limit of {limits.max_upload_mb:g} MB")
+        if not body:
+            return error(400, "send the audio file as the request body")
+        try:
+            data, rate = sf.read(io.BytesIO(bytes(body)), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+            return error(415, f"not audio that soundfile reads ({str(e).splitlines()[0]})")
+        if data.shape[0] == 0:
+            return error(415, "the audio file holds no samples")
+        try:
+            result = await run(asr.transcribe, data, rate, "upload")
+        except CtcasrError as e:
+            return error(422, str(e))
+        return JSONResponse(result.to_dict())
+
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        if active["streams"] >= limits.max_streams:
+            await close_with(ws, ClientError(f"busy: {limits.max_streams} streams already; try "
+                                             "again later", 1013))
+            return
+        active["streams"] += 1
+        try:
+            await _session(ws)
+        except WebSocketDisconnect:
+            log.info("a client left mid-stream")
+        except ClientError as e:
+            await close_with(ws, e)
+        finally:
+            active["streams"] -= 1
+
+    async def _session(ws: WebSocket) -> None:
+        start = await receive(ws)
+        dtype, scale = parse_start(start.get("text"), sr)
+        session = (Live(asr) if streaming else Redecode(asr, sr, limits.partial_seconds))
+        samples = 0
+        while True:
+            msg = await receive(ws)
+            if msg.get("text") is not None:
+                if _json(msg["text"]).get("type") != "stop":
+                    raise ClientError('expected binary audio or {"type": "stop"}')
+                final = await run(session.finish)
+                await ws.send_json({"type": "final", **final.to_dict()})
+                await ws.close(1000)
+                return
+            data = msg.get("bytes") or b""
+            if len(data) > limits.max_message_kb * 1024:
+                raise ClientError(f"a message of {len(data)} bytes is over the limit of "
+                                  f"{limits.max_message_kb:g} KB", 1009)
+            width = np.dtype(dtype).itemsize
+            if len(data) % width:
+                raise ClientError(f"{len(data)} bytes is not a whole number of {width}-byte "
+                                  "samples")
+            chunk = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
+            samples += len(chunk)
+            if samples > limits.max_stream_seconds * sr:
+                raise ClientError(f"the stream is over the limit of {limits.max_stream_seconds:g}"
+                                  " s of audio", 1008)
+            if not np.isfinite(chunk).all():
+                raise ClientError("the audio holds NaN or infinite samples")
+            text = await run(session.accept, chunk)
+            if text is not None:
+                await ws.send_json({"type": "partial", "text": text})
+
+    async def receive(ws: WebSocket) -> dict[str, Any]:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(msg.get("code", 1000))
+        return msg
+
+    return Starlette(routes=[Route("/", page), Route("/healthz", healthz),
+                             Route("/v1/transcribe", transcribe, methods=["POST"]),
+                             WebSocketRoute("/v1/stream", stream)])
+
+
+def parse_start(text: str | None, sr: int) -> tuple[Any, float]:
+    """The (dtype, scale) of the stream's PCM, from its start message."""
+    if text is None:
+        raise ClientError('the first message must be the JSON start message {"type": "start", '
+                          f'"sample_rate": {sr}, "format": "s16le"}}')
+    start = _json(text)
+    if start.get("type") != "start":
+        raise ClientError('the first message must have "type": "start"')
+    rate = start.get("sample_rate")
+    if not isinstance(rate, int) or isinstance(rate, bool):
+        raise ClientError(f"sample_rate must be an integer (this model's is {sr}), got {rate!r}")
+    if rate != sr:
+        raise ClientError(f"sample_rate {rate}: this model takes {sr} Hz (resample before "
+                          "sending; the page does)")
+    fmt = start.get("format", "s16le")
+    if fmt not in FORMATS:
+        raise ClientError(f"format {fmt!r}: choose {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ClientError("a text message must be JSON") from None
+    if not isinstance(obj, dict):
+        raise ClientError("a text message must be a JSON object")
+    return obj
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def close_with(ws: WebSocket, e: ClientError) -> None:
+    try:
+        await ws.send_json({"type": "error", "error": str(e)})
+        await ws.close(e.code)
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client is gone already
+
+
+class Live:
+    """A streaming model: each chunk decoded as it comes."""
+
+    def __init__(self, asr: Transcriber) -> None:
+        self.stream, self.text = asr.stream("stream"), ""
+
+    def accept(self, chunk: np.ndarray) -> str | None:
+        text = self.stream.accept(chunk, self.stream.sr).text
+        changed, self.text = text != self.text, text
+        return text if changed else None
+
+    def finish(self):
+        return self.stream.finish()
+
+
+class Redecode:
+    """A full-context model: the audio so far decoded every ``every`` seconds of new audio."""
+
+    def __init__(self, asr: Transcriber, sr: int, every: float) -> None:
+        self.asr, self.sr, self.every = asr, sr, max(1, round(every * sr))
+        self.chunks: list[np.ndarray] = []
+        self.samples = self.decoded = 0
+        self.text = ""
+
+    def accept(self, chunk: np.ndarray) -> str | None:
+        self.chunks.append(chunk)
+        self.samples += len(chunk)
+        if self.samples - self.decoded < self.every:
+            return None
+        self.decoded = self.samples
+        text = self._transcribe().text
+        changed, self.text = text != self.text, text
+        return text if changed else None
+
+    def finish(self):
+        return self._transcribe()
+
+    def _transcribe(self):
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        if len(audio) < self.asr.engine.min_samples:
+            audio = np.pad(audio, (0, self.asr.engine.min_samples - len(audio)))
+        t = self.asr.transcribe(audio, self.sr, "stream")
+        t.duration = self.samples / self.sr
+        return t

@@ -1,0 +1,216 @@
+"""``ctcasr serve``: a real uvicorn server on a loopback port, real clients (httpx, websockets).
+
+A recording sent over the socket gives the final text ``transcribe`` gives for the same samples
+(a full-context Conformer, re-decoded; a streaming LSTM, chunk by chunk); every bad input gets
+its error and the other streams go on; a few concurrent streams all finish right."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_transcribe import SR, make_checkpoint, trained, utterance  # noqa: F401
+
+import ctcasr
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
+
+from ctcasr.serve.app import Limits, create_app  # noqa: E402
+
+LIMITS = Limits(max_upload_mb=0.25, max_stream_seconds=20, max_message_kb=64, max_streams=3,
+                partial_seconds=0.5)
+
+
+class Server:
+    """uvicorn in a thread on a free loopback port; stops when the test module ends."""
+
+    def __init__(self, asr) -> None:
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(create_app(asr, LIMITS, "test"), log_level="warning",
+                                ws="websockets-sansio", ws_max_size=1 << 20)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            time.sleep(0.05)
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def full(trained):  # noqa: F811
+    asr = ctcasr.load(trained)
+    s = Server(asr)
+    yield s, asr
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    asr = ctcasr.load(make_checkpoint(tmp_path_factory.mktemp("live") / "uni.pt", "lstm",
+                                      bidirectional=False))
+    s = Server(asr)
+    yield s, asr
+    s.stop()
+
+
+def recording(seed: int = 0, n: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([utterance(rng, seed=seed * 10 + k)[0] for k in range(n)])
+
+
+def stream(url: str, wave: np.ndarray, fmt: str = "s16le", chunk: int = 1600,
+           start: dict | None = None) -> tuple[list[dict], dict]:
+    """Send ``wave`` over the socket; returns (partial messages, the last message)."""
+    data = (np.clip(wave, -1, 1) * 32767).astype("<i2") if fmt == "s16le" \
+        else wave.astype("<f4")
+    with connect(url) as ws:
+        ws.send(json.dumps(start or {"type": "start", "sample_rate": SR, "format": fmt}))
+        for i in range(0, len(data), chunk):
+            ws.send(data[i : i + chunk].tobytes())
+        ws.send(json.dumps({"type": "stop"}))
+        msgs = [json.loads(m) for m in ws]
+    return [m for m in msgs if m["type"] == "partial"], msgs[-1]
+
+
+def as_sent(wave: np.ndarray) -> np.ndarray:
+    return (np.clip(wave, -1, 1) * 32767).astype(np.int16).astype(np.float32) / 32768
+
+
+@pytest.mark.parametrize("which", ["full", "live"])
+def test_stream_final_is_transcribe(which, request):
+    server, asr = request.getfixturevalue(which)
+    wave = recording(1)
+    partials, final = stream(server.ws, wave)
+    want = asr.transcribe(as_sent(wave), SR)
+    assert final["type"] == "final" and final["text"] == want.text
+    assert final["duration"] == pytest.approx(len(wave) / SR, abs=1e-3)
+    assert [w["word"] for w in final["words"]] == want.text.split()
+    # partials as the text changes (full: re-decoded every 0.5 s of audio), never repeated;
+    # the live model is untrained (its text is whatever it is)
+    assert len(partials) >= (2 if which == "full" else 1)
+    assert all(a["text"] != b["text"] for a, b in zip(partials, partials[1:], strict=False))
+    _, f32 = stream(server.ws, wave, fmt="f32le", chunk=777)
+    assert f32["text"] == asr.transcribe(wave.astype(np.float32), SR).text
+
+
+def test_healthz_page_and_upload(full):
+    server, asr = full
+    h = httpx.get(f"{server.http}/healthz").json()
+    assert h == {"status": "ok", "model": "test", "sample_rate": SR, "streaming": False,
+                 "streams": 0}
+    page = httpx.get(server.http + "/")
+    assert page.status_code == 200 and "<title>ctcasr</title>" in page.text
+    buf = io.BytesIO()
+    wave = recording(2)
+    sf.write(buf, wave, SR, format="FLAC")
+    r = httpx.post(f"{server.http}/v1/transcribe", content=buf.getvalue())
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == asr.transcribe(sf.read(io.BytesIO(buf.getvalue()),
+                                                       dtype="float32")[0], SR).text
+
+
+def test_upload_errors(full):
+    server, _ = full
+    url = f"{server.http}/v1/transcribe"
+    r = httpx.post(url, content=b"<html>not audio</html>")
+    assert r.status_code == 415 and r.json()["error"].startswith("not audio that soundfile")
+    big = b"\0" * (int(LIMITS.max_upload_mb * 2**20) + 1)
+    r = httpx.post(url, content=big)  # Content-Length says so: refused before reading
+    assert r.status_code == 413 and "over the limit of 0.25 MB" in r.json()["error"]
+    r = httpx.post(url, content=(big[i : i + 65536] for i in range(0, len(big), 65536)))
+    assert r.status_code == 413  # chunked, no length: counted while reading
+    assert httpx.post(url, content=b"").status_code == 400
+    assert httpx.get(url).status_code == 405
+
+
+def expect_error(url: str, first, then=(), code: int = 1003) -> str:
+    """Send ``first`` (a start message) and ``then``; returns the error text, checks the code."""
+    with connect(url) as ws:
+        ws.send(first)
+        for m in then:
+            ws.send(m)
+        msg = json.loads(ws.recv(timeout=30))
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=30)
+    assert msg["type"] == "error" and e.value.rcvd.code == code, (msg, e.value.rcvd)
+    return msg["error"]
+
+
+def test_stream_errors_leave_other_streams_alone(full):
+    server, asr = full
+    wave = recording(3)
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(stream, server.ws, wave, "s16le", 400)  # goes on meanwhile
+        url, start = server.ws, {"type": "start", "sample_rate": SR, "format": "s16le"}
+        assert "must be JSON" in expect_error(url, "hello")
+        assert "first message must be the JSON start" in expect_error(url, b"\0\0")
+        assert "sample_rate must be an integer (this model's is 8000), got None" in \
+            expect_error(url, json.dumps({"type": "start"}))
+        assert "sample_rate 16000: this model takes 8000 Hz" in \
+            expect_error(url, json.dumps({**start, "sample_rate": 16000}))
+        assert "format 'mp3'" in expect_error(url, json.dumps({**start, "format": "mp3"}))
+        assert "3 bytes is not a whole number of 2-byte samples" in \
+            expect_error(url, json.dumps(start), [b"\0\0\0"])
+        assert "over the limit of 64 KB" in \
+            expect_error(url, json.dumps(start), [b"\0" * 70000], code=1009)
+        assert 'expected binary audio or {"type": "stop"}' in \
+            expect_error(url, json.dumps(start), [json.dumps({"type": "pause"})])
+        too_long = np.zeros(int(LIMITS.max_stream_seconds * SR) + 2, np.int16).tobytes()
+        assert "over the limit of 20 s of audio" in expect_error(
+            url, json.dumps(start), [too_long[i : i + 60000] for i in range(0, len(too_long),
+                                                                             60000)], 1008)
+        # a client that vanishes mid-stream: nothing else notices
+        with connect(url) as ws:
+            ws.send(json.dumps(start))
+            ws.send(np.zeros(800, np.int16).tobytes())
+        _, final = other.result(timeout=120)
+    assert final["text"] == asr.transcribe(as_sent(wave), SR).text
+    for _ in range(50):
+        if httpx.get(f"{server.http}/healthz").json()["streams"] == 0:
+            break
+        time.sleep(0.1)
+    assert httpx.get(f"{server.http}/healthz").json()["streams"] == 0
+
+
+def test_concurrent_streams_and_the_limit(live):
+    server, asr = live
+    waves = [recording(10 + k, n=2) for k in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda w: stream(server.ws, w, chunk=800)[1], waves))
+    assert [r["text"] for r in results] == [asr.transcribe(as_sent(w), SR).text for w in waves]
+    # over max_streams (3): the fourth is told to come back later
+    start = json.dumps({"type": "start", "sample_rate": SR, "format": "s16le"})
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):
+            stack.enter_context(connect(server.ws)).send(start)
+        time.sleep(0.5)
+        with connect(server.ws) as ws:
+            msg = json.loads(ws.recv(timeout=30))
+            with pytest.raises(ConnectionClosed) as e:
+                ws.recv(timeout=30)
+        assert msg["type"] == "error" and msg["error"].startswith("busy: 3 streams")
+        assert e.value.rcvd.code == 1013
