@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
-.PHONY: digits digits-transfer yesno arctic speechocean test lint bench-decode bench-speechbrain clean lock
+.PHONY: browser digits digits-transfer yesno arctic speechocean test lint bench-decode bench-speechbrain clean lock
 
 # From the hashed lock only: nothing unpinned is ever installed. uv (its locked release, itself
 # installed by pip with its hashes) is ~5x faster than pip; USE_UV=0, or any uv failure, falls
@@ -56,9 +56,21 @@ arctic: $(STAMP)
 speechocean: $(STAMP)
 	egs/speechocean/run.sh
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check ctcasr tests egs benchmarks
 	$(VENV)/bin/python -m pytest -q
+
+# Headless Chromium for tests/test_browser.py (the page recorded through a fake microphone), from
+# Debian's packages when it is missing and this is a root shell with apt-get; otherwise that
+# test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (Debian) for the browser test"; \
+	    (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	        --no-install-recommends chromium chromium-driver >/dev/null) || \
+	    echo "could not install chromium: tests/test_browser.py will skip"; \
+	else echo "no chromium (apt-get install chromium chromium-driver): the browser test skips"; fi
 
 # benchmarks/decode_speed.py with the decoders it compares against, in their own venv (the
 # lock plus pyctcdecode, flashlight-text and kenlm; kenlm builds with a C++ compiler and cmake;

@@ -1,0 +1,90 @@
+"""The page in a real browser: headless Chromium (Debian's ``chromium`` + ``chromium-driver``,
+driven by Selenium) takes a WAV file as its microphone, records through the page, and the final
+text on the page equals the offline transcript of that WAV. Skipped, with the reason, where
+Chromium is not installed (``make test`` installs it when it can)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_serve import Server
+from test_transcribe import SR, trained, utterance  # noqa: F401
+
+import ctcasr
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="headless Chromium not installed (apt-get install chromium chromium-driver)")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A function that opens Chromium with ``wav`` as its microphone (played once)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    drivers = []
+
+    def open_with(wav):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
+                     "--use-fake-device-for-media-stream",
+                     f"--use-file-for-fake-audio-capture={wav}%noloop",
+                     "--autoplay-policy=no-user-gesture-required", "--window-size=900,900"):
+            opts.add_argument(flag)
+        d = webdriver.Chrome(options=opts, service=Service(DRIVER))
+        drivers.append(d)
+        return d
+
+    yield open_with
+    for d in drivers:
+        d.quit()
+
+
+def wait_for(fn, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+def test_page_records_the_microphone_and_shows_the_transcript(trained, browser,  # noqa: F811
+                                                              tmp_path):
+    from selenium.webdriver.common.by import By
+
+    asr = ctcasr.load(trained)
+    rng = np.random.default_rng(7)
+    pieces = [utterance(rng, words=3, seed=70)[0], np.zeros(SR // 2, np.float32),
+              utterance(rng, words=2, seed=71)[0]]
+    wave = np.concatenate(pieces)
+    wav = tmp_path / "mic.wav"
+    sf.write(wav, wave, SR, subtype="PCM_16")
+    want = asr.transcribe(str(wav)).text
+    assert len(want.split()) == 5
+    server = Server(asr)
+    try:
+        d = browser(wav)
+        d.get(server.http + "/")
+        record = d.find_element(By.ID, "record")
+        wait_for(lambda: record.is_enabled())
+        record.click()
+        wait_for(lambda: "listening" in d.find_element(By.ID, "status").text)
+        time.sleep(len(wave) / SR + 1.5)  # the file plays once, then silence
+        record.click()
+        seg = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".segment"))[0]
+        assert seg.get_attribute("data-text") == want
+        assert "microphone" in seg.text
+        assert len(seg.find_elements(By.CSS_SELECTOR, ".word")) == 5  # words with their times
+        d.save_screenshot(str(tmp_path / "page.png"))
+    finally:
+        server.stop()
