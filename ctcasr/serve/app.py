@@ -6,10 +6,11 @@
   rate) -> the transcript as JSON (text, duration, confidence, words with start / end);
 - ``WS /v1/stream``: a JSON start message ``{"type": "start", "sample_rate": SR, "format":
   "s16le" | "f32le"}`` (SR: the model's rate), then binary messages of PCM samples, then
-  ``{"type": "stop"}``; the server sends ``{"type": "partial", "text"}`` as results change and
-  ``{"type": "final", ...transcript}`` at the end. Errors are ``{"type": "error", "error"}``
-  followed by a close with a WebSocket code (1003 bad data, 1008 a limit, 1009 too big, 1013 too
-  many streams).
+  ``{"type": "stop"}``; the server sends ``{"type": "partial", "text", "audio_s"}`` (the
+  seconds of audio it covers) as results change and ``{"type": "final", ...transcript,
+  "compute_s"}`` (seconds the stream spent in or waiting for the decoder) at the end. Errors
+  are ``{"type": "error", "error"}`` followed by a close with a WebSocket code (1003 bad data,
+  1008 a limit, 1009 too big, 1013 too many streams).
 
 The model is loaded once. Decoding runs in worker threads off the event loop (``workers`` at a
 time, 1 by default: torch already uses the cores), each stream's chunks in arrival order, so
@@ -25,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,14 +130,23 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model")
         start = await receive(ws)
         dtype, scale = parse_start(start.get("text"), sr)
         session = (Live(asr) if streaming else Redecode(asr, sr, limits.partial_seconds))
-        samples = 0
+        samples, compute = 0, 0.0
+
+        async def timed(fn, *args):
+            nonlocal compute
+            t = time.perf_counter()
+            out = await run(fn, *args)
+            compute += time.perf_counter() - t  # includes waiting for the worker: what a
+            return out  # stream costs under load
+
         while True:
             msg = await receive(ws)
             if msg.get("text") is not None:
                 if _json(msg["text"]).get("type") != "stop":
                     raise ClientError('expected binary audio or {"type": "stop"}')
-                final = await run(session.finish)
-                await ws.send_json({"type": "final", **final.to_dict()})
+                final = await timed(session.finish)
+                await ws.send_json({"type": "final", **final.to_dict(),
+                                    "compute_s": round(compute, 4)})
                 await ws.close(1000)
                 return
             data = msg.get("bytes") or b""
@@ -153,9 +164,10 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model")
                                   " s of audio", 1008)
             if not np.isfinite(chunk).all():
                 raise ClientError("the audio holds NaN or infinite samples")
-            text = await run(session.accept, chunk)
+            text = await timed(session.accept, chunk)
             if text is not None:
-                await ws.send_json({"type": "partial", "text": text})
+                await ws.send_json({"type": "partial", "text": text,
+                                    "audio_s": round(samples / sr, 4)})
 
     async def receive(ws: WebSocket) -> dict[str, Any]:
         msg = await ws.receive()
