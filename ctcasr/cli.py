@@ -132,15 +132,24 @@ def decode(
                                             "(0: the training config's value, at least "
                                             "20000).")] = 0,
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Conformer / Transformer: "
+                                            "attention in chunks of this many output frames, "
+                                            "as when streaming (0: the model's own, full "
+                                            "context unless trained otherwise).")] = 0,
+    left_chunks: Annotated[int, typer.Option("--left-chunks", help="With --chunk-size: "
+                                             "chunks of left context (-1: all).")] = -1,
     skip_bad: SkipBadOpt = False,
 ) -> None:
     """Decode a manifest and write the hypotheses and a WER/CER report; prints the WER."""
     from ctcasr.decode import DecodeOptions
     from ctcasr.decode.runner import decode_manifest, load_recognizer
+    from ctcasr.models import set_chunking
 
     opts = DecodeOptions(beam, nbest, topk, prune, str(lm) if lm else None, lm_weight, word_bonus,
                          unk_penalty, beam_prune)
     rec = load_recognizer(checkpoint, device)
+    if chunk_size:
+        set_chunking(rec.model, chunk_size, left_chunks)
     s = decode_manifest(rec, manifest, out_dir, decoder, max_frames, num_workers, opts,
                         timestamps, skip_bad)
     typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")

@@ -50,4 +50,16 @@ def build_model(
     return model
 
 
-__all__ = ["ENCODERS", "CTCModel", "GlobalCMVN", "build_model", "encoder_config_class"]
+def set_chunking(model: CTCModel, chunk_size: int, left_chunks: int = -1) -> None:
+    """Decode ``model`` with chunked attention (``chunk_size`` output frames; 0: full context),
+    as a streaming Conformer / Transformer would see the audio."""
+    if not hasattr(model.encoder, "set_chunking"):
+        raise CtcasrError(f"--chunk-size: the {type(model.encoder).__name__} has no attention "
+                          "to chunk (a Conformer or Transformer has)")
+    if chunk_size < 0:
+        raise CtcasrError(f"--chunk-size: must be >= 0, got {chunk_size}")
+    model.encoder.set_chunking(chunk_size, left_chunks)
+
+
+__all__ = ["ENCODERS", "CTCModel", "GlobalCMVN", "build_model", "encoder_config_class",
+           "set_chunking"]

@@ -40,6 +40,7 @@ class ConformerConfig(TransformerConfig):
     """The Transformer's fields (d_model 256, 12 layers, 4 heads, ffn_dim 1024, ...) and:"""
 
     conv_kernel: int = 15  # depthwise convolution kernel (frames, odd)
+    causal: bool = False  # the depthwise convolution reads only past frames (for streaming)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,13 +61,15 @@ class ConvModule(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.pointwise_in = nn.Linear(d, 2 * d)
-        self.depthwise = nn.Conv1d(d, d, cfg.conv_kernel, padding=cfg.conv_kernel // 2, groups=d)
+        self.left = cfg.conv_kernel - 1 if cfg.causal else cfg.conv_kernel // 2
+        self.right = cfg.conv_kernel - 1 - self.left
+        self.depthwise = nn.Conv1d(d, d, cfg.conv_kernel, groups=d)
         self.norm = nn.LayerNorm(d)
         self.pointwise_out = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         x = F.glu(self.pointwise_in(x), dim=-1).masked_fill(ctx.pad.unsqueeze(-1), 0.0)
-        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
+        x = self.depthwise(F.pad(x.transpose(1, 2), (self.left, self.right))).transpose(1, 2)
         return self.pointwise_out(F.silu(self.norm(x)))
 
 

@@ -24,3 +24,15 @@ def make_attn_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.T
     """[B] lengths -> [B, 1, 1, max_len] bool for ``scaled_dot_product_attention``: True at
     real keys (the inverse of :func:`make_pad_mask`), broadcast over heads and queries."""
     return ~make_pad_mask(lengths, max_len)[:, None, None, :]
+
+
+def make_chunk_mask(length: int, chunk: int, left: int = -1,
+                    device: torch.device | None = None) -> torch.Tensor:
+    """[length, length] bool for chunked self-attention (WeNet's U2): query ``i`` may attend key
+    ``j`` when ``j``'s chunk (of ``chunk`` frames) is ``i``'s or one of the ``left`` before it
+    (``left`` < 0: all before it); True where it may, as :func:`make_attn_mask`."""
+    idx = torch.arange(length, device=device) // chunk
+    ok = idx.unsqueeze(0) <= idx.unsqueeze(1)
+    if left >= 0:
+        ok = ok & (idx.unsqueeze(0) >= idx.unsqueeze(1) - left)
+    return ok

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctcasr.errors import CtcasrError
-from ctcasr.models.mask import make_attn_mask, make_pad_mask
+from ctcasr.models.mask import make_attn_mask, make_chunk_mask, make_pad_mask
 
 if TYPE_CHECKING:
     from ctcasr.models.ctc import LayerHook
@@ -51,9 +51,18 @@ class TransformerConfig:
     dropout: float = 0.1  # on the input and on every residual branch
     attention_dropout: float = 0.0  # on the attention weights
     pos_enc: str = "rotary"  # rotary | abs | none (benchmarks/posenc.py)
+    # chunked attention (streaming, WeNet's U2): each frame attends to its chunk of chunk_size
+    # frames and left_chunks chunks before it (-1: all); 0 = the whole utterance. With
+    # dynamic_chunk, each training batch draws its chunk size (half the batches full context,
+    # the others 1-25 frames), so that one model decodes with any chunk size
+    chunk_size: int = 0
+    left_chunks: int = -1
+    dynamic_chunk: bool = False
 
     def __post_init__(self) -> None:
         where = "model.encoder_conf"
+        if self.chunk_size < 0:
+            raise CtcasrError(f"{where}.chunk_size: must be >= 0, got {self.chunk_size}")
         for name in ("d_model", "num_layers", "num_heads", "ffn_dim"):
             if getattr(self, name) < 1:
                 raise CtcasrError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
@@ -105,7 +114,8 @@ class Context(NamedTuple):
     """What every sub-layer of one forward pass may need besides its input."""
 
     pad: torch.Tensor  # [B, T] bool, True at padding (make_pad_mask)
-    attn_mask: torch.Tensor | None  # [B, 1, 1, T] bool, True at real keys; None: no padding
+    attn_mask: torch.Tensor | None  # [B, 1, 1 or T, T] bool, True where a query may attend
+    #                                 (real keys, in its chunks); None: all of them
     rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) [T, head_dim] with rotary
 
 
@@ -216,6 +226,8 @@ class AttentionEncoder(nn.Module):
         self.head_dim = d // cfg.num_heads
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(make_block(cfg) for _ in range(cfg.num_layers))
+        self.chunking = (cfg.chunk_size, cfg.left_chunks)  # outside training (set_chunking)
+        self.dynamic_chunk = cfg.dynamic_chunk
         self.norm = nn.LayerNorm(d) if final_norm else nn.Identity()
         self.output_dim = d
         self.xscale = math.sqrt(d)  # abs: x * xscale + PE (benchmarks/posenc.py also tries 1)
@@ -223,6 +235,19 @@ class AttentionEncoder(nn.Module):
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    def set_chunking(self, chunk_size: int, left_chunks: int = -1) -> None:
+        """Decode with chunked attention (0: the whole utterance): a model trained with
+        ``dynamic_chunk`` takes any chunk size."""
+        self.chunking = (chunk_size, left_chunks)
+
+    def _chunk(self) -> tuple[int, int]:
+        """This forward pass's (chunk size, left chunks); 0 = full context."""
+        if self.training and self.dynamic_chunk:
+            if bool(torch.randint(0, 2, ()).item()):
+                return 0, -1
+            return int(torch.randint(1, 26, ()).item()), self.chunking[1]
+        return self.chunking
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor,
                 hook: LayerHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,12 +258,17 @@ class AttentionEncoder(nn.Module):
         x = self.proj(x.masked_fill(pad.unsqueeze(-1), 0.0))
         if self.pos_enc == "abs":
             x = x * self.xscale + sinusoidal(t, self.output_dim, x.device)
-        ctx = Context(
-            pad=pad,
-            attn_mask=make_attn_mask(x_lens, t)
-            if torch.compiler.is_exporting() or bool(pad.any()) else None,  # (export: both)
-            rope=rotary(t, self.head_dim, x.device) if self.pos_enc == "rotary" else None,
-        )
+        chunk, left = self._chunk()
+        attn_mask = None  # (under export: always the mask, whatever the example's padding)
+        if chunk or torch.compiler.is_exporting() or bool(pad.any()):
+            attn_mask = make_attn_mask(x_lens, t)
+        if chunk:  # a query always sees itself, so that no row is all masked (NaN), not even
+            # a padded query's whose chunks hold only padding
+            attn_mask = (attn_mask & make_chunk_mask(t, chunk, left, x.device)) | \
+                torch.eye(t, dtype=torch.bool, device=x.device)
+        ctx = Context(pad=pad, attn_mask=attn_mask,
+                      rope=rotary(t, self.head_dim, x.device) if self.pos_enc == "rotary"
+                      else None)
         x = self.dropout(x)
         for n, layer in enumerate(self.layers, start=1):
             x = layer(x, ctx)
