@@ -39,15 +39,25 @@ def checkpoints(tmp_path_factory):
         "gru": make_checkpoint(d / "gru.pt", "gru", bidirectional=False),
         "lstm-sc": make_checkpoint(d / "sc.pt", "lstm", bidirectional=False, model_extra={
             "inter_ctc_layers": [1], "inter_ctc_condition": True}),
+        "conformer": make_checkpoint(d / "conf.pt", "conformer", causal=True, chunk_size=4,
+                                     left_chunks=2, conv_kernel=5),
+        "transformer-abs": make_checkpoint(d / "tr.pt", "transformer", chunk_size=3,
+                                           pos_enc="abs", model_extra={
+                                               "inter_ctc_layers": [1],
+                                               "inter_ctc_condition": True}),
+        "conformer-dynamic": make_checkpoint(d / "dyn.pt", "conformer", causal=True,
+                                             dynamic_chunk=True, conv_kernel=5),
     }
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "lstm-sc"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", ["lstm", "gru", "lstm-sc", "conformer", "transformer-abs",
+                                  "conformer-dynamic"])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_stream_equals_one_shot(checkpoints, name, seed):
     asr = ctcasr.load(checkpoints[name])
     wave = long_wave(seed)
-    s = asr.stream()
+    # a dynamic-chunk model streams with the chunk chosen now (and decodes so one-shot too)
+    s = asr.stream(chunk_size=5, left_chunks=1) if name.endswith("dynamic") else asr.stream()
     partials = [s.accept(p, SR).text for p in pieces(wave, seed)]
     final = s.finish()
     want = asr.engine.log_probs([torch.from_numpy(wave)])[0]
@@ -80,6 +90,8 @@ def test_streams_refused_with_the_reason(checkpoints, tmp_path):
     conf = ctcasr.load(make_checkpoint(tmp_path / "c.pt", "conformer"))
     with pytest.raises(CtcasrError, match="does not stream"):
         conf.stream()
+    with pytest.raises(CtcasrError, match="does not stream"):  # chunks, but a centred conv
+        conf.stream(chunk_size=4)
     cmn = ctcasr.load(make_checkpoint(tmp_path / "u.pt", "lstm", utterance_cmn=True,
                                       bidirectional=False))
     with pytest.raises(CtcasrError, match="utterance_cmn .* does not stream"):

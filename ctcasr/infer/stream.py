@@ -2,9 +2,12 @@
 the partial result, ``s.finish()`` the final one (both :class:`~ctcasr.infer.Transcript`).
 
 A streaming model is one whose output frame depends on no later audio than the front end's own
-look-ahead: a unidirectional LSTM / GRU (``model.encoder_conf.bidirectional: false``). Every
-stage keeps what spans a chunk boundary, so that audio fed in pieces of any size gives the
-log-probs (within float rounding; tested to 1e-5) of the same model run on the whole at once:
+look-ahead and, with chunked attention, the end of its chunk: a unidirectional LSTM / GRU
+(``model.encoder_conf.bidirectional: false``), or a Conformer / Transformer with chunked
+attention (``chunk_size``, or ``asr.stream(chunk_size=N)`` for a model trained with
+``dynamic_chunk``; a Conformer also needs ``causal: true``). Every stage keeps what spans a chunk
+boundary, so that audio fed in pieces of any size gives the log-probs (within float rounding;
+tested to 1e-5) of the same model run on the whole at once:
 
 - fbank: the samples past the last whole analysis window (Kaldi's frames are computed one
   window at a time: ``dither`` 0, ``snip_edges``);
@@ -12,6 +15,9 @@ log-probs (within float rounding; tested to 1e-5) of the same model run on the w
 - the conv front end: the fbank frames from the first one the next output frame reads (its
   convolutions are "valid", so output ``t`` reads input frames ``factor * t`` onwards);
 - the RNN: each layer's state (and self-conditioned CTC's feedback, which is per frame);
+- chunked attention: the encoder's input frames until a chunk is whole (its outputs come a chunk
+  at a time), each layer's attention keys and values of ``left_chunks`` chunks, the causal
+  convolution's last ``kernel - 1`` frames, the position of the next frame;
 - the decoder: greedy is frame-synchronous (the last frame's label, to merge repeats across a
   boundary); the beam search (with or without the LM) decodes all log-probs so far for each
   partial result, and its final result is the one-shot decode of the whole.
@@ -40,18 +46,24 @@ if TYPE_CHECKING:
 class Stream:
     """One utterance (or conversation) recognised as its audio arrives."""
 
-    def __init__(self, transcriber: Transcriber, name: str = "<stream>") -> None:
+    def __init__(self, transcriber: Transcriber, name: str = "<stream>", chunk_size: int = 0,
+                 left_chunks: int = -1) -> None:
         engine = transcriber.engine
         if not isinstance(engine, EagerEngine):
             raise CtcasrError(f"{engine.name} models do not stream (yet): stream a checkpoint")
         self.model, self.info, self.asr, self.name = engine.model, engine.info, transcriber, name
         self.device = engine.device
         encoder = self.model.encoder
+        if chunk_size:
+            from ctcasr.models import set_chunking
+
+            set_chunking(self.model, chunk_size, left_chunks)
         if not getattr(encoder, "streams", False):
             raise CtcasrError(
                 f"this model's {self.info.encoder} encoder sees the whole utterance at once: "
-                "it does not stream (train one with model.encoder: lstm or gru and "
-                "model.encoder_conf.bidirectional: false)")
+                "it does not stream (a one-direction lstm / gru, bidirectional: false, streams; "
+                "so does a conformer / transformer with chunked attention: chunk_size, or "
+                "stream(chunk_size=N) after dynamic_chunk training, and causal: true)")
         if self.info.features.utterance_cmn:
             raise CtcasrError("data.features.utterance_cmn subtracts the whole utterance's "
                               "mean: a model trained with it does not stream")
@@ -94,26 +106,28 @@ class Stream:
         """The final result (with word times); the stream takes no more audio. Samples after
         the last whole analysis window are left out, as a one-shot decode leaves them."""
         self.finished = True
+        self._advance(final=True)
         return self._result(final=True)
 
     # ----------------------------------------------------------------------- internals
-    def _advance(self) -> None:
+    def _advance(self, final: bool = False) -> None:
         n = num_frames(self.wave.shape[0], self.info.features)
         if n:
             new = fbank(self.wave[: (n - 1) * self.hop + self.win], self.info.features)
             self.wave = self.wave[n * self.hop :]
             self.feats = torch.cat([self.feats, new])
-        if self.feats.shape[0] < self.min_frames:
-            return
         model = self.model
-        x = model.cmvn(self.feats.to(self.device))[None]
-        lens = torch.tensor([x.shape[1]], device=self.device)
-        x, out_lens = model.frontend(x, lens)
-        used = int(out_lens[0]) * self.stride
-        self.feats = self.feats[used:]
-        hook = model._hook(torch.ones(1, x.shape[1], 1, device=self.device), []) \
-            if model.condition is not None else None
-        h, self.state = model.encoder.stream_step(x, self.state, hook)
+        if self.feats.shape[0] >= self.min_frames:
+            x = model.cmvn(self.feats.to(self.device))[None]
+            lens = torch.tensor([x.shape[1]], device=self.device)
+            x, out_lens = model.frontend(x, lens)
+            self.feats = self.feats[int(out_lens[0]) * self.stride :]
+        elif final and self.state is not None:
+            x = torch.zeros(1, 0, model.frontend.output_dim, device=self.device)
+        else:
+            return
+        hook = model._hook(None, []) if model.condition is not None else None
+        h, self.state = model.encoder.stream_step(x, self.state, hook, final)
         lp = model._log_probs(h)[0].cpu()
         self.log_probs.append(lp)
         if self.greedy:

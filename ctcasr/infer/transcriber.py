@@ -167,11 +167,13 @@ class Transcriber:
                                              for i, a in enumerate(audio)))
         return next(self.transcribe_iter([self.source(audio, sample_rate, name)]))
 
-    def stream(self, name: str = "<stream>") -> Stream:
-        """Recognition as the audio arrives (a streaming model: :mod:`ctcasr.infer.stream`)."""
+    def stream(self, name: str = "<stream>", chunk_size: int = 0,
+               left_chunks: int = -1) -> Stream:
+        """Recognition as the audio arrives (a streaming model: :mod:`ctcasr.infer.stream`);
+        ``chunk_size`` > 0 sets a chunked-attention model's chunk (for the whole model)."""
         from ctcasr.infer.stream import Stream
 
-        return Stream(self, name)
+        return Stream(self, name, chunk_size, left_chunks)
 
     def source(self, audio: Any, sample_rate: int | None = None,
                name: str = "<array>") -> Source:

@@ -69,6 +69,14 @@ class ConvModule(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         x = F.glu(self.pointwise_in(x), dim=-1).masked_fill(ctx.pad.unsqueeze(-1), 0.0)
+        if ctx.cache is not None:  # streaming (causal): the frames before this chunk
+            before = ctx.cache.get(self)
+            if before is None:
+                before = x.new_zeros(x.shape[0], self.left, x.shape[2])
+            x = torch.cat([before, x], dim=1)
+            ctx.cache[self] = x[:, x.shape[1] - self.left :]
+            return self.pointwise_out(F.silu(self.norm(
+                self.depthwise(x.transpose(1, 2)).transpose(1, 2))))
         x = self.depthwise(F.pad(x.transpose(1, 2), (self.left, self.right))).transpose(1, 2)
         return self.pointwise_out(F.silu(self.norm(x)))
 

@@ -82,7 +82,9 @@ class CTCModel(nn.Module):
     def _log_probs(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(h)).float().log_softmax(dim=-1)
 
-    def _hook(self, keep: torch.Tensor, out: list[torch.Tensor]) -> LayerHook:
+    def _hook(self, keep: torch.Tensor | None, out: list[torch.Tensor]) -> LayerHook:
+        """The hook computing (and, self-conditioned, feeding back) the intermediate layers'
+        CTC outputs into ``out``; ``keep`` [B, T, 1] zeroes padded frames (None: no padding)."""
         norm = getattr(self.encoder, "norm", None)  # the encoder's final norm, if it has one
         norm = norm if norm is not None else nn.Identity()
 
@@ -94,6 +96,7 @@ class CTCModel(nn.Module):
             if self.condition is None:
                 return y
             # padded frames stay 0: the layers above must not see the condition's bias there
-            return (y + self.condition(log_probs.exp().to(y.dtype))) * keep
+            y = y + self.condition(log_probs.exp().to(y.dtype))
+            return y * keep if keep is not None else y
 
         return hook

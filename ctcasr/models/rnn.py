@@ -84,12 +84,15 @@ class RNNEncoder(nn.Module):
         return not self.bidirectional and self.impl == "reverse"
 
     def stream_step(self, x: torch.Tensor, state: list | None, hook: LayerHook | None = None,
-                    ) -> tuple[torch.Tensor, list]:
+                    final: bool = False) -> tuple[torch.Tensor, list]:
         """The next frames ``x [1, T, D]`` of a stream, from each layer's ``state`` (None at
-        the start) -> (``y [1, T, H]``, the states after them); a one-direction encoder only."""
+        the start) -> (``y [1, T, H]``, the states after them); a one-direction encoder only
+        (every frame is output at once: ``final`` changes nothing)."""
         if not self.streams:
             raise CtcasrError("only a one-direction (bidirectional: false) reverse-impl RNN "
                               "streams")
+        if x.shape[1] == 0:  # nothing new (the flush at the end)
+            return x.new_zeros(1, 0, self.output_dim), state or []
         new = []
         for i, layer in enumerate(self.forward_layers):
             x, s = layer(x, None if state is None else state[i])

@@ -117,6 +117,9 @@ class Context(NamedTuple):
     attn_mask: torch.Tensor | None  # [B, 1, 1 or T, T] bool, True where a query may attend
     #                                 (real keys, in its chunks); None: all of them
     rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) [T, head_dim] with rotary
+    # streaming (AttentionEncoder.stream_step): what each sub-layer keeps from earlier chunks,
+    # by module; "keep" = the attention frames to keep (-1: all)
+    cache: dict | None = None
 
 
 class SelfAttention(nn.Module):
@@ -135,6 +138,13 @@ class SelfAttention(nn.Module):
         q, k, v = qkv  # each [B, H, T, head_dim]
         if ctx.rope is not None:
             q, k = apply_rotary(qkv[:2], *ctx.rope)  # queries and keys in one go
+        if ctx.cache is not None:  # streaming: the keys and values of the chunks to the left
+            if self in ctx.cache:
+                k = torch.cat([ctx.cache[self][0], k], dim=2)
+                v = torch.cat([ctx.cache[self][1], v], dim=2)
+            keep = ctx.cache["keep"]
+            cut = 0 if keep < 0 else max(0, k.shape[2] - keep)
+            ctx.cache[self] = (k[:, :, cut:], v[:, :, cut:])
         y = attention(q, k, v, ctx.attn_mask, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
@@ -248,6 +258,53 @@ class AttentionEncoder(nn.Module):
                 return 0, -1
             return int(torch.randint(1, 26, ()).item()), self.chunking[1]
         return self.chunking
+
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`stream_step` can run it: chunked attention (``chunk_size`` or
+        :meth:`set_chunking`) and, in a Conformer, a causal convolution."""
+        return self.chunking[0] > 0 and all(getattr(m, "right", 0) == 0 for m in self.modules())
+
+    def stream_step(self, x: torch.Tensor, state: dict | None, hook: LayerHook | None = None,
+                    final: bool = False) -> tuple[torch.Tensor, dict]:
+        """The next frames ``x [1, T, D]`` of a stream -> (the outputs of every whole chunk now
+        complete, or of all frames if ``final``; the state after them). Each chunk runs as in
+        the full-utterance forward with the chunk mask: its own frames, the attention keys and
+        values of ``left_chunks`` chunks before it, the convolution's ``kernel - 1`` frames."""
+        if not self.streams:
+            raise CtcasrError("this encoder does not stream: it needs chunk_size > 0 (or "
+                              "set_chunking) and, in a Conformer, causal: true")
+        chunk, left = self.chunking
+        if state is None:
+            state = {"pending": x[:, :0], "offset": 0, "cache": {"keep": left * chunk}}
+        pending = torch.cat([state["pending"], x], dim=1)
+        n = pending.shape[1] if final else pending.shape[1] // chunk * chunk
+        outs = []
+        for start in range(0, n, chunk):
+            piece = pending[:, start : min(start + chunk, n)]
+            outs.append(self._chunk_step(piece, state, hook))
+        state["pending"] = pending[:, n:]
+        y = torch.cat(outs, dim=1) if outs else pending[:, :0, :0].new_zeros(1, 0,
+                                                                             self.output_dim)
+        return y, state
+
+    def _chunk_step(self, x: torch.Tensor, state: dict, hook: LayerHook | None) -> torch.Tensor:
+        t, offset = x.shape[1], state["offset"]
+        x = self.proj(x)
+        if self.pos_enc == "abs":
+            x = x * self.xscale + sinusoidal(offset + t, self.output_dim, x.device)[offset:]
+        rope = None
+        if self.pos_enc == "rotary":
+            cos, sin = rotary(offset + t, self.head_dim, x.device)
+            rope = (cos[offset:], sin[offset:])
+        ctx = Context(pad=torch.zeros(1, t, dtype=torch.bool, device=x.device), attn_mask=None,
+                      rope=rope, cache=state["cache"])
+        for n, layer in enumerate(self.layers, start=1):
+            x = layer(x, ctx)
+            if hook is not None:
+                x = hook(n, x)
+        state["offset"] = offset + t
+        return self.norm(x)
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor,
                 hook: LayerHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
