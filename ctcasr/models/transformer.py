@@ -85,21 +85,25 @@ class TransformerConfig:
 
 
 # --------------------------------------------------------------------------- positions
-def _angles(length: int, dim: int, device: torch.device) -> torch.Tensor:
-    """[length, dim // 2]: position t times the frequencies 10000 ** (-2i / dim)."""
+def _angles(length: int, dim: int, device: torch.device, start: int = 0) -> torch.Tensor:
+    """[length, dim // 2]: position t (from ``start``) times the frequencies 10000 ** (-2i /
+    dim)."""
     freqs = 10000.0 ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
-    return torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1) * freqs
+    t = torch.arange(start, start + length, device=device, dtype=torch.float32)
+    return t.unsqueeze(1) * freqs
 
 
-def sinusoidal(length: int, dim: int, device: torch.device) -> torch.Tensor:
-    """[length, dim] absolute position encoding: sines in the first half, cosines in the second."""
-    a = _angles(length, dim, device)
+def sinusoidal(length: int, dim: int, device: torch.device, start: int = 0) -> torch.Tensor:
+    """[length, dim] absolute position encoding of positions ``start ..``: sines in the first
+    half, cosines in the second."""
+    a = _angles(length, dim, device, start)
     return torch.cat([a.sin(), a.cos()], dim=-1)
 
 
-def rotary(length: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin), each [length, head_dim], for :func:`apply_rotary`."""
-    a = _angles(length, head_dim, device).repeat(1, 2)
+def rotary(length: int, head_dim: int, device: torch.device,
+           start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each [length, head_dim], for :func:`apply_rotary` at positions ``start ..``."""
+    a = _angles(length, head_dim, device, start).repeat(1, 2)
     return a.cos(), a.sin()
 
 
@@ -284,19 +288,14 @@ class AttentionEncoder(nn.Module):
             piece = pending[:, start : min(start + chunk, n)]
             outs.append(self._chunk_step(piece, state, hook))
         state["pending"] = pending[:, n:]
-        y = torch.cat(outs, dim=1) if outs else pending[:, :0, :0].new_zeros(1, 0,
-                                                                             self.output_dim)
-        return y, state
+        return (torch.cat(outs, dim=1) if outs else x.new_zeros(1, 0, self.output_dim)), state
 
     def _chunk_step(self, x: torch.Tensor, state: dict, hook: LayerHook | None) -> torch.Tensor:
         t, offset = x.shape[1], state["offset"]
         x = self.proj(x)
         if self.pos_enc == "abs":
-            x = x * self.xscale + sinusoidal(offset + t, self.output_dim, x.device)[offset:]
-        rope = None
-        if self.pos_enc == "rotary":
-            cos, sin = rotary(offset + t, self.head_dim, x.device)
-            rope = (cos[offset:], sin[offset:])
+            x = x * self.xscale + sinusoidal(t, self.output_dim, x.device, offset)
+        rope = rotary(t, self.head_dim, x.device, offset) if self.pos_enc == "rotary" else None
         ctx = Context(pad=torch.zeros(1, t, dtype=torch.bool, device=x.device), attn_mask=None,
                       rope=rope, cache=state["cache"])
         for n, layer in enumerate(self.layers, start=1):
