@@ -67,8 +67,8 @@ browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing chromium and chromium-driver (Debian) for the browser test"; \
-	    (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	        --no-install-recommends chromium chromium-driver >/dev/null) || \
+	    (timeout 60 apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive timeout 150 \
+	        apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null) || \
 	    echo "could not install chromium: tests/test_browser.py will skip"; \
 	else echo "no chromium (apt-get install chromium chromium-driver): the browser test skips"; fi
 

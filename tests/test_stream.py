@@ -14,11 +14,11 @@ from ctcasr.errors import CtcasrError
 
 
 def pieces(wave: np.ndarray, seed: int) -> list[np.ndarray]:
-    """Random cuts: single samples, a few hundred, seconds."""
+    """Random cuts: a few samples (1 in 10), a few hundred to a few thousand, seconds."""
     rng = np.random.default_rng(seed)
     out, i = [], 0
     while i < len(wave):
-        kind = rng.integers(0, 3)
+        kind = rng.choice(3, p=[0.1, 0.6, 0.3])
         n = int(rng.integers(1, 8) if kind == 0 else rng.integers(50, 3000) if kind == 1
                 else rng.integers(SR, 3 * SR))
         out.append(wave[i : i + n])
