@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ctcasr.environment import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT = ROOT / "egs/digits/exp/transfer_short/model.pt"
 
@@ -169,7 +171,7 @@ def main() -> None:
         name = f"{ckpt.name}{' (random ' + args.random + ')' if args.random else ''}" \
             f"{', streaming' if info['streaming'] else ', full context'}"
         print(f"model {name}, {len(wave) / sr:.1f} s of audio per stream, {args.chunk_ms} ms "
-              f"chunks, CPU {cpu_name()}, torch {torch.__version__}")
+              f"chunks, CPU {cpu_model()}, torch {torch.__version__}")
         print("| streams | p50 partial ms | p95 partial ms | p95 final ms | RTF | errors |\n"
               "| --- | --- | --- | --- | --- | --- |")
         for n in args.streams:
@@ -196,16 +198,6 @@ def main() -> None:
         server.wait(30)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ctcasr.environment import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,16 +46,6 @@ RECIPES = {
     "arctic": Recipe("egs/arctic/run.sh", "egs/arctic/exp", "lstm"),
     "speechocean": Recipe("egs/speechocean/run.sh", "egs/speechocean/exp", "lstm"),
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def commit() -> str:

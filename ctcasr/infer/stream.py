@@ -139,13 +139,13 @@ class Stream:
     def _result(self, final: bool) -> Transcript:
         from ctcasr.infer.transcriber import Transcript
 
-        lp = torch.cat(self.log_probs) if self.log_probs else torch.zeros(0, 1)
-        tokens = self.tokens
-        if not self.greedy and lp.shape[0]:
-            tokens = self.asr.decoder(lp[None], torch.tensor([lp.shape[0]]))[0][0].tokens
-        words = []
-        if final and self.asr.timestamps and tokens:
-            words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s)
+        tokens, words = self.tokens, []
+        if not self.greedy or final:  # greedy partials need none of the log-probs so far
+            lp = torch.cat(self.log_probs) if self.log_probs else torch.zeros(0, 1)
+            if not self.greedy and lp.shape[0]:
+                tokens = self.asr.decoder(lp[None], torch.tensor([lp.shape[0]]))[0][0].tokens
+            if final and self.asr.timestamps and tokens:
+                words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s)
         conf = sum(w.confidence for w in words) / len(words) if words else None
         return Transcript(self.name, self.asr.tokenizer.decode(tokens), self.samples / self.sr,
                           words, conf)

@@ -260,9 +260,8 @@ class Redecode:
         return self._transcribe()
 
     def _transcribe(self):
-        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
-        if len(audio) < self.asr.engine.min_samples:
-            audio = np.pad(audio, (0, self.asr.engine.min_samples - len(audio)))
+        # (no audio at all: one silent sample; transcribe pads what is too short)
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(1, np.float32)
         t = self.asr.transcribe(audio, self.sr, "stream")
         t.duration = self.samples / self.sr
         return t
