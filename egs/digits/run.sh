@@ -4,7 +4,8 @@
 #   egs/digits/run.sh [--corpus DIR] [--config conf/conformer.yaml] [--test-speakers george]
 #                     [--speechocean DIR|none] [--speechocean-train true|false]
 #                     [--init CKPT] [--init-tokenizer true|false] [--epochs N] [--exp NAME]
-#                     [--average 5] [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
+#                     [--average 5] [--seed N] [--train-opts "KEY=VALUE ..."]
+#                     [--chunk-sizes "2 4 8"] [--left-chunks -1] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (downloads FSDD v1.0.10 if DIR does not exist), 2 train, 3 average
 # (model.pt = the mean of the N epochs with the best validation WER), 4 decode both test sets
@@ -20,6 +21,9 @@
 # digits-transfer`). Its tokenizer (and output layer) is kept unless --init-tokenizer false:
 # then the config's tokenizer is trained here and the output layer starts afresh.
 # --epochs N overrides the config's train.epochs.
+# --chunk-sizes "N ...": a chunked-attention model (conf/conformer_chunked.yaml) is also decoded
+# with attention in chunks of N output frames (ctcasr decode --chunk-size; --left-chunks of left
+# context, -1 all), one more result per size (decode_SET_chunkN_*).
 # `make digits` (the main job) runs this with --init from a 2-epoch English model
 # (egs/speechocean/conf/lstm_short.yaml) and --epochs 5 when speechocean762 and ARCTIC are there,
 # and with the defaults (the Conformer from scratch) when not: see the Makefile.
@@ -40,6 +44,8 @@ exp=""
 average=5
 seed=""
 train_opts=""
+chunk_sizes=""
+left_chunks=-1
 stage=1
 stop_stage=5
 . "$root/egs/common/parse_options.sh"
@@ -86,9 +92,15 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   ctcasr lm --manifest "$data/train.jsonl" --order 3 --out "$data/lm_3gram.arpa"
   for set in test test_unseen test_speechocean; do
     [ -f "$data/$set.jsonl" ] || continue
-    ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" --out-dir "$exp/decode_${set}_greedy"
-    ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" --out-dir "$exp/decode_${set}_beam_lm" \
-      --decoder beam --beam-size 10 --lm "$data/lm_3gram.arpa" --lm-weight 0.3 --unk-penalty=-inf
+    for chunk in 0 $chunk_sizes; do
+      tag="" chunk_opts=()
+      [ "$chunk" != 0 ] && tag=_chunk$chunk chunk_opts=(--chunk-size "$chunk" --left-chunks "$left_chunks")
+      ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" "${chunk_opts[@]}" \
+        --out-dir "$exp/decode_${set}${tag}_greedy"
+      ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" "${chunk_opts[@]}" \
+        --out-dir "$exp/decode_${set}${tag}_beam_lm" \
+        --decoder beam --beam-size 10 --lm "$data/lm_3gram.arpa" --lm-weight 0.3 --unk-penalty=-inf
+    done
   done
 fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
