@@ -244,13 +244,19 @@ def serve(
     = 50.0,
     max_stream_seconds: Annotated[float, typer.Option("--max-stream-seconds", help="Longest "
                                                       "stream (seconds of audio).")] = 600.0,
+    endpoint_silence: Annotated[float, typer.Option("--endpoint-silence", help="A stream's "
+                                                    "segment ends after this many seconds of "
+                                                    "silence after speech (0: only at the "
+                                                    "stop).")] = 1.0,
+    max_segment: Annotated[float, typer.Option("--max-segment", help="... or when it is this "
+                                               "many seconds long.")] = 20.0,
 ) -> None:
     """Serve recognition over HTTP and WebSocket: a page at /, POST /v1/transcribe, WS
     /v1/stream (docs/serving.md). Needs the serve extra."""
     try:
         import uvicorn
 
-        from ctcasr.serve.app import Limits, create_app
+        from ctcasr.serve.app import Endpoint, Limits, create_app
     except ImportError:
         raise CtcasrError("ctcasr serve needs starlette, uvicorn and websockets: pip install "
                           "'ctcasr[serve]'") from None
@@ -260,9 +266,11 @@ def serve(
                word_bonus=word_bonus, unk_penalty=unk_penalty, threads=threads)
     limits = Limits(max_upload_mb=max_upload_mb, max_stream_seconds=max_stream_seconds,
                     max_streams=max_streams)
+    endpoint = Endpoint(endpoint_silence, max_segment) if endpoint_silence > 0 else None
     typer.echo(f"serving {model} at http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(create_app(asr, limits, model.name), host=host, port=port, log_level="warning",
-                ws="websockets-sansio", ws_max_size=int(4 * limits.max_message_kb * 1024))
+    uvicorn.run(create_app(asr, limits, model.name, endpoint), host=host, port=port,
+                log_level="warning", ws="websockets-sansio",
+                ws_max_size=int(4 * limits.max_message_kb * 1024))
 
 
 @app.command()

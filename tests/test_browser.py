@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from test_serve import Server
+from test_serve import Endpoint, Server
 from test_transcribe import SR, trained, utterance  # noqa: F401
 
 import ctcasr
@@ -64,14 +64,13 @@ def test_page_records_the_microphone_and_shows_the_transcript(trained, browser, 
 
     asr = ctcasr.load(trained)
     rng = np.random.default_rng(7)
-    pieces = [utterance(rng, words=3, seed=70)[0], np.zeros(SR // 2, np.float32),
-              utterance(rng, words=2, seed=71)[0]]
-    wave = np.concatenate(pieces)
+    phrases = [utterance(rng, words=3, seed=70)[0], utterance(rng, words=2, seed=71)[0]]
+    wave = np.concatenate([phrases[0], np.zeros(2 * SR, np.float32), phrases[1]])
     wav = tmp_path / "mic.wav"
     sf.write(wav, wave, SR, subtype="PCM_16")
-    want = asr.transcribe(str(wav)).text
-    assert len(want.split()) == 5
-    server = Server(asr)
+    want = [asr.transcribe(p, SR).text for p in phrases]
+    assert [len(w.split()) for w in want] == [3, 2]
+    server = Server(asr, Endpoint(silence_s=1.0))  # as `ctcasr serve` runs
     try:
         d = browser(wav)
         d.get(server.http + "/")
@@ -79,12 +78,16 @@ def test_page_records_the_microphone_and_shows_the_transcript(trained, browser, 
         wait_for(lambda: record.is_enabled())
         record.click()
         wait_for(lambda: "listening" in d.find_element(By.ID, "status").text)
+        # the first phrase is a segment of its own once 1 s of its pause has gone by
+        seg = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".segment"))[0]
+        assert seg.get_attribute("data-text") == want[0]
         time.sleep(len(wave) / SR + 1.5)  # the file plays once, then silence
         record.click()
-        seg = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".segment"))[0]
-        assert seg.get_attribute("data-text") == want
-        assert "microphone" in seg.text
-        assert len(seg.find_elements(By.CSS_SELECTOR, ".word")) == 5  # words with their times
+        wait_for(lambda: d.find_element(By.ID, "status").text == "done")
+        segs = d.find_elements(By.CSS_SELECTOR, ".segment")[::-1]  # the newest is on top
+        assert [s.get_attribute("data-text") for s in segs] == want
+        assert all("microphone" in s.text for s in segs)
+        assert [len(s.find_elements(By.CSS_SELECTOR, ".word")) for s in segs] == [3, 2]
         d.save_screenshot(str(tmp_path / "page.png"))
     finally:
         server.stop()

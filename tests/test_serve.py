@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import soundfile as sf
-from test_transcribe import SR, make_checkpoint, trained, utterance  # noqa: F401
+from test_transcribe import SR, make_checkpoint, trained, trained_uni, utterance  # noqa: F401
 
 import ctcasr
 
@@ -26,7 +26,7 @@ pytest.importorskip("uvicorn")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from ctcasr.serve.app import Limits, create_app  # noqa: E402
+from ctcasr.serve.app import Endpoint, Limits, create_app  # noqa: E402
 
 LIMITS = Limits(max_upload_mb=0.25, max_stream_seconds=20, max_message_kb=64, max_streams=3,
                 partial_seconds=0.5)
@@ -35,13 +35,13 @@ LIMITS = Limits(max_upload_mb=0.25, max_stream_seconds=20, max_message_kb=64, ma
 class Server:
     """uvicorn in a thread on a free loopback port; stops when the test module ends."""
 
-    def __init__(self, asr) -> None:
+    def __init__(self, asr, endpoint: Endpoint | None = None) -> None:
         import uvicorn
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(create_app(asr, LIMITS, "test"), log_level="warning",
+        config = uvicorn.Config(create_app(asr, LIMITS, "test", endpoint), log_level="warning",
                                 ws="websockets-sansio", ws_max_size=1 << 20)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
@@ -94,6 +94,17 @@ def stream(url: str, wave: np.ndarray, fmt: str = "s16le", chunk: int = 1600,
         ws.send(json.dumps({"type": "stop"}))
         msgs = [json.loads(m) for m in ws]
     return [m for m in msgs if m["type"] == "partial"], msgs[-1]
+
+
+def messages(url: str, wave: np.ndarray, chunk: int = 800) -> list[dict]:
+    """Every message the server sends for ``wave`` (s16le)."""
+    data = (np.clip(wave, -1, 1) * 32767).astype("<i2")
+    with connect(url) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": SR, "format": "s16le"}))
+        for i in range(0, len(data), chunk):
+            ws.send(data[i : i + chunk].tobytes())
+        ws.send(json.dumps({"type": "stop"}))
+        return [json.loads(m) for m in ws]
 
 
 def as_sent(wave: np.ndarray) -> np.ndarray:
@@ -214,3 +225,32 @@ def test_concurrent_streams_and_the_limit(live):
                 ws.recv(timeout=30)
         assert msg["type"] == "error" and msg["error"].startswith("busy: 3 streams")
         assert e.value.rcvd.code == 1013
+
+
+@pytest.mark.parametrize("model", ["trained", "trained_uni"])
+def test_segments_end_at_pauses(model, request):
+    """Two phrases 1.5 s apart, then 1.5 s of silence: a final per phrase as it ends (a
+    full-context model re-decoded, or a streaming one), times from the start of the stream,
+    and an empty last final at the stop."""
+    asr = ctcasr.load(request.getfixturevalue(model))
+    rng = np.random.default_rng(4)
+    a, b = utterance(rng, words=3, seed=40)[0], utterance(rng, words=2, seed=41)[0]
+    gap = np.zeros(3 * SR // 2, np.float32)
+    server = Server(asr, Endpoint(silence_s=1.0))
+    try:
+        msgs = messages(server.ws, np.concatenate([a, gap, b, gap]))
+    finally:
+        server.stop()
+    finals = [m for m in msgs if m["type"] == "final"]
+    assert [m["segment"] for m in finals] == [0, 1, 2] and msgs[-1] is finals[-1]
+    assert [m["last"] for m in finals] == [False, False, True]
+    assert [m["text"] for m in finals] == [asr.transcribe(as_sent(a), SR).text,
+                                           asr.transcribe(as_sent(b), SR).text, ""]
+    assert len(finals[0]["text"].split()) == 3 and len(finals[1]["text"].split()) == 2
+    second = (len(a) + len(gap)) / SR
+    assert finals[0]["start"] == 0 and 1.0 < finals[0]["duration"] < second
+    assert len(a) / SR < finals[1]["start"] <= finals[1]["words"][0]["start"]
+    assert second - 0.1 < finals[1]["words"][0]["start"] < second + 0.5
+    # partials come before their segment's final, each tagged with its segment
+    order = [(m["type"], m["segment"]) for m in msgs]
+    assert order.index(("final", 0)) < order.index(("partial", 1))

@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_transcribe import SR, make_checkpoint, utterance
+from test_transcribe import SR, WORDS, make_checkpoint, trained_uni, utterance  # noqa: F401
 
 import ctcasr
 from ctcasr.errors import CtcasrError
+from ctcasr.infer import Endpoint
+from ctcasr.tokenizer import BLANK_ID
 
 
 def pieces(wave: np.ndarray, seed: int) -> list[np.ndarray]:
@@ -105,3 +107,72 @@ def test_streams_refused_with_the_reason(checkpoints, tmp_path):
     assert s.finish().text == ""  # too short for one output frame: nothing, as one-shot
     with pytest.raises(CtcasrError, match="the stream is finished"):
         s.accept(np.zeros(10, np.float32), SR)
+
+
+def scripted(asr, labels: list[int]) -> None:
+    """Make the model's output frames ``labels`` (blank after them), whatever the audio."""
+    at, vocab = [0], asr.tokenizer.vocab_size
+
+    def log_probs(h: torch.Tensor) -> torch.Tensor:
+        ids = [labels[i] if i < len(labels) else BLANK_ID for i in range(at[0], at[0] + h.shape[1])]
+        at[0] += h.shape[1]
+        return (torch.nn.functional.one_hot(torch.tensor(ids, dtype=torch.long), vocab) * 20.0
+                ).log_softmax(-1)[None]
+
+    asr.engine.model._log_probs = log_probs
+
+
+def test_endpoint_rules(checkpoints):
+    """1 s of blank frames after speech closes a segment (times from the stream's start); 1 s
+    of blank with nothing said is dropped; a segment of max_segment_s ends at once."""
+    asr = ctcasr.load(checkpoints["lstm"])
+    a, b = (asr.tokenizer.encode(w)[0] for w in WORDS)
+    frame = asr.info.frame_s  # 0.04 s
+    # 0.4 s silence, "a b", 1.2 s silence, "b", then silence to the end (4 s in all)
+    labels = [BLANK_ID] * 10 + [a] * 3 + [BLANK_ID] * 5 + [b] * 2 + [BLANK_ID] * 30 + [b] * 2
+    scripted(asr, labels)
+    s = asr.stream(endpoint=Endpoint(silence_s=1.0))
+    wave = np.zeros(4 * SR, np.float32)
+    partials = [s.accept(wave[i : i + SR // 10], SR).text for i in range(0, len(wave), SR // 10)]
+    final = s.finish()
+    first, *rest = s.segments
+    assert first.text == f"{WORDS[0]} {WORDS[1]}" and first.start == 0
+    assert [w.word for w in first.words] == WORDS[:2]
+    assert first.words[0].start == pytest.approx(10 * frame, abs=frame)
+    # the second segment: "b" at frame 50; the silence after it is a segment with nothing said,
+    # dropped; the last (open) one is empty
+    assert [t.text for t in rest] == [WORDS[1]]
+    assert rest[0].start > first.start and rest[0].words[0].start == pytest.approx(50 * frame,
+                                                                                   abs=frame)
+    assert final.text == "" and final.start > rest[0].start
+    assert "" in partials and f"{WORDS[0]} {WORDS[1]}" in partials
+    # no pause long enough: one segment per max_segment_s
+    asr = ctcasr.load(checkpoints["lstm"])
+    scripted(asr, [a, BLANK_ID, b, BLANK_ID] * 25)  # 4 s of words
+    s = asr.stream(endpoint=Endpoint(silence_s=1.0, max_segment_s=1.0))
+    for i in range(0, len(wave), SR // 10):
+        s.accept(wave[i : i + SR // 10], SR)
+    s.finish()
+    assert len(s.segments) >= 3 and all(0.9 < t.duration < 1.2 for t in s.segments)
+    with pytest.raises(CtcasrError, match="silence_s and max_segment_s must be > 0"):
+        Endpoint(silence_s=0)
+
+
+def test_endpoint_splits_a_stream_where_one_shot_greedy_has_silence(trained_uni):  # noqa: F811
+    """Two phrases 1.5 s apart: two segments, and together they are the one-shot result (the
+    cut falls in blank frames, where greedy decoding has nothing to join)."""
+    asr = ctcasr.load(trained_uni)
+    rng = np.random.default_rng(3)
+    wave = np.concatenate([utterance(rng, words=3, seed=30)[0], np.zeros(3 * SR // 2, np.float32),
+                           utterance(rng, words=2, seed=31)[0]])
+    s = asr.stream(endpoint=Endpoint(silence_s=1.0))
+    for p in pieces(wave, 3):
+        s.accept(p, SR)
+    last = s.finish()
+    whole = asr.transcribe(wave, SR)
+    assert len(s.segments) == 1 and len(whole.text.split()) == 5
+    assert f"{s.segments[0].text} {last.text}" == whole.text
+    got = [(w.word, w.start, w.end) for t in [*s.segments, last] for w in t.words]
+    assert [g[0] for g in got] == [w.word for w in whole.words]
+    for (_, start, end), w in zip(got, whole.words, strict=True):
+        assert start == pytest.approx(w.start, abs=0.05) and end == pytest.approx(w.end, abs=0.05)

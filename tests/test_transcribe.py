@@ -126,6 +126,15 @@ def trained(tmp_path_factory) -> Path:
     return path if path.exists() else make_checkpoint(path, train_steps=2000)
 
 
+@pytest.fixture(scope="module")
+def trained_uni(tmp_path_factory) -> Path:
+    """A trained tiny one-direction LSTM (a streaming model), trained once per session.
+    (Hidden 32 does not get there in 2,000 steps one way; 64 does in ~100.)"""
+    path = tmp_path_factory.getbasetemp() / "trained_tiny_uni_lstm.pt"
+    return path if path.exists() else make_checkpoint(path, "lstm", train_steps=2000,
+                                                      bidirectional=False, hidden_size=64)
+
+
 def run(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ctcasr", *map(str, args)], input=stdin,
                           capture_output=True, text=True)

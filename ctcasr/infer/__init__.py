@@ -8,6 +8,7 @@
     asr.transcribe(samples, sample_rate=44100)            # a numpy array or tensor
     s = asr.stream()                                      # a streaming model: results while
     s.accept(chunk, 16000); s.finish()                    # the audio arrives
+    s = asr.stream(endpoint=Endpoint(silence_s=1.0))      # segments closed at pauses: s.segments
 
 See docs/inference.md.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ctcasr.decode import DecodeOptions
 from ctcasr.infer.engine import Engine, ModelInfo, open_engine
+from ctcasr.infer.stream import Endpoint
 from ctcasr.infer.transcriber import Source, Transcriber, Transcript
 
 
@@ -55,4 +57,5 @@ def load(
                        batch_seconds)
 
 
-__all__ = ["Engine", "ModelInfo", "Source", "Transcriber", "Transcript", "load", "open_engine"]
+__all__ = ["Endpoint", "Engine", "ModelInfo", "Source", "Transcriber", "Transcript", "load",
+           "open_engine"]

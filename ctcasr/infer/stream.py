@@ -24,10 +24,18 @@ tested to 1e-5) of the same model run on the whole at once:
 
 Word times and confidences come with the final result (a forced alignment over all frames);
 partial results carry the text. Audio must be at the model's rate (resample before).
+
+Endpointing (``asr.stream(endpoint=Endpoint())``, sherpa-onnx's and WeNet's rules over the
+model's own frames): a run of ``silence_s`` of frames whose best label is blank, after some
+speech, or ``max_segment_s`` of speech, closes the segment: its final result (word times from
+the start of the stream) goes to ``Stream.segments`` and decoding starts afresh, while the
+encoder's state runs on, so the log-probs stay those of the whole stream. A silent stretch of
+``silence_s`` with no speech is dropped without a result.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,11 +51,24 @@ if TYPE_CHECKING:
     from ctcasr.infer.transcriber import Transcriber, Transcript
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """When a segment ends."""
+
+    silence_s: float = 1.0  # trailing frames whose best label is blank, after some speech
+    max_segment_s: float = 20.0  # a segment this long ends at once
+
+    def __post_init__(self) -> None:
+        if self.silence_s <= 0 or self.max_segment_s <= 0:
+            raise CtcasrError(f"endpoint: silence_s and max_segment_s must be > 0, got {self}")
+
+
 class Stream:
-    """One utterance (or conversation) recognised as its audio arrives."""
+    """One utterance (or, with an :class:`Endpoint`, a conversation of segments) recognised as
+    its audio arrives."""
 
     def __init__(self, transcriber: Transcriber, name: str = "<stream>", chunk_size: int = 0,
-                 left_chunks: int = -1) -> None:
+                 left_chunks: int = -1, endpoint: Endpoint | None = None) -> None:
         engine = transcriber.engine
         if not isinstance(engine, EagerEngine):
             raise CtcasrError(f"{engine.name} models do not stream (yet): stream a checkpoint")
@@ -74,13 +95,21 @@ class Stream:
         self.min_frames = front.min_input_frames
         self.wave = torch.zeros(0)  # samples not yet in a frame
         self.feats = torch.zeros(0, self.info.features.num_mel_bins)  # frames not yet consumed
-        self.state: list[Any] | None = None  # the RNN's, per layer
-        self.log_probs: list[torch.Tensor] = []  # [n, V] per chunk, all of them
-        self.tokens: list[int] = []  # greedy: the labels so far, and the last frame's label
-        self.last = BLANK_ID
-        self.samples = 0
+        self.state: list[Any] | None = None  # the encoder's
+        self.samples = self.frames = 0  # audio in, output frames out
         self.greedy = transcriber.decoder_name == "greedy"
         self.finished = False
+        self.endpoint = endpoint
+        self.segments: list[Transcript] = []  # closed by the endpoint rule, in order
+        self._new_segment()
+
+    def _new_segment(self) -> None:
+        self.start = self.frames  # the open segment's first output frame
+        self.log_probs: list[torch.Tensor] = []  # [n, V] per chunk, the segment's
+        self.tokens: list[int] = []  # greedy: the labels so far, and the last frame's label
+        self.last = BLANK_ID
+        self.voiced = False  # some frame's best label was not blank
+        self.silent = 0  # frames since the last such frame (or the segment's start)
 
     @torch.inference_mode()
     def accept(self, samples: Any, sample_rate: int) -> Transcript:
@@ -99,6 +128,14 @@ class Stream:
         self.samples += data.shape[0]
         self.wave = torch.cat([self.wave, data.float()])
         self._advance()
+        ep, frame_s = self.endpoint, self.info.frame_s
+        if ep is not None:
+            if self.voiced and (self.silent * frame_s >= ep.silence_s
+                                or (self.frames - self.start) * frame_s >= ep.max_segment_s):
+                self.segments.append(self._result(final=True))
+                self._new_segment()
+            elif not self.voiced and self.silent * frame_s >= ep.silence_s:
+                self._new_segment()  # nothing said: dropped
         return self._result(final=False)
 
     @torch.inference_mode()
@@ -130,8 +167,15 @@ class Stream:
         h, self.state = model.encoder.stream_step(x, self.state, hook, final)
         lp = model._log_probs(h)[0].cpu()
         self.log_probs.append(lp)
+        self.frames += lp.shape[0]
+        best = lp.argmax(-1)
+        spoken = (best != BLANK_ID).nonzero()
+        if len(spoken):
+            self.voiced, self.silent = True, lp.shape[0] - 1 - int(spoken[-1])
+        else:
+            self.silent += lp.shape[0]
         if self.greedy:
-            for k in lp.argmax(-1).tolist():
+            for k in best.tolist():
                 if k != BLANK_ID and k != self.last:
                     self.tokens.append(k)
                 self.last = k
@@ -147,5 +191,10 @@ class Stream:
             if final and self.asr.timestamps and tokens:
                 words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s)
         conf = sum(w.confidence for w in words) / len(words) if words else None
-        return Transcript(self.name, self.asr.tokenizer.decode(tokens), self.samples / self.sr,
-                          words, conf)
+        start = self.start * self.info.frame_s
+        if start:  # a later segment: times from the start of the stream
+            words = [replace(w, start=w.start + start, end=w.end + start) for w in words]
+        end = self.samples / self.sr if self.finished or not final \
+            else self.frames * self.info.frame_s
+        return Transcript(self.name, self.asr.tokenizer.decode(tokens), end - start, words,
+                          conf, start)

@@ -40,7 +40,7 @@ from ctcasr.infer.engine import Engine
 from ctcasr.tokenizer import BLANK_ID
 
 if TYPE_CHECKING:
-    from ctcasr.infer.stream import Stream
+    from ctcasr.infer.stream import Endpoint, Stream
 
 
 @dataclass
@@ -50,6 +50,7 @@ class Transcript:
     duration: float  # seconds of audio
     words: list[WordTime] = field(default_factory=list)  # with timestamps
     confidence: float | None = None  # mean word confidence (with timestamps and words)
+    start: float = 0.0  # seconds into the stream (a segment of a stream with endpointing)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,13 +168,14 @@ class Transcriber:
                                              for i, a in enumerate(audio)))
         return next(self.transcribe_iter([self.source(audio, sample_rate, name)]))
 
-    def stream(self, name: str = "<stream>", chunk_size: int = 0,
-               left_chunks: int = -1) -> Stream:
+    def stream(self, name: str = "<stream>", chunk_size: int = 0, left_chunks: int = -1,
+               endpoint: Endpoint | None = None) -> Stream:
         """Recognition as the audio arrives (a streaming model: :mod:`ctcasr.infer.stream`);
-        ``chunk_size`` > 0 sets a chunked-attention model's chunk (for the whole model)."""
+        ``chunk_size`` > 0 sets a chunked-attention model's chunk (for the whole model);
+        ``endpoint`` splits the stream into segments at pauses."""
         from ctcasr.infer.stream import Stream
 
-        return Stream(self, name, chunk_size, left_chunks)
+        return Stream(self, name, chunk_size, left_chunks, endpoint)
 
     def source(self, audio: Any, sample_rate: int | None = None,
                name: str = "<array>") -> Source:

@@ -6,17 +6,21 @@
   rate) -> the transcript as JSON (text, duration, confidence, words with start / end);
 - ``WS /v1/stream``: a JSON start message ``{"type": "start", "sample_rate": SR, "format":
   "s16le" | "f32le"}`` (SR: the model's rate), then binary messages of PCM samples, then
-  ``{"type": "stop"}``; the server sends ``{"type": "partial", "text", "audio_s"}`` (the
-  seconds of audio it covers) as results change and ``{"type": "final", ...transcript,
-  "compute_s"}`` (seconds the stream spent in or waiting for the decoder) at the end. Errors
-  are ``{"type": "error", "error"}`` followed by a close with a WebSocket code (1003 bad data,
-  1008 a limit, 1009 too big, 1013 too many streams).
+  ``{"type": "stop"}``; the server sends ``{"type": "partial", "text", "audio_s", "segment"}``
+  (the open segment's text, the seconds of audio it covers) as results change and ``{"type":
+  "final", ...transcript, "start", "segment", "last", "compute_s"}`` when a segment ends: at a
+  pause (the :class:`~ctcasr.infer.stream.Endpoint` rule; ``start`` and word times are seconds
+  from the start of the stream) and at the stop, whose final has ``"last": true`` (its text is
+  empty when nothing was said after the last pause). ``compute_s``: seconds the stream spent in
+  or waiting for the decoder. Errors are ``{"type": "error", "error"}`` followed by a close with
+  a WebSocket code (1003 bad data, 1008 a limit, 1009 too big, 1013 too many streams).
 
 The model is loaded once. Decoding runs in worker threads off the event loop (``workers`` at a
 time, 1 by default: torch already uses the cores), each stream's chunks in arrival order, so
 concurrent streams take turns. A streaming model (:mod:`ctcasr.infer.stream`) decodes each chunk
-as it comes; any other model is re-decoded on the audio so far at most every
-``partial_seconds`` of new audio, and once more at the end. Limits (:class:`Limits`) answer with
+as it comes; any other model is re-decoded on the open segment's audio at most every
+``partial_seconds`` of new audio, and once more at its end; its endpoint is read from the word
+times of that re-decode (``silence_s`` after the last word). Limits (:class:`Limits`) answer with
 HTTP 413 / 415 / 503 or the close codes above; a client that vanishes frees its stream and
 nothing else notices. Nothing a client sends is used as a path.
 """
@@ -27,7 +31,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ctcasr.errors import CtcasrError
-from ctcasr.infer.transcriber import Transcriber
+from ctcasr.infer.stream import Endpoint
+from ctcasr.infer.transcriber import Transcriber, Transcript
 
 log = logging.getLogger("ctcasr.serve")
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -66,7 +71,9 @@ class ClientError(Exception):
         self.code = code
 
 
-def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model") -> Starlette:
+def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model",
+               endpoint: Endpoint | None = Endpoint()) -> Starlette:
+    """``endpoint`` None: one segment per stream, ended by the stop message."""
     sr = asr.info.features.sample_rate
     try:
         asr.stream()
@@ -129,8 +136,9 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model")
     async def _session(ws: WebSocket) -> None:
         start = await receive(ws)
         dtype, scale = parse_start(start.get("text"), sr)
-        session = (Live(asr) if streaming else Redecode(asr, sr, limits.partial_seconds))
-        samples, compute = 0, 0.0
+        session = (Live(asr, endpoint) if streaming
+                   else Redecode(asr, sr, limits.partial_seconds, endpoint))
+        samples, compute, segments = 0, 0.0, 0
 
         async def timed(fn, *args):
             nonlocal compute
@@ -139,14 +147,21 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model")
             compute += time.perf_counter() - t  # includes waiting for the worker: what a
             return out  # stream costs under load
 
+        async def send_final(t: Transcript, last: bool) -> None:
+            nonlocal segments
+            await ws.send_json({"type": "final", **t.to_dict(), "start": round(t.start, 3),
+                                "segment": segments, "last": last,
+                                "compute_s": round(compute, 4)})
+            segments += 1
+
         while True:
             msg = await receive(ws)
             if msg.get("text") is not None:
                 if _json(msg["text"]).get("type") != "stop":
                     raise ClientError('expected binary audio or {"type": "stop"}')
-                final = await timed(session.finish)
-                await ws.send_json({"type": "final", **final.to_dict(),
-                                    "compute_s": round(compute, 4)})
+                finals = await timed(session.finish)
+                for k, t in enumerate(finals):
+                    await send_final(t, k == len(finals) - 1)
                 await ws.close(1000)
                 return
             data = msg.get("bytes") or b""
@@ -164,10 +179,12 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model")
                                   " s of audio", 1008)
             if not np.isfinite(chunk).all():
                 raise ClientError("the audio holds NaN or infinite samples")
-            text = await timed(session.accept, chunk)
+            finals, text = await timed(session.accept, chunk)
+            for t in finals:
+                await send_final(t, False)
             if text is not None:
                 await ws.send_json({"type": "partial", "text": text,
-                                    "audio_s": round(samples / sr, 4)})
+                                    "audio_s": round(samples / sr, 4), "segment": segments})
 
     async def receive(ws: WebSocket) -> dict[str, Any]:
         msg = await ws.receive()
@@ -225,43 +242,66 @@ async def close_with(ws: WebSocket, e: ClientError) -> None:
 class Live:
     """A streaming model: each chunk decoded as it comes."""
 
-    def __init__(self, asr: Transcriber) -> None:
-        self.stream, self.text = asr.stream("stream"), ""
+    def __init__(self, asr: Transcriber, endpoint: Endpoint | None) -> None:
+        self.stream, self.text, self.sent = asr.stream("stream", endpoint=endpoint), "", 0
 
-    def accept(self, chunk: np.ndarray) -> str | None:
+    def accept(self, chunk: np.ndarray) -> tuple[list[Transcript], str | None]:
+        """(the segments closed by this chunk, the open segment's text if it changed)"""
         text = self.stream.accept(chunk, self.stream.sr).text
-        changed, self.text = text != self.text, text
-        return text if changed else None
+        finals = self._closed()
+        changed, self.text = text != self.text or bool(finals), text
+        return finals, text if changed and text else None
 
-    def finish(self):
-        return self.stream.finish()
+    def finish(self) -> list[Transcript]:
+        last = self.stream.finish()
+        return self._closed() + [last]
+
+    def _closed(self) -> list[Transcript]:
+        new = self.stream.segments[self.sent :]
+        self.sent = len(self.stream.segments)
+        return new
 
 
 class Redecode:
-    """A full-context model: the audio so far decoded every ``every`` seconds of new audio."""
+    """A full-context model: the open segment's audio decoded every ``every`` seconds of new
+    audio; the segment ends ``endpoint.silence_s`` after its last word (or when it is
+    ``max_segment_s`` long); audio with no word in it is let go after ``silence_s``."""
 
-    def __init__(self, asr: Transcriber, sr: int, every: float) -> None:
+    def __init__(self, asr: Transcriber, sr: int, every: float,
+                 endpoint: Endpoint | None) -> None:
         self.asr, self.sr, self.every = asr, sr, max(1, round(every * sr))
+        self.endpoint = endpoint
         self.chunks: list[np.ndarray] = []
-        self.samples = self.decoded = 0
+        self.start = self.samples = self.decoded = 0  # in samples: the segment's start, ...
         self.text = ""
 
-    def accept(self, chunk: np.ndarray) -> str | None:
+    def accept(self, chunk: np.ndarray) -> tuple[list[Transcript], str | None]:
         self.chunks.append(chunk)
         self.samples += len(chunk)
         if self.samples - self.decoded < self.every:
-            return None
+            return [], None
         self.decoded = self.samples
-        text = self._transcribe().text
-        changed, self.text = text != self.text, text
-        return text if changed else None
+        t = self._transcribe()
+        ep, length = self.endpoint, (self.samples - self.start) / self.sr
+        if ep is not None and t.text:
+            quiet = self.samples / self.sr - t.words[-1].end if t.words else 0.0
+            if quiet >= ep.silence_s or length >= ep.max_segment_s:
+                self.chunks, self.start, self.text = [], self.samples, ""
+                return [t], None
+        elif ep is not None and length >= ep.silence_s:  # nothing said: keep the last 0.5 s
+            audio = np.concatenate(self.chunks)[-self.sr // 2 :]
+            self.chunks, self.start = [audio], self.samples - len(audio)
+        changed, self.text = t.text != self.text, t.text
+        return [], t.text if changed else None
 
-    def finish(self):
-        return self._transcribe()
+    def finish(self) -> list[Transcript]:
+        return [self._transcribe()]
 
-    def _transcribe(self):
+    def _transcribe(self) -> Transcript:
         # (no audio at all: one silent sample; transcribe pads what is too short)
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(1, np.float32)
         t = self.asr.transcribe(audio, self.sr, "stream")
-        t.duration = self.samples / self.sr
+        start = self.start / self.sr
+        t.words = [replace(w, start=w.start + start, end=w.end + start) for w in t.words]
+        t.duration, t.start = (self.samples - self.start) / self.sr, start
         return t
