@@ -12,6 +12,7 @@ from test_transcribe import SR, WORDS, make_checkpoint, trained_uni, utterance  
 import ctcasr
 from ctcasr.errors import CtcasrError
 from ctcasr.infer import Endpoint
+from ctcasr.lm.ngram import train_kneser_ney
 from ctcasr.tokenizer import BLANK_ID
 
 
@@ -74,14 +75,30 @@ def test_stream_equals_one_shot(checkpoints, name, seed):
     assert all(final.text.startswith(p) for p in partials)
 
 
-def test_stream_with_beam_and_torch_pieces(checkpoints):
-    asr = ctcasr.load(checkpoints["gru"], decoder="beam", beam=4)
+@pytest.mark.parametrize("lm", [False, True])
+def test_stream_beam_is_frame_synchronous(checkpoints, tmp_path, lm):
+    """The beam (with and without the LM) advances chunk by chunk: each partial is the one-shot
+    beam search over the frames so far, the final is ``transcribe``'s."""
+    arpa = None
+    if lm:
+        arpa = tmp_path / "lm.arpa"
+        train_kneser_ney([f"{WORDS[0]} {WORDS[1]}", f"{WORDS[1]} {WORDS[1]} {WORDS[0]}"],
+                         order=2).write_arpa(arpa)
+    asr = ctcasr.load(checkpoints["gru"], decoder="beam", beam=4, lm=arpa, lm_weight=1.0)
     wave = long_wave(5)
     s = asr.stream("mic")
     for p in pieces(wave, 5):
-        s.accept(torch.from_numpy(p), SR)
+        partial = s.accept(torch.from_numpy(p), SR)
+        if s.log_probs:
+            lp = torch.cat(s.log_probs)
+            want = asr.decoder(lp[None], torch.tensor([lp.shape[0]]))[0][0]
+            assert partial.text == asr.tokenizer.decode(want.tokens)
+            got = s.search.best(1)[0][0]
+            assert got.tokens == want.tokens and got.frames == want.frames
+            assert got.score == pytest.approx(want.score, abs=1e-9)
     final = s.finish()
     assert final.name == "mic" and final.text == asr.transcribe(wave, SR).text
+    assert len(final.text.split()) > 3
 
 
 def test_streams_refused_with_the_reason(checkpoints, tmp_path):

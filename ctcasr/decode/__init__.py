@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 
-from ctcasr.decode.beam import LMFusion, prefix_beam_search
+from ctcasr.decode.beam import BeamSearch, LMFusion, prefix_beam_search
 from ctcasr.decode.greedy import Hypothesis, greedy_search
 from ctcasr.errors import CtcasrError
 from ctcasr.tokenizer import Tokenizer
@@ -45,6 +44,25 @@ def _greedy(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
     return greedy_search
 
 
+@dataclass(frozen=True)
+class BeamDecoder:
+    """Prefix beam search (with the LM when given): called on a batch like every decoder, and
+    ``search()`` for a frame-synchronous one that a stream advances chunk by chunk."""
+
+    opts: DecodeOptions
+    fusion: LMFusion | None = None
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        o = self.opts
+        return prefix_beam_search(log_probs, lengths, beam=o.beam, nbest=o.nbest, topk=o.topk,
+                                  prune=o.prune, fusion=self.fusion, beam_prune=o.beam_prune)
+
+    def search(self, batch: int = 1, device: torch.device | str = "cpu") -> BeamSearch:
+        o = self.opts
+        return BeamSearch(batch, o.beam, o.topk, o.prune, self.fusion, o.beam_prune,
+                          device=device)
+
+
 def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
     fusion = None
     if opts.lm:
@@ -53,8 +71,7 @@ def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
         pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
         fusion = LMFusion(NGramLM.read_arpa(opts.lm), pieces, opts.lm_weight, opts.word_bonus,
                           opts.unk_penalty)
-    return partial(prefix_beam_search, beam=opts.beam, nbest=opts.nbest, topk=opts.topk,
-                   prune=opts.prune, fusion=fusion, beam_prune=opts.beam_prune)
+    return BeamDecoder(opts, fusion)
 
 
 DECODERS: dict[str, Callable[[DecodeOptions, Tokenizer], Decoder]] = {
@@ -71,5 +88,5 @@ def make_decoder(name: str, opts: DecodeOptions, tokenizer: Tokenizer) -> Decode
     return DECODERS[name](opts, tokenizer)
 
 
-__all__ = ["DECODERS", "DecodeOptions", "Hypothesis", "greedy_search", "make_decoder",
-           "prefix_beam_search"]
+__all__ = ["DECODERS", "BeamDecoder", "BeamSearch", "DecodeOptions", "Hypothesis",
+           "greedy_search", "make_decoder", "prefix_beam_search"]

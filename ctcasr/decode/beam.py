@@ -240,42 +240,76 @@ def prefix_beam_search(
     recombine: bool = True,
 ) -> list[list[Hypothesis]]:
     """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
-    lp_all = log_probs.detach()
-    dev = lp_all.device
-    b, t_max, _ = lp_all.shape
-    if b == 0:
+    if log_probs.shape[0] == 0:
         return []
-    lengths = lengths.to(dev)
-    frames, n, lp_all, cand, tok, before, tail = _busy_frames(lp_all, lengths, topk or beam + 1,
-                                                              prune)
-    widths = (cand > NEG_INF).sum(-1).amax(0).tolist()
-    skips = (~before.isnan()).any(0).tolist()  # steps where some utterance skipped frames
-    everyone = int(n.min())  # steps all utterances take part in
-    beams = _Beams.start(b, fusion.tables(dev)[0].start if fusion else 0, dev)
-    parents, emitted = [], []
-    for j, w in enumerate(widths):
-        if skips[j]:
-            beams.blanks(before[:, j, None])
-        k = beams.pb.shape[1]
-        if k < beam:  # room for more: add empty slots
-            beams = beams.grow(min(beam, k * (1 + w)) - k)
-        nxt, parent, new = _step(beams, lp_all[:, j].to(torch.float64),
-                                 cand[:, j, :w].to(torch.float64), tok[:, j, :w], fusion,
-                                 beam_prune, recombine)
-        if j >= everyone:  # utterances that have ended keep their beams
-            active = (j < n)[:, None]
-            nxt = nxt.where(active, beams)
-            parent = torch.where(active, parent, torch.arange(parent.shape[1], device=dev))
-            new = new.masked_fill(~active, -1)
-        beams = nxt
-        parents.append(parent)
-        emitted.append(new)
-    beams.blanks(tail[:, None])
-    score = beams.ctc + beams.lm
-    if fusion is not None:
-        closed, closed_state = fusion.close(beams.node, beams.state, dev)
-        score = score + closed + fusion.end(closed_state, dev)
-    return _nbest(score, beams.ctc > NEG_INF, parents, emitted, frames, nbest)
+    search = BeamSearch(log_probs.shape[0], beam, topk, prune, fusion, beam_prune, recombine,
+                        log_probs.device)
+    search.advance(log_probs, lengths)
+    return search.best(nbest)
+
+
+class BeamSearch:
+    """The prefix beam search of a batch, frame-synchronous: ``advance`` with each chunk of
+    log-probs as it comes (a stream), ``best`` at any time. Fed in chunks it gives the result of
+    one ``prefix_beam_search`` over the whole (the sums of skipped blank frames are grouped
+    differently: equal to float64 rounding)."""
+
+    def __init__(self, batch: int, beam: int = 10, topk: int = 0, prune: float = math.inf,
+                 fusion: LMFusion | None = None, beam_prune: float = math.inf,
+                 recombine: bool = True, device: torch.device | str = "cpu") -> None:
+        self.beam, self.topk, self.prune, self.fusion = beam, topk, prune, fusion
+        self.beam_prune, self.recombine, self.device = beam_prune, recombine, torch.device(device)
+        self.beams = _Beams.start(batch, fusion.tables(self.device)[0].start if fusion else 0,
+                                  self.device)
+        self.parents: list[torch.Tensor] = []  # per busy frame: each slot's parent slot
+        self.emitted: list[torch.Tensor] = []  # ... the label each slot appended (-1: none)
+        self.frames: list[torch.Tensor] = []  # [B, T'] per chunk: those frames' numbers
+        self.offset = torch.zeros(batch, dtype=torch.int64, device=self.device)
+
+    def advance(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> None:
+        """The next ``lengths [B]`` frames of each utterance, ``log_probs [B, T, V]``."""
+        lp_all = log_probs.detach().to(self.device)
+        lengths = lengths.to(self.device)
+        frames, n, lp_all, cand, tok, before, tail = _busy_frames(
+            lp_all, lengths, self.topk or self.beam + 1, self.prune)
+        widths = (cand > NEG_INF).sum(-1).amax(0).tolist()
+        skips = (~before.isnan()).any(0).tolist()  # steps where some utterance skipped frames
+        everyone = int(n.min()) if len(n) else 0  # steps all utterances take part in
+        beams, beam = self.beams, self.beam
+        for j, w in enumerate(widths):
+            if skips[j]:
+                beams.blanks(before[:, j, None])
+            k = beams.pb.shape[1]
+            if k < beam:  # room for more: add empty slots
+                beams = beams.grow(min(beam, k * (1 + w)) - k)
+            nxt, parent, new = _step(beams, lp_all[:, j].to(torch.float64),
+                                     cand[:, j, :w].to(torch.float64), tok[:, j, :w],
+                                     self.fusion, self.beam_prune, self.recombine)
+            if j >= everyone:  # utterances that have ended keep their beams
+                active = (j < n)[:, None]
+                nxt = nxt.where(active, beams)
+                parent = torch.where(active, parent,
+                                     torch.arange(parent.shape[1], device=self.device))
+                new = new.masked_fill(~active, -1)
+            beams = nxt
+            self.parents.append(parent)
+            self.emitted.append(new)
+        beams.blanks(tail[:, None])
+        self.beams = beams
+        self.frames.append(frames + self.offset[:, None])
+        self.offset = self.offset + lengths
+
+    def best(self, nbest: int = 1) -> list[list[Hypothesis]]:
+        """For each utterance its ``nbest`` best so far (the word being spelled and the
+        sentence end scored by the LM, as at the end of the audio)."""
+        beams, dev = self.beams, self.device
+        score = beams.ctc + beams.lm
+        if self.fusion is not None:
+            closed, closed_state = self.fusion.close(beams.node, beams.state, dev)
+            score = score + closed + self.fusion.end(closed_state, dev)
+        frames = torch.cat(self.frames, 1) if self.frames else \
+            torch.zeros(beams.pb.shape[0], 0, dtype=torch.int64, device=dev)
+        return _nbest(score, beams.ctc > NEG_INF, self.parents, self.emitted, frames, nbest)
 
 
 def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor,
@@ -429,7 +463,8 @@ def _busy_frames(lp: torch.Tensor, lengths: torch.Tensor, topk: int, prune: floa
 
     prev = F.pad(frames[:, :-1] + 1, (1, 0))  # the frame after the previous busy one
     before = skipped(prev, frames).masked_fill(past, math.nan)
-    last = frames.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1) + 1
+    last = frames.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1) + 1 if frames.shape[1] \
+        else torch.zeros_like(n)  # (no frame of any utterance is busy)
     tail = skipped(torch.where(n > 0, last, 0)[:, None], lengths[:, None]).squeeze(1)
 
     return frames, n, packed, cand, tok, before, tail

@@ -18,9 +18,9 @@ tested to 1e-5) of the same model run on the whole at once:
 - chunked attention: the encoder's input frames until a chunk is whole (its outputs come a chunk
   at a time), each layer's attention keys and values of ``left_chunks`` chunks, the causal
   convolution's last ``kernel - 1`` frames, the position of the next frame;
-- the decoder: greedy is frame-synchronous (the last frame's label, to merge repeats across a
-  boundary); the beam search (with or without the LM) decodes all log-probs so far for each
-  partial result, and its final result is the one-shot decode of the whole.
+- the decoder, frame-synchronous: greedy keeps the last frame's label (to merge repeats across
+  a boundary); the prefix beam search (with or without the LM) keeps its beam
+  (:class:`~ctcasr.decode.beam.BeamSearch`), and its final result is the one-shot decode's.
 
 Word times and confidences come with the final result (a forced alignment over all frames);
 partial results carry the text. Audio must be at the model's rate (resample before).
@@ -108,6 +108,7 @@ class Stream:
         self.log_probs: list[torch.Tensor] = []  # [n, V] per chunk, the segment's
         self.tokens: list[int] = []  # greedy: the labels so far, and the last frame's label
         self.last = BLANK_ID
+        self.search = None if self.greedy else self.asr.decoder.search(1)  # the beam's
         self.voiced = False  # some frame's best label was not blank
         self.silent = 0  # frames since the last such frame (or the segment's start)
 
@@ -174,7 +175,9 @@ class Stream:
             self.voiced, self.silent = True, lp.shape[0] - 1 - int(spoken[-1])
         else:
             self.silent += lp.shape[0]
-        if self.greedy:
+        if self.search is not None:
+            self.search.advance(lp[None], torch.tensor([lp.shape[0]]))
+        else:
             for k in best.tolist():
                 if k != BLANK_ID and k != self.last:
                     self.tokens.append(k)
@@ -183,13 +186,11 @@ class Stream:
     def _result(self, final: bool) -> Transcript:
         from ctcasr.infer.transcriber import Transcript
 
-        tokens, words = self.tokens, []
-        if not self.greedy or final:  # greedy partials need none of the log-probs so far
-            lp = torch.cat(self.log_probs) if self.log_probs else torch.zeros(0, 1)
-            if not self.greedy and lp.shape[0]:
-                tokens = self.asr.decoder(lp[None], torch.tensor([lp.shape[0]]))[0][0].tokens
-            if final and self.asr.timestamps and tokens:
-                words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s)
+        tokens = self.tokens if self.search is None else self.search.best(1)[0][0].tokens
+        words = []
+        if final and self.asr.timestamps and tokens:  # (partials need no log-probs)
+            lp = torch.cat(self.log_probs)
+            words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s)
         conf = sum(w.confidence for w in words) / len(words) if words else None
         start = self.start * self.info.frame_s
         if start:  # a later segment: times from the start of the stream
