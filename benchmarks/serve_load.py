@@ -3,7 +3,7 @@ pace over loopback, bounded in count and time.
 
     .venv/bin/python benchmarks/serve_load.py [--checkpoint CKPT] [--random lstm|lstm-uni]
         [--manifest TEST.jsonl] [--streams 1 4 16] [--chunk-ms 100] [--seconds 8]
-        [--json FILE]
+        [--chunk-size N] [--json FILE]
 
 The server runs as its own process (``ctcasr serve`` on a free 127.0.0.1 port, max streams =
 the largest N) and is stopped at the end. Each client sends ``--seconds`` of audio (recordings of
@@ -135,6 +135,8 @@ def main() -> None:
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--chunk-ms", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--chunk-size", type=int, default=0,
+                    help="ctcasr serve --chunk-size (a dynamic-chunk Conformer then streams)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ctcasr-serve-load-"))
@@ -151,7 +153,8 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "ctcasr", "serve", str(ckpt), "--port",
-                               str(port), "--max-streams", str(max(args.streams))],
+                               str(port), "--max-streams", str(max(args.streams)),
+                               "--chunk-size", str(args.chunk_size)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rows = []
     try:

@@ -250,6 +250,12 @@ def serve(
                                                     "stop).")] = 1.0,
     max_segment: Annotated[float, typer.Option("--max-segment", help="... or when it is this "
                                                "many seconds long.")] = 20.0,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="A Conformer / Transformer "
+                                            "trained with dynamic chunks: attention in chunks "
+                                            "of this many output frames (it then streams).")]
+    = 0,
+    left_chunks: Annotated[int, typer.Option("--left-chunks", help="With --chunk-size: chunks "
+                                             "of left context (-1: all).")] = -1,
 ) -> None:
     """Serve recognition over HTTP and WebSocket: a page at /, POST /v1/transcribe, WS
     /v1/stream (docs/serving.md). Needs the serve extra."""
@@ -266,6 +272,12 @@ def serve(
                word_bonus=word_bonus, unk_penalty=unk_penalty, threads=threads)
     limits = Limits(max_upload_mb=max_upload_mb, max_stream_seconds=max_stream_seconds,
                     max_streams=max_streams)
+    if chunk_size:
+        from ctcasr.models import set_chunking
+
+        if asr.engine.kind != "eager":
+            raise CtcasrError("--chunk-size: stream a checkpoint, not an export")
+        set_chunking(asr.engine.model, chunk_size, left_chunks)
     endpoint = Endpoint(endpoint_silence, max_segment) if endpoint_silence > 0 else None
     typer.echo(f"serving {model} at http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(create_app(asr, limits, model.name, endpoint), host=host, port=port,

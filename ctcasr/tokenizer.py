@@ -1,4 +1,5 @@
-"""Tokenizers: characters, whole words or SentencePiece (BPE / unigram); CTC blank at id 0.
+"""Tokenizers: characters, whole words, SentencePiece (BPE / unigram) or phones through a
+pronunciation lexicon; CTC blank at id 0.
 
 ``BLANK_ID`` is defined here and nowhere else. A tokenizer serialises to a plain dict of
 strings / ints / uint8 tensors (``state_dict``) so that it travels inside a checkpoint that
@@ -8,8 +9,10 @@ loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,10 +23,12 @@ import torch
 
 from ctcasr.config import TokenizerConfig
 from ctcasr.errors import CtcasrError
+from ctcasr.lexicon import PHONES, Lexicon
 
 BLANK_ID = 0
 BLANK = "<blank>"
 SPACE = "▁"  # how the character tokenizer shows the word boundary (as SentencePiece does)
+log = logging.getLogger("ctcasr.tokenizer")
 
 
 class Tokenizer(ABC):
@@ -49,6 +54,16 @@ class Tokenizer(ABC):
     def is_word_start(self, i: int) -> bool:
         """True when token ``i`` begins a new word (used by word LMs and timestamps)."""
         return self.id_to_piece(i).startswith(SPACE)
+
+    def reference(self, text: str) -> str:
+        """What a decoded hypothesis (:meth:`decode`) is scored against, for the text ``text``:
+        the text itself, except for phone models (its phones)."""
+        return text
+
+    def spelling(self) -> tuple[list[str], Any]:
+        """How the LM search spells a word with these tokens: the tokens' pieces, and a
+        function ``word -> [spellings]`` in the same alphabet (here: the word itself)."""
+        return [self.id_to_piece(i) for i in range(self.vocab_size)], lambda w: [w]
 
 
 class CharTokenizer(Tokenizer):
@@ -184,6 +199,78 @@ class SentencePieceTokenizer(Tokenizer):
         return {"type": "sentencepiece", "model": model}
 
 
+class PhoneTokenizer(Tokenizer):
+    """Words -> phones through a pronunciation lexicon (:mod:`ctcasr.lexicon`; CMUdict by
+    default, 39 phones). Each phone is two tokens, ``▁AH`` where a word begins and ``AH`` inside
+    one (Kaldi's word-position-dependent phones, with two positions instead of four), so that
+    greedy output, word times and the LM search all see where words begin. A word with several
+    pronunciations is trained with the lexicon's first. ``decode`` gives phones (``HH AH L OW
+    W ER L D``): scored against :meth:`reference`, its WER is the phone error rate; words come
+    from the beam search with an LM, over the lexicon (:mod:`ctcasr.decode.beam`)."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self.lexicon = lexicon
+        self.pieces = [BLANK, *(SPACE + p for p in PHONES), *PHONES]
+        self.index = {p: i for i, p in enumerate(self.pieces)}
+        self._prons: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def train(cls, texts: Iterable[str], lexicon: str = "") -> PhoneTokenizer:
+        lex = Lexicon.read(lexicon) if lexicon else default_lexicon()
+        tok = cls(Lexicon(lex.entries, lex.name))  # its own count of guessed words
+        words = {w for t in texts for w in t.split()}
+        for w in sorted(words):
+            tok.pronunciation(w)
+        missing = sum(tok.lexicon.guessed.values())
+        log.info("phone tokenizer: %d word types, %d not in %s (guessed: %s)", len(words),
+                 missing, lex.name, dict(tok.lexicon.guessed) or "none")
+        return tok
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def pronunciation(self, word: str) -> tuple[str, ...]:
+        if word not in self._prons:
+            self._prons[word] = self.lexicon.pronounce(word)[0]
+        return self._prons[word]
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for word in text.split():
+            first, *rest = self.pronunciation(word)
+            ids += [self.index[SPACE + first], *(self.index[p] for p in rest)]
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return " ".join(self.pieces[i].removeprefix(SPACE) for i in ids if i != BLANK_ID)
+
+    def id_to_piece(self, i: int) -> str:
+        return self.pieces[i]
+
+    def reference(self, text: str) -> str:
+        return self.decode(self.encode(text))
+
+    def spelling(self) -> tuple[list[str], Any]:
+        """Phones as one private-use character each, so that a pronunciation is a string."""
+        code = {p: chr(0xE000 + k) for k, p in enumerate(PHONES)}
+        pieces = [BLANK] + [SPACE + code[p] for p in PHONES] + [code[p] for p in PHONES]
+        return pieces, lambda w: ["".join(code[p] for p in pron)
+                                  for pron in self.lexicon.pronounce(w)]
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.lexicon.name == "cmudict":  # the locked package: no need to carry 135k words
+            return {"type": "phone", "lexicon": "cmudict"}
+        return {"type": "phone", "lexicon": self.lexicon.name,
+                "entries": {w: [" ".join(p) for p in ps] for w, ps in
+                            self.lexicon.entries.items()}}
+
+
+@functools.lru_cache(maxsize=1)
+def default_lexicon() -> Lexicon:
+    return Lexicon.cmudict()
+
+
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     if cfg.type == "char":
         return CharTokenizer.train(texts)
@@ -193,7 +280,10 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
         if cfg.vocab_size <= 0:
             raise CtcasrError(f"tokenizer.vocab_size must be > 0 for type {cfg.type!r}")
         return SentencePieceTokenizer.train(texts, cfg.type, cfg.vocab_size)
-    raise CtcasrError(f"tokenizer.type: unknown {cfg.type!r} (choose char, word, bpe or unigram)")
+    if cfg.type == "phone":
+        return PhoneTokenizer.train(texts, cfg.lexicon)
+    raise CtcasrError(f"tokenizer.type: unknown {cfg.type!r} (choose char, word, bpe, unigram "
+                      "or phone)")
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
@@ -203,6 +293,11 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
         return WordTokenizer(list(state["words"]))
     if state["type"] == "sentencepiece":
         return SentencePieceTokenizer(bytes(state["model"].numpy().tobytes()))
+    if state["type"] == "phone":
+        if "entries" not in state:
+            return PhoneTokenizer(Lexicon(default_lexicon().entries, state["lexicon"]))
+        return PhoneTokenizer(Lexicon({w: [tuple(p.split()) for p in ps]
+                                       for w, ps in state["entries"].items()}, state["lexicon"]))
     raise CtcasrError(f"unknown tokenizer type {state['type']!r} in checkpoint")
 
 

@@ -28,7 +28,7 @@ from ctcasr.config import Config
 from ctcasr.data.features import CMVNStats, fbank
 from ctcasr.decode import greedy_search
 from ctcasr.models import build_model
-from ctcasr.tokenizer import WordTokenizer
+from ctcasr.tokenizer import train_tokenizer
 from ctcasr.train.loss import ctc_loss
 
 SR = 8000
@@ -62,7 +62,7 @@ def utterance(rng: np.random.Generator, sr: int = SR, words: int = 0,
 
 def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0,
                     utterance_cmn: bool = False, model_extra: dict | None = None,
-                    **model_conf) -> Path:
+                    tokenizer: dict | None = None, **model_conf) -> Path:
     """A tiny model for the synthetic words. With ``train_steps`` > 0 it is trained on 40
     utterances (full batch, Adam) until it has converged by construction, not by luck: CTC loss
     below 0.05 *and* every training utterance transcribed exactly (checked every 10 steps), at
@@ -71,12 +71,14 @@ def make_checkpoint(path: Path, encoder: str = "conformer", train_steps: int = 0
     torch.manual_seed(0)
     raw = json.loads(json.dumps(TINY))
     raw["data"]["features"]["utterance_cmn"] = utterance_cmn
+    if tokenizer:
+        raw["tokenizer"] = tokenizer
     raw["model"].update(encoder=encoder, encoder_conf={**ENCODER_CONF[encoder], **model_conf},
                         **(model_extra or {}))
     cfg = Config.from_dict(raw)
     rng = np.random.default_rng(0)
     data = [utterance(rng, seed=i) for i in range(40)]
-    tok = WordTokenizer.train(t for _, t in data)
+    tok = train_tokenizer(cfg.tokenizer, [t for _, t in data])
     feats = [fbank(torch.from_numpy(w), cfg.data.features) for w, _ in data]
     stats = CMVNStats.empty(23)
     for f in feats:
@@ -112,7 +114,7 @@ def fit(model, x, lens, texts, tok, max_steps: int) -> int:
             model.eval()
             with torch.no_grad():
                 hyps = [tok.decode(h[0].tokens) for h in greedy_search(*model(x, lens))]
-            wrong = sum(h != t for h, t in zip(hyps, texts, strict=True))
+            wrong = sum(h != tok.reference(t) for h, t in zip(hyps, texts, strict=True))
             if wrong == 0:
                 break
     torch.set_num_threads(threads)

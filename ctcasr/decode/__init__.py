@@ -16,7 +16,7 @@ import torch
 from ctcasr.decode.beam import BeamSearch, LMFusion, prefix_beam_search
 from ctcasr.decode.greedy import Hypothesis, greedy_search
 from ctcasr.errors import CtcasrError
-from ctcasr.tokenizer import Tokenizer
+from ctcasr.tokenizer import PhoneTokenizer, Tokenizer
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
 
@@ -51,6 +51,7 @@ class BeamDecoder:
 
     opts: DecodeOptions
     fusion: LMFusion | None = None
+    phones: bool = False  # a phone model: with the LM, its hypotheses are read as words
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         o = self.opts
@@ -62,16 +63,31 @@ class BeamDecoder:
         return BeamSearch(batch, o.beam, o.topk, o.prune, self.fusion, o.beam_prune,
                           device=device)
 
+    @property
+    def words(self) -> Callable[[list[int]], str] | None:
+        return self.fusion.words if self.phones and self.fusion is not None else None
+
+
+def output_text(decoder: Decoder, tokenizer: Tokenizer
+                ) -> tuple[Callable[[list[int]], str], Callable[[str], str]]:
+    """How ``decoder``'s hypotheses (tokens) read as text, and how a reference text becomes what
+    that text is scored against: words for every model, except a phone model decoded without
+    the lexicon and LM, which gives (and is scored on) phones."""
+    words = getattr(decoder, "words", None)
+    if words is not None:
+        return words, lambda text: text
+    return tokenizer.decode, tokenizer.reference
+
 
 def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
     fusion = None
     if opts.lm:
         from ctcasr.lm import NGramLM
 
-        pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
+        pieces, spell = tokenizer.spelling()
         fusion = LMFusion(NGramLM.read_arpa(opts.lm), pieces, opts.lm_weight, opts.word_bonus,
-                          opts.unk_penalty)
-    return BeamDecoder(opts, fusion)
+                          opts.unk_penalty, spell)
+    return BeamDecoder(opts, fusion, isinstance(tokenizer, PhoneTokenizer))
 
 
 DECODERS: dict[str, Callable[[DecodeOptions, Tokenizer], Decoder]] = {
@@ -89,4 +105,4 @@ def make_decoder(name: str, opts: DecodeOptions, tokenizer: Tokenizer) -> Decode
 
 
 __all__ = ["DECODERS", "BeamDecoder", "BeamSearch", "DecodeOptions", "Hypothesis",
-           "greedy_search", "make_decoder", "prefix_beam_search"]
+           "greedy_search", "make_decoder", "output_text", "prefix_beam_search"]

@@ -52,7 +52,7 @@ With ``unk_penalty`` 0 the search is exactly as without it; with ``-inf`` only L
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from ctcasr.decode.greedy import Hypothesis
-from ctcasr.lm.ngram import EOS, LMTables, NGramLM, lookup
+from ctcasr.lm.ngram import EOS, UNK, LMTables, NGramLM, lookup
 from ctcasr.tokenizer import BLANK_ID, SPACE
 
 NEG_INF = -math.inf
@@ -77,7 +77,10 @@ _MIX = (-0x61C8864680B583EB, -0x40A7B892E31B1A47)  # odd 64-bit multipliers (gol
 @dataclass
 class Spelling:
     """The LM's words spelled with the model's tokens: a trie over the beginnings of LM words.
-    Node 0 is "nothing spelled yet"; ``DEAD`` is a beginning no LM word has."""
+    Node 0 is "nothing spelled yet"; ``DEAD`` is a beginning no LM word has. A word is spelled
+    by its characters, or, for a phone model, by each of its pronunciations (the tokenizer's
+    :meth:`~ctcasr.tokenizer.Tokenizer.spelling`): then homophones share a node, and the LM
+    picks among them (``alts``)."""
 
     starts: torch.Tensor  # [V] bool: the token's piece begins a word (``▁...``)
     start_node: torch.Tensor  # [V] node after a word-starting token
@@ -87,15 +90,24 @@ class Spelling:
     is_word: torch.Tensor  # [N] bool
     length: torch.Tensor  # [V] characters the token adds to the word being spelled
     dense: torch.Tensor | None = None  # [(N + 1) * V] int32 child of (node + 1, token), when small
+    alts: tuple[torch.Tensor, ...] = ()  # [N] each: the node's other words (homophones; -1 none)
 
     DENSE_MAX = 1 << 24  # entries (64 MB): a character or 1000-piece vocabulary over ~10k words
 
     @classmethod
-    def build(cls, tables: LMTables, pieces: Sequence[str]) -> Spelling:
-        nodes = {"": 0}
+    def build(cls, tables: LMTables, pieces: Sequence[str], spell=None) -> Spelling:
+        """``spell``: word -> its spellings in the alphabet of ``pieces`` (default: itself);
+        given (a phone model), every word begins with a word-start token: nothing continues
+        the empty spelling (characters: the first word has no ``▁`` before it)."""
+        nodes, spelled = {"": 0}, {}
         for w in sorted(tables.words):
-            for i in range(1, len(w) + 1):
-                nodes.setdefault(w[:i], len(nodes))
+            if spell is not None and w.startswith("<") and w.endswith(">"):
+                continue  # <s>, </s>, <unk>: not words to pronounce
+            for sp in (spell(w) if spell is not None else [w]):
+                for i in range(1, len(sp) + 1):
+                    nodes.setdefault(sp[:i], len(nodes))
+                spelled.setdefault(sp, []).append(tables.words[w])
+        most = max(map(len, spelled.values()), default=1)
         v = len(pieces)
         starts = [i != BLANK_ID and p.startswith(SPACE) for i, p in enumerate(pieces)]
         start_node = [nodes.get(p[len(SPACE):], DEAD) if s else DEAD
@@ -105,8 +117,9 @@ class Spelling:
             if i != BLANK_ID and not starts[i] and p:
                 cont.setdefault(p, []).append(i)
         longest = max(map(len, cont), default=0)
+        first = 0 if spell is None else 1  # the shortest prefix a continuing piece extends
         edges = sorted((nodes[s[:i]] * v + k, n) for s, n in nodes.items()  # s[:i] + piece = s
-                       for i in range(max(0, len(s) - longest), len(s))
+                       for i in range(max(first, len(s) - longest), len(s))
                        for k in cont.get(s[i:], ()))
         keys, child = zip(*edges, strict=True) if edges else ((), ())
         keys, child = torch.tensor(keys, dtype=torch.int64), torch.tensor(child, dtype=torch.int64)
@@ -114,17 +127,19 @@ class Spelling:
         if (len(nodes) + 1) * v <= cls.DENSE_MAX:  # one gather per lookup instead of a search
             dense = torch.full(((len(nodes) + 1) * v,), DEAD, dtype=torch.int32)
             dense[keys + v] = child.to(torch.int32)  # row 0 is DEAD's
+        alts = tuple(torch.tensor([spelled[s][h] if len(spelled.get(s, ())) > h else -1
+                                   for s in nodes]) for h in range(1, most))
         return cls(torch.tensor(starts), torch.tensor(start_node), keys, child,
-                   torch.tensor([tables.words.get(s, tables.unk) for s in nodes]),
-                   torch.tensor([s in tables.words for s in nodes]),
+                   torch.tensor([spelled[s][0] if s in spelled else tables.unk for s in nodes]),
+                   torch.tensor([s in spelled for s in nodes]),
                    torch.tensor([len(p) - s if i != BLANK_ID else 0
                                  for i, (p, s) in enumerate(zip(pieces, starts, strict=True))]),
-                   dense)
+                   dense, alts)
 
     def to(self, device: torch.device) -> Spelling:
         return Spelling(*(None if getattr(self, f) is None else getattr(self, f).to(device)
                           for f in ("starts", "start_node", "keys", "child", "word", "is_word",
-                                    "length", "dense")))
+                                    "length", "dense")), tuple(a.to(device) for a in self.alts))
 
     def step(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """The node after appending ``token`` (which does not start a word) to ``node``."""
@@ -144,6 +159,7 @@ class LMFusion:
     weight: float = 0.5
     word_bonus: float = 0.0
     unk_penalty: float = 0.0  # added for each word the LM does not know (<= 0)
+    spell: Callable[[str], list[str]] | None = None  # word -> spellings in the pieces' alphabet
 
     @cached_property
     def _tables(self) -> dict[torch.device, tuple[LMTables, Spelling]]:
@@ -153,22 +169,56 @@ class LMFusion:
         """The LM and spelling tables on ``device`` (built once per device)."""
         if device not in self._tables:
             lm = self.lm.tables
-            self._tables[device] = (lm.to(device), Spelling.build(lm, self.pieces).to(device))
+            self._tables[device] = (lm.to(device),
+                                    Spelling.build(lm, self.pieces, self.spell).to(device))
         return self._tables[device]
+
+    def pick(self, node: torch.Tensor, state: torch.Tensor, device: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The word the spelling ``node`` closes (of homophones, the one the LM likes best
+        after ``state``; ``unk`` where none), its LM log-prob and the state after it."""
+        lm, sp = self.tables(device)
+        at = node.clamp(min=0)
+        word = torch.where(node == DEAD, lm.unk, lookup(sp.word, at))
+        logp, after = lm.score(state, word)
+        for alts in sp.alts:
+            alt = torch.where(node == DEAD, -1, lookup(alts, at))
+            alp, aft = lm.score(state, alt.clamp(min=0))
+            better = (alt >= 0) & (alp > logp)
+            word, logp, after = (torch.where(better, alt, word), torch.where(better, alp, logp),
+                                 torch.where(better, aft, after))
+        return word, logp, after
 
     def close(self, node: torch.Tensor, state: torch.Tensor, device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score of closing the word being spelled (weighted LM + bonus + OOV penalty; 0 where
         nothing is spelled) and the LM state after it."""
-        lm, sp = self.tables(device)
+        _, sp = self.tables(device)
         at = node.clamp(min=0)
-        word = torch.where(node == DEAD, lm.unk, lookup(sp.word, at))
-        logp, after = lm.score(state, word)
+        _, logp, after = self.pick(node, state, device)
         known = (node != DEAD) & lookup(sp.is_word, at)
         score = self.weight * logp + self.word_bonus
         score = torch.where(known, score, score + self.unk_penalty)
         spelled = node != 0
         return torch.where(spelled, score, 0.0), torch.where(spelled, after, state)
+
+    def words(self, tokens: Sequence[int]) -> str:
+        """The words a hypothesis of a phone model spells, chosen among homophones as the
+        search scored them (``<unk>`` for a spelling no LM word has)."""
+        cpu = torch.device("cpu")
+        lm, sp = self.tables(cpu)
+        names = {i: w for w, i in lm.words.items()}
+        state, node, out = torch.tensor(lm.start), None, []
+        for t in [*tokens, None]:
+            if t is None or bool(sp.starts[t]):
+                if node is not None:
+                    word, _, state = self.pick(node, state, cpu)
+                    out.append(names.get(int(word), UNK) if int(node) != DEAD else UNK)
+                node = None if t is None else sp.start_node[t]
+            else:  # (a hypothesis that does not begin with a word start: <unk>)
+                node = sp.step(node, torch.tensor(t)) if node is not None \
+                    else torch.tensor(DEAD)
+        return " ".join(out)
 
     def oov(self, spelt: torch.Tensor) -> torch.Tensor:
         """Ranking penalty of a beginning no LM word has, ``spelt`` characters long."""

@@ -24,7 +24,7 @@ from ctcasr.data.dataset import ASRDataset, make_loader
 from ctcasr.data.features import frame_seconds, frames_for_duration
 from ctcasr.data.manifest import Utterance, iter_manifest
 from ctcasr.data.sampler import BucketBatchSampler
-from ctcasr.decode import DecodeOptions, make_decoder
+from ctcasr.decode import DecodeOptions, make_decoder, output_text
 from ctcasr.decode.timestamps import word_times
 from ctcasr.errors import CtcasrError, first_line
 from ctcasr.models import CTCModel, build_model
@@ -87,6 +87,7 @@ def decode_manifest(
     (plus ``nbest.txt`` when ``options.nbest > 1``, ``words.ctm`` with ``timestamps``, and
     ``skipped.txt`` with ``skip_bad``: bad utterances are then left out and listed)."""
     decode = make_decoder(decoder, options, rec.tokenizer)
+    text_of, reference = output_text(decode, rec.tokenizer)
     bad = BadInputs(skip_bad)
     utts = iter_manifest(manifest, require_text=False, bad=bad)
     total = 0
@@ -99,13 +100,13 @@ def decode_manifest(
         bar = stack.enter_context(tqdm(desc="decode", unit="utt", disable=None))
         while chunk := list(itertools.islice(utts, CHUNK)):
             total += len(chunk)
-            results = _decode_chunk(rec, chunk, decode, max_frames, num_workers, options,
-                                    timestamps, bad)
+            results = _decode_chunk(rec, chunk, decode, text_of, max_frames, num_workers,
+                                    options, timestamps, bad)
             for i, u in enumerate(chunk):
                 if i not in results:
                     continue
                 r = results[i]
-                report.add(u.id, u.text or None, r.hyp)
+                report.add(u.id, reference(u.text) if u.text else None, r.hyp)
                 if nbest_f is not None:
                     nbest_f.writelines(f"{u.id}\t{n}\t{sc:.4f}\t{text}\n"
                                        for n, (sc, text) in enumerate(r.nbest, 1))
@@ -121,7 +122,7 @@ def decode_manifest(
 
 
 def _decode_chunk(
-    rec: Recognizer, utts: list[Utterance], decode, max_frames: int, num_workers: int,
+    rec: Recognizer, utts: list[Utterance], decode, text_of, max_frames: int, num_workers: int,
     options: DecodeOptions, timestamps: bool, bad: BadInputs,
 ) -> dict[int, Decoded]:
     """Decode a list of utterances; results by position in ``utts`` (bad ones left out)."""
@@ -153,12 +154,13 @@ def _decode_chunk(
         for j, (i, nbest) in enumerate(zip(batch.indices, decode(log_probs, out_lens),
                                            strict=True)):
             best, ctm = nbest[0].tokens, []
+            text = text_of(best)
             if timestamps:
                 uid = batch.ids[j]
-                words = word_times(log_probs[j, : out_lens[j]], best, rec.tokenizer, frame_s)
+                words = word_times(log_probs[j, : out_lens[j]], best, rec.tokenizer, frame_s,
+                                   text)
                 ctm = [f"{uid} 1 {w.start:.3f} {w.end - w.start:.3f} {w.word} "
                        f"{w.confidence:.3f}" for w in words]
-            nb = [(h.score, rec.tokenizer.decode(h.tokens)) for h in nbest] \
-                if options.nbest > 1 else []
-            out[kept[i]] = Decoded(rec.tokenizer.decode(best), nb, ctm)
+            nb = [(h.score, text_of(h.tokens)) for h in nbest] if options.nbest > 1 else []
+            out[kept[i]] = Decoded(text, nb, ctm)
     return out

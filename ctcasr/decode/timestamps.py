@@ -25,10 +25,12 @@ class WordTime:
 
 
 def word_times(
-    log_probs: torch.Tensor, tokens: list[int], tokenizer: Tokenizer, frame_s: float
+    log_probs: torch.Tensor, tokens: list[int], tokenizer: Tokenizer, frame_s: float,
+    text: str | None = None,
 ) -> list[WordTime]:
     """``log_probs [T, V]`` of one utterance, ``tokens`` its hypothesis; ``frame_s`` = seconds
-    per output frame."""
+    per output frame. ``text``: the hypothesis read as words (a phone model's, from the LM
+    search), one per word the tokens begin: the words get these names."""
     if not tokens:
         return []
     targets = torch.tensor([tokens], dtype=torch.int32)
@@ -53,4 +55,8 @@ def word_times(
         confs[-1].append(float(span.score))
     for w, c in zip(words, confs, strict=True):
         w.confidence = sum(c) / len(c)
+    names = text.split() if text is not None else []
+    if len(names) == len(words):
+        for w, name in zip(words, names, strict=True):
+            w.word = name
     return words

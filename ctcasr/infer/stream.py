@@ -187,15 +187,15 @@ class Stream:
         from ctcasr.infer.transcriber import Transcript
 
         tokens = self.tokens if self.search is None else self.search.best(1)[0][0].tokens
-        words = []
+        words, text = [], self.asr.text_of(tokens)
         if final and self.asr.timestamps and tokens:  # (partials need no log-probs)
             lp = torch.cat(self.log_probs)
-            words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s)
+            words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s, text)
         conf = sum(w.confidence for w in words) / len(words) if words else None
         start = self.start * self.info.frame_s
         if start:  # a later segment: times from the start of the stream
             words = [replace(w, start=w.start + start, end=w.end + start) for w in words]
         end = self.samples / self.sr if self.finished or not final \
             else self.frames * self.info.frame_s
-        return Transcript(self.name, self.asr.tokenizer.decode(tokens), end - start, words,
+        return Transcript(self.name, text, end - start, words,
                           conf, start)

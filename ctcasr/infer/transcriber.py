@@ -32,7 +32,7 @@ import torch
 from ctcasr.data.audio import audio_duration, load_audio, to_mono
 from ctcasr.data.features import window_hop
 from ctcasr.data.sampler import BucketBatchSampler
-from ctcasr.decode import DecodeOptions, make_decoder
+from ctcasr.decode import DecodeOptions, make_decoder, output_text
 from ctcasr.decode.runner import CHUNK
 from ctcasr.decode.timestamps import WordTime, word_times
 from ctcasr.errors import CtcasrError
@@ -143,6 +143,7 @@ class Transcriber:
         self.info = engine.info
         self.tokenizer = engine.info.tokenizer
         self.decoder = make_decoder(decoder, options, self.tokenizer)
+        self.text_of = output_text(self.decoder, self.tokenizer)[0]  # tokens -> text
         self.decoder_name = decoder
         self.timestamps = timestamps
         self.sr = self.info.features.sample_rate
@@ -271,7 +272,8 @@ class Transcriber:
         best = self.decoder(lp[None], torch.tensor([lp.shape[0]]))[0][0]
         words = []
         if self.timestamps:
-            words = word_times(lp, best.tokens, self.tokenizer, self.info.frame_s)
+            words = word_times(lp, best.tokens, self.tokenizer, self.info.frame_s,
+                               self.text_of(best.tokens))
             shift = first_frame * self.info.frame_s
             for w in words:
                 w.start, w.end = w.start + shift, w.end + shift
@@ -281,7 +283,7 @@ class Transcriber:
         tokens = [t for p in pieces for t in p.tokens]
         words = [w for p in pieces for w in p.words]
         conf = sum(w.confidence for w in words) / len(words) if words else None
-        return Transcript(name, self.tokenizer.decode(tokens), samples / self.sr, words, conf)
+        return Transcript(name, self.text_of(tokens), samples / self.sr, words, conf)
 
 
 def _fail(e: CtcasrError, on_error: Callable[[CtcasrError], None] | None) -> None:
