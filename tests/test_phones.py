@@ -203,7 +203,8 @@ def test_phone_model_transcribes_phones_and_with_the_lm_words(phone_model, tmp_p
                      "duration": len(w) / SR, "text": t})
     manifest = tmp_path / "test.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for args, out in [((), "greedy"), (("--decoder", "beam", "--lm", lm), "lm")]:
+    for args, out in [((), "greedy"), (("--decoder", "beam", "--lm", lm, "--unk-penalty=-inf"),
+                                        "lm")]:
         r = run("decode", "--checkpoint", ckpt, "--manifest", manifest, "--out-dir",
                 tmp_path / out, *args)
         assert r.returncode == 0, r.stderr

@@ -6,7 +6,9 @@ percentile: 10 % of speakers do worse), for each decoder of EXP.
     python local/report.py EXP [--data data] [--set test]
 
 Reads DATA/SET.jsonl (speaker, age and reference per utterance) and EXP/decode_SET_*/hyp.txt;
-prints a markdown table and writes it to EXP/report_SET.md.
+prints a markdown table and writes it to EXP/report_SET.md. A phone model's decoders without the
+LM give phones: they are scored against the references' phones (through EXP/model.pt's
+tokenizer), and their WER is the phone error rate (marked PER).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ctcasr.scoring import score
+from ctcasr.tokenizer import PhoneTokenizer, Tokenizer, tokenizer_from_state
 
 CHILD_MAX_AGE = 12
 DECODERS = [("greedy", "greedy"), ("beam", "beam"), ("beam_lm", "beam + 3-gram LM")]
@@ -28,10 +32,24 @@ def wer_cer(group: list[dict], hyps: dict[str, str]) -> tuple[float, float]:
     return s.wer, s.cer
 
 
+def model_tokenizer(exp: Path) -> Tokenizer | None:
+    ckpt = exp / "model.pt"
+    if not ckpt.exists():
+        return None
+    return tokenizer_from_state(torch.load(ckpt, map_location="cpu", weights_only=True)
+                                ["tokenizer"])
+
+
 def rows(exp: Path, data: Path, split: str) -> list[str]:
-    utts = [json.loads(line) for line in (data / f"{split}.jsonl").open()]
+    words = [json.loads(line) for line in (data / f"{split}.jsonl").open()]
+    tok = model_tokenizer(exp)
+    phones = isinstance(tok, PhoneTokenizer)
     out = []
     for tag, name in DECODERS:
+        utts = words
+        if phones and tag != "beam_lm":  # phones out: scored on phones
+            utts = [{**u, "text": tok.reference(u["text"])} for u in words]
+            name += " (phones: PER)"
         hyp_file = exp / f"decode_{split}_{tag}" / "hyp.txt"
         if not hyp_file.exists():
             continue
