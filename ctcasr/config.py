@@ -101,9 +101,9 @@ class DataConfig:
 class TokenizerConfig:
     type: str = "char"  # char | word | bpe | unigram | phone
     vocab_size: int = 0  # SentencePiece only
-    lexicon: str = ""  # phone: a lexicon file (word PH1 PH2 ...); "": CMUdict (ctcasr.lexicon)
     path: str = ""  # a file written by `ctcasr tokenizer` (of this type and size) to use
     # instead of training one from the training set
+    lexicon: str = ""  # phone: a lexicon file (word PH1 PH2 ...); "": CMUdict (ctcasr.lexicon)
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,9 @@ class Tokenizer(ABC):
 
     def spelling(self) -> tuple[list[str], Any]:
         """How the LM search spells a word with these tokens: the tokens' pieces, and a
-        function ``word -> [spellings]`` in the same alphabet (here: the word itself)."""
-        return [self.id_to_piece(i) for i in range(self.vocab_size)], lambda w: [w]
+        function ``word -> [spellings]`` in the same alphabet, or None (here) when a word is
+        spelled by its own characters (see :meth:`ctcasr.decode.beam.Spelling.build`)."""
+        return [self.id_to_piece(i) for i in range(self.vocab_size)], None
 
 
 class CharTokenizer(Tokenizer):

@@ -174,6 +174,29 @@ def test_infinite_unk_penalty_gives_only_lm_words(seed):
     assert free_words - {"ab", "c", "ca", ""}
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_decode_path_spells_a_character_models_words_as_the_search_does(seed, tmp_path):
+    # make_decoder (what `ctcasr decode` runs) takes the spelling from the tokenizer: for
+    # characters, the first word has no word-start token before it and must still be an LM word
+    from ctcasr.decode import DecodeOptions, make_decoder
+    from ctcasr.tokenizer import CharTokenizer
+
+    g = torch.Generator().manual_seed(seed)
+    lp = (torch.randn(2, 12, 5, generator=g) * 2).log_softmax(-1)
+    lm = train_kneser_ney(["ab c", "ca", "c ab ab"], order=2)
+    lm.write_arpa(tmp_path / "lm.arpa")
+    tok = CharTokenizer(PIECES5[1:])
+    opts = DecodeOptions(beam=8, nbest=4, prune=math.inf, lm=str(tmp_path / "lm.arpa"),
+                         lm_weight=0.5, unk_penalty=-math.inf)
+    got = make_decoder("beam", opts, tok)(lp, torch.tensor([12, 9]))
+    ref = prefix_beam_search(lp, torch.tensor([12, 9]), beam=8, nbest=4,
+                             fusion=LMFusion(NGramLM.read_arpa(tmp_path / "lm.arpa"), PIECES5,
+                                             0.5, unk_penalty=-math.inf))
+    assert [[h.tokens for h in n] for n in got] == [[h.tokens for h in n] for n in ref]
+    assert all(h.tokens and tok.decode(h.tokens).split()[0] in {"ab", "c", "ca"}
+               for n in got for h in n)
+
+
 SENTS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "the cat ate",
          "on the mat the cat sat", "yes no yes", "no no yes yes", "the the cat"]
 

@@ -45,7 +45,7 @@ def test_a_peers_label_list_is_read_as_a_character_tokenizer_and_the_lm_applied(
     train_kneser_ney(["cat at", "cat cat", "at cat"], order=2).write_arpa(lm)
     (tmp_path / "ref.txt").write_text("u1\tat cat\nu2\tcat cat\n")
 
-    labels_tok = mod.Labels(labels)
+    labels_tok = mod.labels_tokenizer(labels)
     assert labels_tok.pieces == ["<blank>", "▁", "t", "a", "c"]
     assert labels_tok.decode([4, 3, 2, 1, 4, 3, 2]) == "cat cat"
 

@@ -25,30 +25,22 @@ import torch
 
 from ctcasr.decode import DecodeOptions
 from ctcasr.scoring import read_text_file, score
-from ctcasr.tokenizer import BLANK, SPACE
+from ctcasr.tokenizer import SPACE, CharTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decode_speed import ctcasr_decoder  # noqa: E402  (length-sorted, padded batches)
 
 
-class Labels:
-    """The peer's label list seen as a ctcasr tokenizer (what the beam search needs of one)."""
-
-    def __init__(self, labels: list[str]) -> None:
-        self.pieces = [BLANK, *(SPACE if s == " " else s for s in labels[1:])]
-        self.vocab_size = len(self.pieces)
-
-    def id_to_piece(self, i: int) -> str:
-        return self.pieces[i]
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join("".join(self.pieces[i] for i in ids).replace(SPACE, " ").split())
+def labels_tokenizer(labels: list[str]) -> CharTokenizer:
+    """The peer's label list (blank first, the word boundary as " ") as a ctcasr character
+    tokenizer, which the beam search and the LM spelling take as they take ctcasr's own."""
+    return CharTokenizer([SPACE if s == " " else s for s in labels[1:]])
 
 
 def decode(path: Path, opts: DecodeOptions, out: Path, batch: int = 32) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     d = torch.load(path)
-    hyps = ctcasr_decoder(Labels(d["labels"]), opts, batch)(d["logp"])
+    hyps = ctcasr_decoder(labels_tokenizer(d["labels"]), opts, batch)(d["logp"])
     out.write_text("".join(f"{u}\t{h}\n" for u, h in zip(d["ids"], hyps, strict=True)))
     return out
 
