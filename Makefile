@@ -41,8 +41,8 @@ endif
 
 # The best digits model on unseen voices (issue 17), in two steps: the speechocean English model
 # (the character BiLSTM, egs/speechocean/conf/lstm.yaml, ~60 min on 2 cores; skipped when it
-# exists; the transfer from the phone model, `make speechocean`'s default, is not measured yet), then digits
-# fine-tuned from it with speechocean's digit strings in training (~7 min).
+# exists; the transfer from the phone model, `make speechocean`'s default, is not measured yet),
+# then digits fine-tuned from it with speechocean's digit strings in training (~7 min).
 SO_MODEL := egs/speechocean/exp/lstm/model.pt
 digits-transfer: $(STAMP)
 	[ -f $(SO_MODEL) ] || egs/speechocean/run.sh --config conf/lstm.yaml --stop-stage 4
