@@ -103,6 +103,10 @@ WordBonusOpt = Annotated[float, typer.Option("--word-bonus", help="Beam: score a
 UnkPenaltyOpt = Annotated[float, typer.Option(
     "--unk-penalty", help="Beam + LM: score added per word the LM does not know (<= 0); "
     "-inf allows only the LM's words.")]
+VocabOpt = Annotated[Path | None, typer.Option(
+    "--vocab", help="Beam + LM: open vocabulary, a file of words ('word [count]' per line) the "
+    "search may output besides the LM's, each as the LM's <unk> x its share of the counts, "
+    "+ --unk-penalty (`ctcasr vocab` writes one).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 
 
@@ -125,6 +129,7 @@ def decode(
     lm_weight: LmWeightOpt = 0.5,
     word_bonus: WordBonusOpt = 0.0,
     unk_penalty: UnkPenaltyOpt = 0.0,
+    vocab: VocabOpt = None,
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write words.ctm (word "
                                              "start, duration, confidence).")] = False,
     device: DeviceOpt = "cpu",
@@ -146,7 +151,7 @@ def decode(
     from ctcasr.models import set_chunking
 
     opts = DecodeOptions(beam, nbest, topk, prune, str(lm) if lm else None, lm_weight, word_bonus,
-                         unk_penalty, beam_prune)
+                         unk_penalty, beam_prune, str(vocab) if vocab else None)
     rec = load_recognizer(checkpoint, device)
     if chunk_size:
         set_chunking(rec.model, chunk_size, left_chunks)
@@ -181,6 +186,7 @@ def transcribe(
     lm_weight: LmWeightOpt = 0.5,
     word_bonus: WordBonusOpt = 0.0,
     unk_penalty: UnkPenaltyOpt = 0.0,
+    vocab: VocabOpt = None,
     int8: Int8Opt = False,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: the "
                                          "library's default, all cores).")] = 0,
@@ -204,7 +210,7 @@ def transcribe(
     engine = open_engine(model, int8=int8, threads=threads, device=device)
     opts = DecodeOptions(beam=beam, topk=topk, prune=prune, lm=str(lm) if lm else None,
                          lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty,
-                         beam_prune=beam_prune)
+                         beam_prune=beam_prune, vocab=str(vocab) if vocab else None)
     asr = Transcriber(engine, decoder, opts, json_lines, chunk_seconds, overlap_seconds,
                       batch_seconds)
     failed = 0
@@ -236,6 +242,7 @@ def serve(
     lm_weight: LmWeightOpt = 0.5,
     word_bonus: WordBonusOpt = 0.0,
     unk_penalty: UnkPenaltyOpt = 0.0,
+    vocab: VocabOpt = None,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: all "
                                          "cores).")] = 0,
     max_streams: Annotated[int, typer.Option("--max-streams", help="WebSocket streams at "
@@ -269,7 +276,8 @@ def serve(
     from ctcasr.infer import load
 
     asr = load(model, decoder=decoder, beam=beam, lm=lm, lm_weight=lm_weight,
-               word_bonus=word_bonus, unk_penalty=unk_penalty, threads=threads)
+               word_bonus=word_bonus, unk_penalty=unk_penalty, vocab=vocab,
+               threads=threads)
     limits = Limits(max_upload_mb=max_upload_mb, max_stream_seconds=max_stream_seconds,
                     max_streams=max_streams)
     if chunk_size:

@@ -8,6 +8,7 @@ import importlib.util
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -148,6 +149,68 @@ def test_lexicon_search_equals_brute_force(lexicon_file, tmp_path, seed):
     want = max(seqs, key=total)
     assert got == " ".join(want)
     assert reference("two cat") == "two cat"  # words are scored against words
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_open_vocabulary_search_equals_brute_force(lexicon_file, tmp_path, seed):
+    """Words outside the LM from a word list with counts (--vocab): each is the LM's <unk> times
+    its share of the counts, plus the OOV penalty; an LM word shadows an extra word spelled the
+    same (ab / abb), and of extra homophones the most frequent stays (two, not to / too). The
+    search's best equals brute force over every sequence of up to 3 words, and the extra words
+    come out by name."""
+    tok = PhoneTokenizer(Lexicon.read(lexicon_file))
+    lm = NGramLM.read_arpa(write(tmp_path, train_kneser_ney(["cat go", "go cat", "ab"],
+                                                            order=1)))
+    counts = {"sun": 3, "flower": 1, "want": 2, "to": 1, "two": 4, "too": 2, "abb": 5, "go": 9}
+    (tmp_path / "vocab.txt").write_text("# word count\n" + "".join(
+        f"{w} {c}\n" for w, c in counts.items()))
+    extra = {w: c for w, c in counts.items() if w not in lm.tables.words}
+    total = sum(extra.values())
+    words = ["cat", "go", "ab", "sun", "flower", "want", "two"]  # what can be said
+    g = torch.Generator().manual_seed(seed)
+    truth = [words[i] for i in torch.randint(3, len(words), (2,), generator=g)]
+    truth.insert(int(torch.randint(3, (1,), generator=g)), words[seed])
+    frames = []
+    for t in tok.encode(" ".join(truth)):
+        frames += [t, t, 0]
+    lp = torch.randn(len(frames), tok.vocab_size, generator=g) * 2
+    lp[torch.arange(len(frames)), torch.tensor(frames)] += 6
+    lp = lp.log_softmax(-1)
+    opts = DecodeOptions(beam=200, prune=math.inf, lm=str(tmp_path / "lm.arpa"), lm_weight=1.0,
+                         word_bonus=0.5, unk_penalty=-1.5, vocab=str(tmp_path / "vocab.txt"))
+    dec = make_decoder("beam", opts, tok)
+    got = output_text(dec, tok)[0](dec(lp[None].double(), torch.tensor([len(frames)]))[0][0]
+                                   .tokens)
+
+    def lm_term(w: str) -> float:
+        if w in extra:
+            return lm.log_prob((), "<unk>") + math.log(extra[w] / total) - 1.5
+        return lm.log_prob((), w)
+
+    def total_score(seq: tuple[str, ...]) -> float:
+        acoustic = ctc_logp(lp, [i for w in seq for i in encode(tok, w, 0)])
+        return acoustic + sum(map(lm_term, seq)) + lm.log_prob((), "</s>") + 0.5 * len(seq)
+
+    want = max((s for n in range(4) for s in itertools.product(words, repeat=n)),
+               key=total_score)
+    assert got == " ".join(want)
+    assert set(want) & set(extra)  # (the case is about extra words: some win)
+
+
+def test_vocab_file_errors(tmp_path):
+    from ctcasr.lm import read_vocab
+
+    path = tmp_path / "vocab.txt"
+    path.write_text("under 3\nrisk\n\n# a comment\nunder 2.5\n")
+    assert read_vocab(path) == {"under": 5.5, "risk": 1.0}
+    for text, why in [("a 1\nb -2\n", ":2: the count of 'b' must be a positive number"),
+                      ("a 1 2\n", ":1: expected 'word [count]'"),
+                      ("a x\n", ":1: the count of 'a'"), ("# nothing\n", "has no words")]:
+        path.write_text(text)
+        with pytest.raises(CtcasrError, match=re.escape(why)):
+            read_vocab(path)
+    with pytest.raises(CtcasrError, match="--vocab needs --lm"):
+        make_decoder("beam", DecodeOptions(vocab=str(path)), PhoneTokenizer(Lexicon({}, "x")))
 
 
 def encode(tok: PhoneTokenizer, word: str, which: int) -> list[int]:

@@ -33,6 +33,8 @@ class DecodeOptions:
     word_bonus: float = 0.0  # added per word (counters the LM's preference for short outputs)
     unk_penalty: float = 0.0  # added per word the LM does not know (-inf: only LM words)
     beam_prune: float = math.inf  # drop prefixes this far below the frame's best (LM included)
+    vocab: str | None = None  # open vocabulary: a file of words (with counts) the search may
+    # spell besides the LM's, each of the LM's <unk> class (+ unk_penalty); others ruled out
 
     def __post_init__(self) -> None:
         if self.unk_penalty > 0 or math.isnan(self.unk_penalty):
@@ -85,8 +87,13 @@ def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
         from ctcasr.lm import NGramLM
 
         pieces, spell = tokenizer.spelling()
+        extra = None
+        if opts.vocab and math.isfinite(opts.unk_penalty):  # (-inf: only LM words, as without)
+            from ctcasr.lm import read_vocab
+
+            extra = read_vocab(opts.vocab)
         fusion = LMFusion(NGramLM.read_arpa(opts.lm), pieces, opts.lm_weight, opts.word_bonus,
-                          opts.unk_penalty, spell)
+                          opts.unk_penalty, spell, extra)
     return BeamDecoder(opts, fusion, isinstance(tokenizer, PhoneTokenizer))
 
 
@@ -101,6 +108,8 @@ def make_decoder(name: str, opts: DecodeOptions, tokenizer: Tokenizer) -> Decode
         raise CtcasrError(f"unknown decoder {name!r} (choose {', '.join(DECODERS)})")
     if opts.lm and name != "beam":
         raise CtcasrError("--lm needs --decoder beam")
+    if opts.vocab and not opts.lm:
+        raise CtcasrError("--vocab needs --lm (it opens the LM search's vocabulary)")
     return DECODERS[name](opts, tokenizer)
 
 

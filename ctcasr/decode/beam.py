@@ -47,12 +47,21 @@ word is ranked with the penalty already added, times its length in characters ov
 longer (pyctcdecode's rule; it is charged for real, once, only when the word closes).
 With ``unk_penalty`` 0 the search is exactly as without it; with ``-inf`` only LM words survive
 (unless nothing else does).
+
+Open vocabulary (``LMFusion.extra``: words with counts, e.g. a word-frequency list): the trie
+also spells words the LM does not have; such a word is closed as a member of the LM's ``<unk>``
+class, ``lm_weight * (ln P(<unk> | previous words) + ln P(word | <unk>)) + word_bonus +
+unk_penalty``, with ``P(word | <unk>)`` its share of the extra words' counts, so a word the
+training text never had can still be output and a common one is preferred to a rare one; a
+spelling that is no word of either (a ``DEAD`` node) is then ruled out, as with ``-inf``. A word
+the LM has shadows an extra word spelled the same; of extra words spelled the same, the most
+frequent stays.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -91,22 +100,43 @@ class Spelling:
     length: torch.Tensor  # [V] characters the token adds to the word being spelled
     dense: torch.Tensor | None = None  # [(N + 1) * V] int32 child of (node + 1, token), when small
     alts: tuple[torch.Tensor, ...] = ()  # [N] each: the node's other words (homophones; -1 none)
+    extra: torch.Tensor | None = None  # [N] the node's word among ``names`` (-1: none), a word
+    names: tuple[str, ...] = ()  # outside the LM (open vocabulary) ...
+    extra_logp: torch.Tensor | None = None  # [len(names)] ... and its ln P(word | <unk>)
+    ahead: torch.Tensor | None = None  # [N] the best ln P(word | <unk>) of the extra words a
+    # node leads to; inf where it leads to an LM word (no look-ahead: as without extra words)
 
     DENSE_MAX = 1 << 24  # entries (64 MB): a character or 1000-piece vocabulary over ~10k words
 
     @classmethod
-    def build(cls, tables: LMTables, pieces: Sequence[str], spell=None) -> Spelling:
+    def build(cls, tables: LMTables, pieces: Sequence[str], spell=None,
+              extra: Mapping[str, float] | None = None) -> Spelling:
         """``spell``: word -> its spellings in the alphabet of ``pieces`` (default: itself);
         given (a phone model), every word begins with a word-start token: nothing continues
-        the empty spelling (characters: the first word has no ``▁`` before it)."""
-        nodes, spelled = {"": 0}, {}
+        the empty spelling (characters: the first word has no ``▁`` before it). ``extra``:
+        word -> count, words outside the LM that the trie spells too (where no LM word has the
+        spelling)."""
+        nodes, spelled, other = {"": 0}, {}, {}
+        spell_of = spell if spell is not None else (lambda w: [w])
+
+        def add(sp: str) -> None:
+            for i in range(1, len(sp) + 1):
+                nodes.setdefault(sp[:i], len(nodes))
+
         for w in sorted(tables.words):
             if spell is not None and w.startswith("<") and w.endswith(">"):
                 continue  # <s>, </s>, <unk>: not words to pronounce
-            for sp in (spell(w) if spell is not None else [w]):
-                for i in range(1, len(sp) + 1):
-                    nodes.setdefault(sp[:i], len(nodes))
+            for sp in spell_of(w):
+                add(sp)
                 spelled.setdefault(sp, []).append(tables.words[w])
+        extra = {w: c for w, c in (extra or {}).items() if w not in tables.words and c > 0}
+        names = tuple(sorted(extra, key=lambda w: (-extra[w], w)))  # the most frequent first
+        total = sum(extra.values())
+        for k, w in enumerate(names):
+            for sp in spell_of(w):
+                if sp not in spelled and sp not in other:
+                    add(sp)
+                    other[sp] = k
         most = max(map(len, spelled.values()), default=1)
         v = len(pieces)
         starts = [i != BLANK_ID and p.startswith(SPACE) for i, p in enumerate(pieces)]
@@ -129,17 +159,34 @@ class Spelling:
             dense[keys + v] = child.to(torch.int32)  # row 0 is DEAD's
         alts = tuple(torch.tensor([spelled[s][h] if len(spelled.get(s, ())) > h else -1
                                    for s in nodes]) for h in range(1, most))
+        ahead = None
+        if names:  # from the longest spellings up: a node's best word below it
+            best = dict.fromkeys(nodes, NEG_INF)
+            for sp_, k in other.items():
+                best[sp_] = math.log(extra[names[k]] / total)
+            for sp_ in spelled:
+                best[sp_] = math.inf
+            for s in sorted(nodes, key=len, reverse=True)[:-1]:
+                if best[s] > best[s[:-1]]:
+                    best[s[:-1]] = best[s]
+            ahead = torch.tensor(list(best.values()), dtype=torch.float64)
         return cls(torch.tensor(starts), torch.tensor(start_node), keys, child,
                    torch.tensor([spelled[s][0] if s in spelled else tables.unk for s in nodes]),
                    torch.tensor([s in spelled for s in nodes]),
                    torch.tensor([len(p) - s if i != BLANK_ID else 0
                                  for i, (p, s) in enumerate(zip(pieces, starts, strict=True))]),
-                   dense, alts)
+                   dense, alts,
+                   torch.tensor([other.get(s, -1) for s in nodes]) if names else None, names,
+                   torch.tensor([math.log(extra[w] / total) for w in names],
+                                dtype=torch.float64) if names else None, ahead)
 
     def to(self, device: torch.device) -> Spelling:
         return Spelling(*(None if getattr(self, f) is None else getattr(self, f).to(device)
                           for f in ("starts", "start_node", "keys", "child", "word", "is_word",
-                                    "length", "dense")), tuple(a.to(device) for a in self.alts))
+                                    "length", "dense")), tuple(a.to(device) for a in self.alts),
+                        None if self.extra is None else self.extra.to(device), self.names,
+                        *(None if x is None else x.to(device)
+                          for x in (self.extra_logp, self.ahead)))
 
     def step(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """The node after appending ``token`` (which does not start a word) to ``node``."""
@@ -160,6 +207,14 @@ class LMFusion:
     word_bonus: float = 0.0
     unk_penalty: float = 0.0  # added for each word the LM does not know (<= 0)
     spell: Callable[[str], list[str]] | None = None  # word -> spellings in the pieces' alphabet
+    extra: Mapping[str, float] | None = None  # word -> count: words outside the LM that the
+    # search may spell too (open vocabulary)
+
+    @property
+    def dead_penalty(self) -> float:
+        """Added for a spelling that is no word: ``unk_penalty``, or with an open vocabulary
+        (every word is in the trie) -inf."""
+        return NEG_INF if self.extra else self.unk_penalty
 
     @cached_property
     def _tables(self) -> dict[torch.device, tuple[LMTables, Spelling]]:
@@ -169,8 +224,8 @@ class LMFusion:
         """The LM and spelling tables on ``device`` (built once per device)."""
         if device not in self._tables:
             lm = self.lm.tables
-            self._tables[device] = (lm.to(device),
-                                    Spelling.build(lm, self.pieces, self.spell).to(device))
+            self._tables[device] = (lm.to(device), Spelling.build(
+                lm, self.pieces, self.spell, self.extra).to(device))
         return self._tables[device]
 
     def pick(self, node: torch.Tensor, state: torch.Tensor, device: torch.device
@@ -198,7 +253,12 @@ class LMFusion:
         _, logp, after = self.pick(node, state, device)
         known = (node != DEAD) & lookup(sp.is_word, at)
         score = self.weight * logp + self.word_bonus
-        score = torch.where(known, score, score + self.unk_penalty)
+        other = score + self.dead_penalty
+        if sp.extra is not None:  # a word outside the LM: of the <unk> class, + the penalty
+            k = torch.where(node != DEAD, lookup(sp.extra, at), -1)
+            share = lookup(sp.extra_logp, k.clamp(min=0))
+            other = torch.where(k >= 0, score + self.weight * share + self.unk_penalty, other)
+        score = torch.where(known, score, other)
         spelled = node != 0
         return torch.where(spelled, score, 0.0), torch.where(spelled, after, state)
 
@@ -213,16 +273,32 @@ class LMFusion:
             if t is None or bool(sp.starts[t]):
                 if node is not None:
                     word, _, state = self.pick(node, state, cpu)
-                    out.append(names.get(int(word), UNK) if int(node) != DEAD else UNK)
+                    k = -1 if sp.extra is None or int(node) == DEAD else int(sp.extra[node])
+                    out.append(UNK if int(node) == DEAD else sp.names[k] if k >= 0
+                               else names.get(int(word), UNK))
                 node = None if t is None else sp.start_node[t]
             else:  # (a hypothesis that does not begin with a word start: <unk>)
                 node = sp.step(node, torch.tensor(t)) if node is not None \
                     else torch.tensor(DEAD)
         return " ".join(out)
 
-    def oov(self, spelt: torch.Tensor) -> torch.Tensor:
-        """Ranking penalty of a beginning no LM word has, ``spelt`` characters long."""
-        return self.unk_penalty * (spelt.to(torch.float64) / LONG_WORD).clamp(min=1.0)
+    def oov(self, node: torch.Tensor, spelt: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Ranking term of the word being spelled, ``node``, ``spelt`` characters so far: for
+        a beginning no word has, the penalty times its length beyond ``LONG_WORD``; for one
+        only extra words have (open vocabulary), the best they can get (LM look-ahead)."""
+        _, sp = self.tables(device)
+        out = torch.where(node == DEAD, self.dead_penalty * (
+            spelt.to(torch.float64) / LONG_WORD).clamp(min=1.0), 0.0)
+        if sp.ahead is not None:
+            best = lookup(sp.ahead, node.clamp(min=0))
+            out = torch.where((node != DEAD) & torch.isfinite(best),
+                              self.weight * best + self.unk_penalty, out)
+        return out
+
+    @property
+    def ranks_ahead(self) -> bool:
+        """Whether the word being spelled has a ranking term (else it is 0)."""
+        return bool(self.dead_penalty) or self.extra is not None
 
     def end(self, state: torch.Tensor, device: torch.device) -> torch.Tensor:
         lm, _ = self.tables(device)
@@ -421,13 +497,14 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
         if closing:
             closed, closed_state = fusion.close(bm.node, bm.state, lp.device)
             add = add + torch.where(starts, at_row(closed), 0.0)
-        if fusion.unk_penalty:
-            dead = torch.where(starts, (lookup(sp.start_node, c_tok) == DEAD)[:, None],
-                               sp.step(at_row(bm.node), c_tok[:, None]) == DEAD)
+        if fusion.ranks_ahead:
+            node = torch.where(starts, lookup(sp.start_node, c_tok)[:, None],
+                               sp.step(at_row(bm.node), c_tok[:, None]))
             spelt = lookup(sp.length, c_tok)[:, None] + torch.where(starts, 0, at_row(bm.spelt))
-            add = torch.where(dead, add + fusion.oov(spelt), add)
+            add = add + fusion.oov(node, spelt, lp.device)
         kept_score, ext_score = stay + bm.lm + bm.oov, ext + add
-        if fusion.unk_penalty == NEG_INF:  # real prefixes an infinite penalty ruled out: last
+        if NEG_INF in (fusion.unk_penalty, fusion.dead_penalty):  # real prefixes an infinite
+            # penalty ruled out: last
             kept_score, ext_score = _rank_ruled_out(kept_score, stay), _rank_ruled_out(ext_score,
                                                                                        ext)
     score = torch.full((b, k + k * w), NEG_INF, dtype=ext.dtype, device=ext.device)
@@ -464,7 +541,7 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
         nxt.node = torch.where(kept, nxt.node, grown)
         spelt = lookup(sp.length, new) + torch.where(opens, 0, nxt.spelt)
         nxt.spelt = torch.where(kept, nxt.spelt, spelt)
-        nxt.oov = torch.where(nxt.node == DEAD, fusion.oov(nxt.spelt), 0.0)
+        nxt.oov = fusion.oov(nxt.node, nxt.spelt, lp.device)
         nxt.wh = torch.where(kept, nxt.wh, torch.where(opens, 0, nxt.wh) * _HASH + new + 1)
         if recombine:  # of prefixes the LM cannot tell apart from here on, keep the best
             key = (nxt.state * _MIX[0] + nxt.wh) * _MIX[1] + nxt.last

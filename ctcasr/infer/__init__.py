@@ -32,6 +32,7 @@ def load(
     lm_weight: float = 0.5,
     word_bonus: float = 0.0,
     unk_penalty: float = 0.0,
+    vocab: str | Path | None = None,
     int8: bool = False,
     threads: int = 0,
     device: str = "cpu",
@@ -44,7 +45,8 @@ def load(
     ``ctcasr export`` (ONNX; running it needs the ``onnx`` extra).
 
     ``decoder``: ``greedy`` or ``beam`` (prefix beam search of ``beam`` prefixes, with the word
-    n-gram LM ``lm`` in ARPA format and ``unk_penalty`` added per word it does not know).
+    n-gram LM ``lm`` in ARPA format and ``unk_penalty`` added per word it does not know;
+    ``vocab``: a file of words, with counts, it may output besides the LM's).
     ``int8``: dynamic int8 quantisation of a checkpoint's model (through an int8 ONNX export).
     ``threads`` > 0 sets the intra-op threads. Inputs longer than ``chunk_seconds`` are decoded
     in windows overlapping by ``overlap_seconds``; a batch holds at most ``batch_seconds`` of
@@ -52,7 +54,8 @@ def load(
     """
     engine = open_engine(model, int8=int8, threads=threads, device=device)
     options = DecodeOptions(beam=beam, lm=str(lm) if lm else None, lm_weight=lm_weight,
-                            word_bonus=word_bonus, unk_penalty=unk_penalty)
+                            word_bonus=word_bonus, unk_penalty=unk_penalty,
+                            vocab=str(vocab) if vocab else None)
     return Transcriber(engine, decoder, options, timestamps, chunk_seconds, overlap_seconds,
                        batch_seconds)
 
