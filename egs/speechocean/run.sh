@@ -6,7 +6,8 @@
 #                          [--config conf/lstm_phone.yaml] [--exp NAME] [--average 5]
 #                          [--select cer|loss|best|last]
 #                          [--beam 32] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
-#                          [--unk-penalties "0 -5 -inf"] [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
+#                          [--unk-penalties "0 -5 -inf"] [--chunk-sizes "4 8 16"] [--left-chunks -1]
+#                          [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
 # set of 8 whole training speakers, 4 children and 4 adults; downloads OpenSLR 101 if DIR does
@@ -19,6 +20,9 @@
 # transcripts only), 6 decode: greedy, beam, beam + LM with weight / bonus / OOV penalty chosen on
 # valid (-inf = only words of the training text, as a lexicon decoder), 7 report by speaker
 # (overall, children, adults, median and 90th-percentile speaker).
+# --chunk-sizes "N ...": a streaming model (conf/conformer_chunked_phone.yaml) is also decoded on
+# test with attention in chunks of N output frames (ctcasr decode --chunk-size; --left-chunks of
+# left context, -1 all), greedy, beam and beam + LM at the settings valid chose with full context.
 # Default corpus: ../shared/data/speechocean762 relative to the repository root when it exists.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +40,8 @@ beam=32
 lm_weights="0.3 0.5 0.8"
 word_bonuses="0 1 2"
 unk_penalties="0 -5 -inf"
+chunk_sizes=""
+left_chunks=-1
 seed=""
 train_opts=""
 stage=1
@@ -93,6 +99,16 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   echo "== stage 6: decode"
   . "$root/egs/common/decode_tuned.sh"
   decode_tuned "$exp" "$data" "$beam" "$lm_weights" "$word_bonuses" "$unk_penalties"
+  read -r w b u < <(sed -E 's/LM weight ([^,]+), word bonus ([^,]+), unk penalty ([^ ]+).*/\1 \2 \3/' \
+    "$exp/lm_tuning.txt")
+  for chunk in $chunk_sizes; do
+    c=(--chunk-size "$chunk" --left-chunks "$left_chunks")
+    decode_one "$exp" "$data" test "chunk${chunk}_greedy" "${c[@]}"
+    decode_one "$exp" "$data" test "chunk${chunk}_beam" "${c[@]}" --decoder beam --beam-size "$beam"
+    decode_one "$exp" "$data" test "chunk${chunk}_beam_lm" "${c[@]}" --decoder beam \
+      --beam-size "$beam" --lm "$data/lm_3gram.arpa" --lm-weight "$w" --word-bonus "$b" \
+      --unk-penalty="$u"
+  done
 fi
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   echo "== stage 7: report ($exp; test = 63 speakers never heard in training)"

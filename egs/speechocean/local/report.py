@@ -6,7 +6,8 @@ percentile: 10 % of speakers do worse), for each decoder of EXP.
     python local/report.py EXP [--data data] [--set test]
 
 Reads DATA/SET.jsonl (speaker, age and reference per utterance) and EXP/decode_SET_*/hyp.txt;
-prints a markdown table and writes it to EXP/report_SET.md. A phone model's decoders without the
+prints a markdown table and writes it to EXP/report_SET.md (a streaming model's chunked decodes,
+decode_SET_chunkN_*, get rows of their own). A phone model's decoders without the
 LM give phones: they are scored against the references' phones (through EXP/model.pt's
 tokenizer), and their WER is the phone error rate (marked PER).
 """
@@ -40,14 +41,23 @@ def model_tokenizer(exp: Path) -> Tokenizer | None:
                                 ["tokenizer"])
 
 
+def decoders(exp: Path, split: str) -> list[tuple[str, str]]:
+    """(tag, name) of each decode of ``split``: full context, then each chunk size of a
+    streaming model (``decode_SPLIT_chunkN_*``, run.sh --chunk-sizes), smallest last."""
+    chunks = sorted({int(d.name.removeprefix(f"decode_{split}_chunk").split("_")[0])
+                     for d in exp.glob(f"decode_{split}_chunk*_*")}, reverse=True)
+    return DECODERS + [(f"chunk{n}_{tag}", f"{name}, chunks of {n} frames")
+                       for n in chunks for tag, name in DECODERS]
+
+
 def rows(exp: Path, data: Path, split: str) -> list[str]:
     words = [json.loads(line) for line in (data / f"{split}.jsonl").open()]
     tok = model_tokenizer(exp)
     phones = isinstance(tok, PhoneTokenizer)
     out = []
-    for tag, name in DECODERS:
+    for tag, name in decoders(exp, split):
         utts = words
-        if phones and tag != "beam_lm":  # phones out: scored on phones
+        if phones and not tag.endswith("beam_lm"):  # phones out: scored on phones
             utts = [{**u, "text": tok.reference(u["text"])} for u in words]
             name += " (phones: PER)"
         hyp_file = exp / f"decode_{split}_{tag}" / "hyp.txt"
