@@ -282,6 +282,27 @@ def test_phone_model_transcribes_phones_and_with_the_lm_words(phone_model, tmp_p
         assert summary["wer"] < 30  # (a model that learnt: 0-2 phones of ~24 wrong)
 
 
+def test_phone_model_says_a_word_its_lm_lacks_from_the_word_list(phone_model, tmp_path):
+    """An LM that knows only "ab": with the closed vocabulary every "ba" is lost (or turned
+    into "ab"); with "ba" in a --vocab word list the model's words all come out, through the
+    Python API and the CLI."""
+    ckpt, _ = phone_model
+    wave, text = max((training_utterance(k) for k in range(8)),
+                     key=lambda u: min(u[1].split().count(w) for w in ("ab", "ba")))
+    assert "ab" in text.split() and "ba" in text.split()
+    lm = write(tmp_path, train_kneser_ney(["ab", "ab ab", "ab ab ab"], order=2))
+    (tmp_path / "words.txt").write_text("ba 3\n")
+    closed = ctcasr.load(ckpt, decoder="beam", lm=lm, unk_penalty=-math.inf)
+    assert "ba" not in closed.transcribe(wave, SR).text.split()
+    open_ = ctcasr.load(ckpt, decoder="beam", lm=lm, vocab=tmp_path / "words.txt")
+    assert open_.transcribe(wave, SR).text == text
+    sf.write(tmp_path / "u.wav", wave, SR)
+    r = run("transcribe", ckpt, tmp_path / "u.wav", "--decoder", "beam", "--lm", lm,
+            "--vocab", tmp_path / "words.txt")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().split("\t")[1] == text
+
+
 @pytest.mark.skipif(not importlib.util.find_spec("onnxruntime"),
                     reason="onnxruntime not installed (pip install 'ctcasr[onnx]')")
 def test_phone_model_exports(phone_model, tmp_path):
