@@ -106,7 +106,7 @@ UnkPenaltyOpt = Annotated[float, typer.Option(
 VocabOpt = Annotated[Path | None, typer.Option(
     "--vocab", help="Beam + LM: open vocabulary, a file of words ('word [count]' per line) the "
     "search may output besides the LM's, each as the LM's <unk> x its share of the counts, "
-    "+ --unk-penalty (`ctcasr vocab` writes one).")]
+    "+ --unk-penalty (docs/decoding.md).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 
 

@@ -7,6 +7,8 @@ The CLI prints that message on one line and exits with status 1; nothing else is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class CtcasrError(Exception):
     """A user-facing error: the message alone must tell what to fix."""
@@ -19,6 +21,17 @@ def first_line(e: Exception) -> str:
     """The first line of an exception's message (library messages can run to pages)."""
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; a file that cannot be read or decoded is a
+    :class:`CtcasrError` naming it (``what``: the kind of file, for the message)."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise CtcasrError(f"{path}: cannot read {what}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise CtcasrError(f"{path}: {what} is not UTF-8 ({e.reason})") from None
 
 
 def _unwrap_worker_message(message: str) -> str:

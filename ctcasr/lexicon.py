@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from ctcasr.errors import CtcasrError
+from ctcasr.errors import CtcasrError, read_lines
 
 PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
           "UH UW V W Y Z ZH").split()
@@ -61,12 +61,7 @@ class Lexicon:
 
     @classmethod
     def read(cls, path: str | Path, name: str | None = None) -> Lexicon:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise CtcasrError(f"{path}: cannot read lexicon: {e.strerror}") from None
-        except UnicodeDecodeError as e:
-            raise CtcasrError(f"{path}: lexicon is not UTF-8 ({e.reason})") from None
+        lines = read_lines(path, "lexicon")
         known = set(PHONES)
         entries: dict[str, list[tuple[str, ...]]] = {}
         for n, line in enumerate(lines, 1):

@@ -259,13 +259,6 @@ class PhoneTokenizer(Tokenizer):
         return pieces, lambda w: ["".join(code[p] for p in pron)
                                   for pron in self.lexicon.pronounce(w)]
 
-    def lexicon_words(self) -> tuple[str, ...]:
-        """The lexicon's words that English text normalisation leaves as they are (as a
-        transcript can have them: CMUdict's ``a.`` or ``'bout`` are left out)."""
-        from ctcasr.data.text import normalise
-
-        return tuple(w for w in self.lexicon.entries if normalise(w) == w)
-
     def state_dict(self) -> dict[str, Any]:
         if self.lexicon.name == "cmudict":  # the locked package: no need to carry 135k words
             return {"type": "phone", "lexicon": "cmudict"}

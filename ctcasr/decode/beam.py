@@ -159,11 +159,12 @@ class Spelling:
             dense[keys + v] = child.to(torch.int32)  # row 0 is DEAD's
         alts = tuple(torch.tensor([spelled[s][h] if len(spelled.get(s, ())) > h else -1
                                    for s in nodes]) for h in range(1, most))
+        share = [math.log(extra[w] / total) for w in names]  # ln P(word | <unk>)
         ahead = None
         if names:  # from the longest spellings up: a node's best word below it
             best = dict.fromkeys(nodes, NEG_INF)
             for sp_, k in other.items():
-                best[sp_] = math.log(extra[names[k]] / total)
+                best[sp_] = share[k]
             for sp_ in spelled:
                 best[sp_] = math.inf
             for s in sorted(nodes, key=len, reverse=True)[:-1]:
@@ -177,8 +178,7 @@ class Spelling:
                                  for i, (p, s) in enumerate(zip(pieces, starts, strict=True))]),
                    dense, alts,
                    torch.tensor([other.get(s, -1) for s in nodes]) if names else None, names,
-                   torch.tensor([math.log(extra[w] / total) for w in names],
-                                dtype=torch.float64) if names else None, ahead)
+                   torch.tensor(share, dtype=torch.float64) if names else None, ahead)
 
     def to(self, device: torch.device) -> Spelling:
         return Spelling(*(None if getattr(self, f) is None else getattr(self, f).to(device)
@@ -294,11 +294,6 @@ class LMFusion:
             out = torch.where((node != DEAD) & torch.isfinite(best),
                               self.weight * best + self.unk_penalty, out)
         return out
-
-    @property
-    def ranks_ahead(self) -> bool:
-        """Whether the word being spelled has a ranking term (else it is 0)."""
-        return bool(self.dead_penalty) or self.extra is not None
 
     def end(self, state: torch.Tensor, device: torch.device) -> torch.Tensor:
         lm, _ = self.tables(device)
@@ -497,7 +492,7 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
         if closing:
             closed, closed_state = fusion.close(bm.node, bm.state, lp.device)
             add = add + torch.where(starts, at_row(closed), 0.0)
-        if fusion.ranks_ahead:
+        if fusion.dead_penalty:  # (a ranking term for the word being spelled; else it is 0)
             node = torch.where(starts, lookup(sp.start_node, c_tok)[:, None],
                                sp.step(at_row(bm.node), c_tok[:, None]))
             spelt = lookup(sp.length, c_tok)[:, None] + torch.where(starts, 0, at_row(bm.spelt))

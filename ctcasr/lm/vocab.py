@@ -7,17 +7,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ctcasr.errors import CtcasrError
+from ctcasr.errors import CtcasrError, read_lines
 
 
 def read_vocab(path: str | Path) -> dict[str, float]:
     """word -> count; errors name the file and line."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise CtcasrError(f"{path}: cannot read word list: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise CtcasrError(f"{path}: word list is not UTF-8 ({e.reason})") from None
+    lines = read_lines(path, "word list")
     counts: dict[str, float] = {}
     for n, line in enumerate(lines, 1):
         body = line.split("#", 1)[0].split()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from ctcasr.tokenizer import PhoneTokenizer, default_lexicon
+from ctcasr.data.text import normalise
+from ctcasr.tokenizer import default_lexicon
 
 
 def main() -> None:
@@ -24,7 +25,9 @@ def main() -> None:
         from wordfreq import word_frequency
     except ImportError:
         sys.exit("error: needs wordfreq (pip install wordfreq==3.1.1, outside .venv)")
-    freq = {w: word_frequency(w, "en") for w in PhoneTokenizer(default_lexicon()).lexicon_words()}
+    # the words as transcripts write them (not CMUdict's "a." or "'bout")
+    words = [w for w in default_lexicon().entries if normalise(w) == w]
+    freq = {w: word_frequency(w, "en") for w in words}
     with open(sys.argv[1], "w", encoding="utf-8") as out:
         for w, f in sorted(freq.items(), key=lambda x: -x[1]):
             if f > 0:
