@@ -1,9 +1,15 @@
-"""benchmarks/peers/lm_decode.py: a peer toolkit's posteriors decoded with ctcasr's beam + LM."""
+"""benchmarks/peers: a peer toolkit's posteriors decoded with ctcasr's beam + LM (lm_decode.py),
+ESPnet's data directories (espnet/prepare.py), and the peers' own locks."""
 
 import importlib.util
+import json
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from ctcasr.lm import train_kneser_ney
@@ -65,3 +71,44 @@ def test_a_peers_label_list_is_read_as_a_character_tokenizer_and_the_lm_applied(
     assert beam[1] == "u2\tcat cac"  # the acoustics alone
     assert fused[1] == "u2\tcat cat"  # the LM's word, where the audio could not tell
     assert (tmp_path / "exp/lm_tuning.txt").read_text().count("\n") == 1
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", lock.read_text(), re.M))
+
+
+@pytest.mark.parametrize("peer", ["speechbrain", "espnet"])
+def test_a_peers_lock_is_hashed_and_has_the_projects_torch(peer):
+    # a peer is compared on the same torch / torchaudio as ctcasr, installed from hashes only
+    lock = REPO / "benchmarks/peers" / peer / "requirements.txt"
+    ours, theirs = _pins(REPO / "requirements.txt"), _pins(lock)
+    for pkg in ("torch", "torchaudio"):
+        assert theirs[pkg] == ours[pkg], (peer, pkg)
+    entries = re.split(r"\n(?=[A-Za-z])", lock.read_text().split("\n", 2)[2])
+    assert len(entries) == len(theirs) > 20
+    assert all("--hash=sha256:" in e for e in entries)
+
+
+def test_espnet_data_dirs_and_token_list_from_manifests(tmp_path):
+    rows = {"train": [("b", "b.flac", "ab ba", "s1"), ("a", "a.opus", "aab", "s2")],
+            "valid": [("v", "v.flac", "ba", "s3")], "test": [("t", "t.flac", "ab", "s4")]}
+    args = [sys.executable, str(REPO / "benchmarks/peers/espnet/prepare.py"),
+            "--out", str(tmp_path / "data")]
+    for split, utts in rows.items():
+        path = tmp_path / f"{split}.jsonl"
+        path.write_text("".join(json.dumps({"id": i, "audio": a, "duration": 1.0, "text": t,
+                                            "speaker": s}) + "\n" for i, a, t, s in utts))
+        args += [f"--{split}", str(path)]
+    subprocess.run(args, check=True, capture_output=True)
+    train = tmp_path / "data/train"
+    assert (train / "wav.scp").read_text() == "a a.opus\nb b.flac\n"  # sorted by id
+    assert (train / "text").read_text() == "a aab\nb ab ba\n"
+    assert (train / "utt2spk").read_text() == "a s2\nb s1\n"
+    assert (tmp_path / "data/test/text").read_text() == "t ab\n"
+    # ESPnet's CTC char list: blank first, then <unk>, characters by frequency, <sos/eos> last
+    assert (tmp_path / "data/tokens.txt").read_text().split() == [
+        "<blank>", "<unk>", "a", "b", "<space>", "<sos/eos>"]
+
+    (tmp_path / "valid.jsonl").write_text('{"id": "v"}\n')
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode != 0 and f"{tmp_path / 'valid.jsonl'}:1:" in r.stderr

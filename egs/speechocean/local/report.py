@@ -26,6 +26,7 @@ from ctcasr.tokenizer import PhoneTokenizer, Tokenizer, tokenizer_from_state
 
 CHILD_MAX_AGE = 12
 DECODERS = [("greedy", "greedy"), ("beam", "beam"), ("beam_lm", "beam + 3-gram LM")]
+PEER = [("peer_beam", "the peer's own beam search")]  # benchmarks/peers: decode_SET_peer_beam
 
 
 def wer_cer(group: list[dict], hyps: dict[str, str]) -> tuple[float, float]:
@@ -46,7 +47,7 @@ def decoders(exp: Path, split: str) -> list[tuple[str, str]]:
     streaming model (``decode_SPLIT_chunkN_*``, run.sh --chunk-sizes), smallest last."""
     chunks = sorted({int(d.name.removeprefix(f"decode_{split}_chunk").split("_")[0])
                      for d in exp.glob(f"decode_{split}_chunk*_*")}, reverse=True)
-    return DECODERS + [(f"chunk{n}_{tag}", f"{name}, chunks of {n} frames")
+    return DECODERS + PEER + [(f"chunk{n}_{tag}", f"{name}, chunks of {n} frames")
                        for n in chunks for tag, name in DECODERS]
 
 
