@@ -11,9 +11,10 @@ its children's) and sets torch's intra-op threads to the cores left free, at lea
 the number it started with. It steps down as soon as others hold half a core or more, and back
 up only when they leave it (a quarter core's slack), so a short blip does not make it flap.
 
-The thread count does not change a BiLSTM's numbers here (1 and 2 threads train bit-identically,
-measured), so the governor changes speed only; ``train.num_threads: N`` fixes N threads and
-turns it off. It is off where ``/proc`` is not (macOS, Windows): torch's default there.
+The thread count changes the last digits (convolutions and matrix products sum in another order:
+1 and 2 threads differ by up to ~1e-7 after a few epochs, measured), so a governed run is
+reproducible to rounding, not bitwise; ``train.num_threads: N`` fixes N threads and turns the
+governor off, for bitwise-reproducible runs. It is off where ``/proc`` is not (macOS, Windows): torch's default there.
 """
 
 from __future__ import annotations
