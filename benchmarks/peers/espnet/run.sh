@@ -2,7 +2,7 @@
 # ESPnet2 on the speechocean762 split, under the budget of `make speechocean` (issue 39).
 #
 #   bash benchmarks/peers/espnet/run.sh [--budget-s 3495] [--exp DIR] [--espnet-beam 10]
-#                                       [--stage N]
+#                                       [--data egs/speechocean/data] [--stage N]
 #
 # Needs the speechocean recipe's data (manifests and the 3-gram LM: egs/speechocean/run.sh
 # --stop-stage 5, or a full `make speechocean`) and the project's .venv for uv, lm_decode.py
@@ -25,16 +25,17 @@ budget=3495  # seconds: the training time of the speechocean default (docs/resul
 exp=$root/benchmarks/peers/exp/espnet
 espnet_beam=10
 stage=1
+data=$root/egs/speechocean/data
 while [ $# -gt 0 ]; do
   case $1 in
     --budget-s) budget=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --espnet-beam) espnet_beam=$2; shift 2 ;;
+    --data) data=$(cd "$2" && pwd); shift 2 ;;
     --stage) stage=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-data=$root/egs/speechocean/data
 for f in train_arctic.jsonl valid.jsonl test.jsonl lm_3gram.arpa; do
   [ -f "$data/$f" ] || { echo "missing $data/$f: run egs/speechocean/run.sh --stop-stage 5" >&2; exit 1; }
 done

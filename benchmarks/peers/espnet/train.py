@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ESPnet2 CTC training on Kaldi-style dirs under a wall-clock budget (run in .venv-espnet).
 
-    train.py --data DIR --config CONF --out DIR [--budget-s 3495]
+    train.py --data DIR --config CONF --out DIR [--budget-s 3495] [--stats-only]
 
 ``DIR`` is what prepare.py writes. Three calls of ESPnet's own entry point
 (``python -m espnet2.bin.asr_train``), as asr.sh's stages 10-11 make them:
@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--budget-s", type=float, default=3495.0)
+    ap.add_argument("--stats-only", action="store_true",
+                    help="stop after collect_stats (kept and reused: not part of the budget)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     tokens = a.data / "tokens.txt"
@@ -75,6 +77,8 @@ def main() -> None:
         wait(espnet(common + data_args(a.data, keys) + ["--collect_stats", "true",
                                                         "--output_dir", str(stats)],
                     a.out / "collect_stats.log"), a.out / "collect_stats.log")
+    if a.stats_only:
+        return
     n_tokens = len(tokens.read_text().split())
     shapes: dict[str, list[Path]] = {}
     for split in ("train", "valid"):  # numel batching counts text as length x vocabulary (asr.sh)
