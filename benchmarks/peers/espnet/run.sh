@@ -45,6 +45,14 @@ mkdir -p "$exp"
 if [ "$stage" -le 1 ]; then
   echo "== 1 install .venv-espnet"
   start=$(date +%s)
+  # pyworld (an ESPnet dependency) has no wheel for this platform: uv builds it with a C/C++
+  # compiler, from Debian's packages when missing and this is a root shell with apt-get
+  if ! command -v g++ >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing gcc and g++ (Debian) to build pyworld"
+    timeout 60 apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q --no-install-recommends \
+      gcc g++ python3-dev >/dev/null
+  fi
   [ -x "$venv/bin/python" ] || "$root/.venv/bin/uv" venv -q --python 3.11 "$venv"
   "$root/.venv/bin/uv" pip install --quiet --python "$venv/bin/python" --require-hashes --no-deps \
     -r "$here/requirements.txt"
