@@ -14,7 +14,8 @@ up only when they leave it (a quarter core's slack), so a short blip does not ma
 The thread count changes the last digits (convolutions and matrix products sum in another order:
 1 and 2 threads differ by up to ~1e-7 after a few epochs, measured), so a governed run is
 reproducible to rounding, not bitwise; ``train.num_threads: N`` fixes N threads and turns the
-governor off, for bitwise-reproducible runs. It is off where ``/proc`` is not (macOS, Windows): torch's default there.
+governor off, for bitwise-reproducible runs. It is off where ``/proc`` is not (macOS, Windows):
+torch's default there.
 """
 
 from __future__ import annotations
