@@ -34,10 +34,10 @@ RESULTS = re.compile(r"(\d+)epoch results: .*\[valid\].*?cer_ctc=([0-9.]+)")
 
 def espnet(args: list[str], log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "espnet2.bin.asr_train", *args]
-    with open(log, "w") as f:
+    with open(log, "w") as f:  # the child keeps its own copy of the file once started
         f.write(" ".join(cmd) + "\n")
-    return subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+        f.flush()
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait(proc: subprocess.Popen, log: Path) -> None:
