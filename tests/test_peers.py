@@ -25,6 +25,13 @@ def _lm_decode():
     return mod
 
 
+def test_peers_are_tuned_on_the_recipes_lm_grid():
+    # the peers' LM settings must be chosen from the grid ctcasr's own model is chosen from
+    run_sh = (REPO / "egs/speechocean/run.sh").read_text()
+    for name, values in _lm_decode().GRID.items():
+        assert re.search(rf'^{name}="([^"]*)"', run_sh, re.M)[1] == values, name
+
+
 def _posteriors(labels: list[str], paths: list[list[str]]) -> list[torch.Tensor]:
     """Peaked log-posteriors, one frame per symbol of each path ('-' is the blank)."""
     out = []

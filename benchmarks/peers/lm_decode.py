@@ -3,7 +3,7 @@
 
     python benchmarks/peers/lm_decode.py LOGP_VALID LOGP_TEST --lm LM.arpa --ref-valid REF
         --out DIR [--beam 32] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
-        [--unk-penalties "0 -5"]
+        [--unk-penalties "0 -5 -inf"]
 
 ``LOGP_*`` are ``torch.save``d dicts ``{"ids", "logp": [T_i, V] tensors, "labels"}`` with the
 CTC blank at label 0 and the word boundary as the label " " (what the peer scripts write). The
@@ -30,6 +30,9 @@ from ctcasr.tokenizer import SPACE, CharTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decode_speed import ctcasr_decoder  # noqa: E402  (length-sorted, padded batches)
 
+# egs/speechocean/run.sh's grid, so that a peer is tuned as ctcasr's own model is (a test checks)
+GRID = {"lm_weights": "0.3 0.5 0.8", "word_bonuses": "0 1 2", "unk_penalties": "0 -5 -inf"}
+
 
 def labels_tokenizer(labels: list[str]) -> CharTokenizer:
     """The peer's label list (blank first, the word boundary as " ") as a ctcasr character
@@ -53,9 +56,8 @@ def main() -> None:
     ap.add_argument("--ref-valid", required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--beam", type=int, default=32)
-    ap.add_argument("--lm-weights", default="0.3 0.5 0.8")
-    ap.add_argument("--word-bonuses", default="0 1 2")
-    ap.add_argument("--unk-penalties", default="0 -5")
+    for name, values in GRID.items():
+        ap.add_argument("--" + name.replace("_", "-"), default=values)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     decode(a.logp_test, DecodeOptions(beam=a.beam), a.out / "decode_test_beam" / "hyp.txt")
