@@ -25,21 +25,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The main job (issue 17), when speechocean762 and ARCTIC are in ../shared/data:
-# egs/digits/transfer.sh, a short English model first (the speechocean recipe on 118 voices;
-# skipped when it exists), then digits fine-tuned from it. Without those corpora: the Conformer
-# from scratch on FSDD alone (downloaded if not there). Numbers in docs/results.md.
-SHARED := ../shared/data
-ifneq ($(and $(wildcard $(SHARED)/speechocean762),$(wildcard $(SHARED)/arctic)),)
+# Corpora: each recipe looks for its corpus in $(CTCASR_DATA)/NAME (fsdd, speechocean762,
+# arctic, yesno, LibriSpeech) and downloads what is not there, once, into $(CTCASR_DOWNLOADS)
+# (default ~/.cache/ctcasr/corpora). The default CTCASR_DATA is a folder of corpora beside the
+# checkout, if there is one; `make digits CTCASR_DATA=/my/corpora` points elsewhere.
+export CTCASR_DATA ?= $(abspath ../shared/data)
+
+# The main job: egs/digits/transfer.sh, a short English model first (the speechocean recipe with
+# ARCTIC, 118 voices; kept when it exists), then connected digits fine-tuned from it, ending in
+# the WER table of docs/results.md.
 digits: $(STAMP)
 	egs/digits/transfer.sh
-else
-digits: $(STAMP)
-	@echo "speechocean762 or ARCTIC not in $(SHARED): digits from scratch (FSDD only)"
-	egs/digits/run.sh
-endif
 
-# The best digits model on unseen voices (issue 17), in two steps: the speechocean English model
+# The best digits model on unseen voices, in two steps: the speechocean English model
 # (the character BiLSTM, egs/speechocean/conf/lstm.yaml, ~60 min on 2 cores; skipped when it
 # exists; the transfer from the phone model, `make speechocean`'s default, is not measured yet),
 # then digits fine-tuned from it with speechocean's digit strings in training (~7 min).
@@ -91,12 +89,12 @@ bench-decode: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/decode_speed.py $(ARGS)
 
 # SpeechBrain trained and scored on the speechocean split under `make speechocean`'s budget
-# (issue 19; ~70 min; needs the speechocean data: `make speechocean` first). SpeechBrain goes
+# (~70 min; needs the speechocean data: `make speechocean` first). SpeechBrain goes
 # into its own .venv-sb, from its own hashed lock, never into .venv.
 bench-speechbrain: $(STAMP)
 	bash benchmarks/peers/speechbrain/run.sh $(ARGS)
 
-# ESPnet2's CTC-only Conformer on the same split, under the same budget (issue 39; ~75 min;
+# ESPnet2's CTC-only Conformer on the same split, under the same budget (~75 min;
 # needs the speechocean data). ESPnet goes into its own .venv-espnet, from its own hashed lock.
 bench-espnet: $(STAMP)
 	bash benchmarks/peers/espnet/run.sh $(ARGS)

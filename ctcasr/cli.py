@@ -10,7 +10,6 @@ exit with status 1.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -86,27 +85,35 @@ def train(
     run_train(cfg, train_manifest, valid_manifest, exp_dir, resume=resume, skip_bad=skip_bad)
 
 
-DecoderOpt = Annotated[str, typer.Option("--decoder", help="greedy or beam (prefix beam "
-                                           "search).")]
-BeamOpt = Annotated[int, typer.Option("--beam-size", help="Beam: prefixes kept per frame.")]
-TopkOpt = Annotated[int, typer.Option("--topk", help="Beam: expand only the k most probable "
-                                      "tokens per frame (0: beam + 1, exact without an LM).")]
-PruneOpt = Annotated[float, typer.Option("--prune", help="Beam: expand only tokens within this "
-                                         "many nats of the frame's best.")]
-BeamPruneOpt = Annotated[float, typer.Option(
+CARRIED = " Default: what the model carries (ctcasr tune-lm), else"
+DecoderOpt = Annotated[str | None, typer.Option(
+    "--decoder", help="greedy or beam (prefix beam search)." + CARRIED + " greedy.")]
+BeamOpt = Annotated[int | None, typer.Option("--beam-size", help="Beam: prefixes kept per "
+                                             "frame." + CARRIED + " 10.")]
+TopkOpt = Annotated[int | None, typer.Option("--topk", help="Beam: expand only the k most "
+                                             "probable tokens per frame (0: beam + 1, exact "
+                                             "without an LM)." + CARRIED + " 0.")]
+PruneOpt = Annotated[float | None, typer.Option("--prune", help="Beam: expand only tokens "
+                                                "within this many nats of the frame's best."
+                                                + CARRIED + " 5.")]
+BeamPruneOpt = Annotated[float | None, typer.Option(
     "--beam-prune", help="Beam: drop prefixes more than this far below the frame's best "
-    "(LM score included; pyctcdecode's beam_prune_logp).")]
+    "(LM score included; pyctcdecode's beam_prune_logp)." + CARRIED + " inf.")]
 LmOpt = Annotated[Path | None, typer.Option("--lm", help="Beam: word n-gram LM (ARPA) for "
-                                            "shallow fusion (see `ctcasr lm`).")]
-LmWeightOpt = Annotated[float, typer.Option("--lm-weight", help="Beam: LM weight.")]
-WordBonusOpt = Annotated[float, typer.Option("--word-bonus", help="Beam: score added per word.")]
-UnkPenaltyOpt = Annotated[float, typer.Option(
+                                            "shallow fusion (see `ctcasr lm`); 'none': beam "
+                                            "search without the model's LM. Given alone, it "
+                                            "means --decoder beam.")]
+LmWeightOpt = Annotated[float | None, typer.Option("--lm-weight", help="Beam: LM weight."
+                                                   + CARRIED + " 0.5.")]
+WordBonusOpt = Annotated[float | None, typer.Option("--word-bonus", help="Beam: score added "
+                                                    "per word." + CARRIED + " 0.")]
+UnkPenaltyOpt = Annotated[float | None, typer.Option(
     "--unk-penalty", help="Beam + LM: score added per word the LM does not know (<= 0); "
-    "-inf allows only the LM's words.")]
+    "-inf allows only the LM's words." + CARRIED + " 0.")]
 VocabOpt = Annotated[Path | None, typer.Option(
-    "--vocab", help="Beam + LM: open vocabulary, a file of words ('word [count]' per line) the "
-    "search may output besides the LM's, each as the LM's <unk> x its share of the counts, "
-    "+ --unk-penalty (docs/decoding.md).")]
+    "--vocab", help="Beam + LM: open vocabulary, a file of words (one per line, each with "
+    "an optional count) the search may output besides the LM's, each as the LM's <unk> x its "
+    "share of the counts, + --unk-penalty (docs/decoding.md).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 
 
@@ -118,17 +125,17 @@ def decode(
                                            "'text' is optional, used for scoring when present.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for hyp.txt, errors.txt, "
                                           "summary.txt and summary.json.")],
-    decoder: DecoderOpt = "greedy",
-    beam: BeamOpt = 10,
+    decoder: DecoderOpt = None,
+    beam: BeamOpt = None,
     nbest: Annotated[int, typer.Option("--nbest", help="Beam: hypotheses per utterance "
                                        "(> 1 writes nbest.txt).")] = 1,
-    topk: TopkOpt = 0,
-    prune: PruneOpt = 5.0,
-    beam_prune: BeamPruneOpt = math.inf,
+    topk: TopkOpt = None,
+    prune: PruneOpt = None,
+    beam_prune: BeamPruneOpt = None,
     lm: LmOpt = None,
-    lm_weight: LmWeightOpt = 0.5,
-    word_bonus: WordBonusOpt = 0.0,
-    unk_penalty: UnkPenaltyOpt = 0.0,
+    lm_weight: LmWeightOpt = None,
+    word_bonus: WordBonusOpt = None,
+    unk_penalty: UnkPenaltyOpt = None,
     vocab: VocabOpt = None,
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write words.ctm (word "
                                              "start, duration, confidence).")] = False,
@@ -145,20 +152,76 @@ def decode(
                                              "chunks of left context (-1: all).")] = -1,
     skip_bad: SkipBadOpt = False,
 ) -> None:
-    """Decode a manifest and write the hypotheses and a WER/CER report; prints the WER."""
-    from ctcasr.decode import DecodeOptions
+    """Decode a manifest and write the hypotheses and a WER/CER report; prints the WER.
+
+    It decodes as the checkpoint carries (see tune-lm) unless options say otherwise."""
     from ctcasr.decode.runner import decode_manifest, load_recognizer
     from ctcasr.models import set_chunking
 
-    opts = DecodeOptions(beam, nbest, topk, prune, str(lm) if lm else None, lm_weight, word_bonus,
-                         unk_penalty, beam_prune, str(vocab) if vocab else None)
     rec = load_recognizer(checkpoint, device)
+    settings = rec.decoding.override(decoder, lm, vocab, beam=beam, nbest=nbest, topk=topk,
+                                      prune=prune, beam_prune=beam_prune, lm_weight=lm_weight,
+                                      word_bonus=word_bonus, unk_penalty=unk_penalty)
     if chunk_size:
         set_chunking(rec.model, chunk_size, left_chunks)
-    s = decode_manifest(rec, manifest, out_dir, decoder, max_frames, num_workers, opts,
-                        timestamps, skip_bad)
+    typer.echo(f"decoder: {settings.describe()}", err=True)
+    s = decode_manifest(rec, manifest, out_dir, settings.decoder, max_frames, num_workers,
+                        settings.options, timestamps, skip_bad)
     typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")
     typer.echo(f"wrote {out_dir}/hyp.txt")
+
+
+@app.command("tune-lm")
+def tune_lm(
+    checkpoint: Annotated[Path, typer.Argument(help="The model (model.pt) to tune and to "
+                                               "write the choice into.")],
+    valid: Annotated[Path, typer.Option("--valid", help="Validation manifest (JSONL, with "
+                                        "text): speakers and sentences the test set does not "
+                                        "have.")],
+    lm: Annotated[Path, typer.Option("--lm", help="Word n-gram LM (ARPA; `ctcasr lm`); the "
+                                     "model will carry it.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Checkpoint to write "
+                                             "(default: CHECKPOINT itself).")] = None,
+    beam: Annotated[int, typer.Option("--beam-size", help="Prefixes kept per frame.")] = 10,
+    lm_weights: Annotated[str, typer.Option("--lm-weights", help="LM weights to try.")]
+    = "0.3 0.5 0.8",
+    word_bonuses: Annotated[str, typer.Option("--word-bonuses", help="Word bonuses to try.")]
+    = "0 1 2",
+    unk_penalties: Annotated[str, typer.Option("--unk-penalties", help="Penalties for words "
+                                               "the LM does not know (-inf: only its "
+                                               "words).")] = "0 -5 -inf",
+    vocab: VocabOpt = None,
+    device: DeviceOpt = "cpu",
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Padded frames per batch "
+                                            "(0: at least 20000).")] = 0,
+) -> None:
+    """Choose the LM weight, word bonus and OOV penalty on a validation set, and store them
+    with the LM in the model, so decode, transcribe, serve and export use them by default.
+
+    Writes lm_tuning.txt (the choice) and lm_tuning.tsv (every point's WER / CER) beside
+    the output."""
+    from ctcasr.checkpoint import load_checkpoint, save_checkpoint
+    from ctcasr.decode.runner import load_recognizer
+    from ctcasr.decode.settings import parse_grid
+    from ctcasr.decode.tune import tune_lm as run_tune
+
+    grids = [parse_grid(v, name) for v, name in ((lm_weights, "--lm-weights"),
+                                                 (word_bonuses, "--word-bonuses"),
+                                                 (unk_penalties, "--unk-penalties"))]
+    rec = load_recognizer(checkpoint, device)
+    settings, grid, best = run_tune(rec, valid, str(lm), beam, *grids,
+                                    vocab=str(vocab) if vocab else None, max_frames=max_frames)
+    out = out or checkpoint
+    ckpt = load_checkpoint(checkpoint)
+    save_checkpoint({**ckpt, "decoding": settings.state_dict()}, out)
+    (out.parent / "lm_tuning.tsv").write_text(
+        "lm_weight\tword_bonus\tunk_penalty\twer\tcer\n" + "".join(
+            f"{p.lm_weight:g}\t{p.word_bonus:g}\t{p.unk_penalty:g}\t{p.wer:.2f}\t{p.cer:.2f}\n"
+            for p in grid))
+    (out.parent / "lm_tuning.txt").write_text(f"{best.line()} (best on valid)\n")
+    typer.echo(f"{valid}: {best.line()}: WER {best.wer:.2f} % (of {len(grid)} settings; "
+               f"{out.parent / 'lm_tuning.tsv'})")
+    typer.echo(f"wrote {out}: decodes with beam {beam} + this LM by default")
 
 
 Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantisation of the linear "
@@ -177,15 +240,15 @@ def transcribe(
     json_lines: Annotated[bool, typer.Option("--json", help="Print JSON lines with word "
                                              "times and confidences instead of "
                                              "path<TAB>text.")] = False,
-    decoder: DecoderOpt = "greedy",
-    beam: BeamOpt = 10,
-    topk: TopkOpt = 0,
-    prune: PruneOpt = 5.0,
-    beam_prune: BeamPruneOpt = math.inf,
+    decoder: DecoderOpt = None,
+    beam: BeamOpt = None,
+    topk: TopkOpt = None,
+    prune: PruneOpt = None,
+    beam_prune: BeamPruneOpt = None,
     lm: LmOpt = None,
-    lm_weight: LmWeightOpt = 0.5,
-    word_bonus: WordBonusOpt = 0.0,
-    unk_penalty: UnkPenaltyOpt = 0.0,
+    lm_weight: LmWeightOpt = None,
+    word_bonus: WordBonusOpt = None,
+    unk_penalty: UnkPenaltyOpt = None,
     vocab: VocabOpt = None,
     int8: Int8Opt = False,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: the "
@@ -200,18 +263,19 @@ def transcribe(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Report unreadable audio on "
                                            "stderr and go on, instead of stopping.")] = False,
 ) -> None:
-    """Transcribe audio files: prints path<TAB>text per file (or JSON lines with --json)."""
+    """Transcribe audio files: prints path<TAB>text per file (or JSON lines with --json).
+
+    It decodes as the model carries (see tune-lm) unless options say otherwise."""
     import json
 
-    from ctcasr.decode import DecodeOptions
     from ctcasr.infer import Transcriber, open_engine
     from ctcasr.infer.transcriber import expand_inputs
 
     engine = open_engine(model, int8=int8, threads=threads, device=device)
-    opts = DecodeOptions(beam=beam, topk=topk, prune=prune, lm=str(lm) if lm else None,
-                         lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty,
-                         beam_prune=beam_prune, vocab=str(vocab) if vocab else None)
-    asr = Transcriber(engine, decoder, opts, json_lines, chunk_seconds, overlap_seconds,
+    settings = engine.info.decoding.override(
+        decoder, lm, vocab, beam=beam, topk=topk, prune=prune, beam_prune=beam_prune,
+        lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty)
+    asr = Transcriber(engine, settings, json_lines, chunk_seconds, overlap_seconds,
                       batch_seconds)
     failed = 0
 
@@ -236,12 +300,12 @@ def serve(
                                       "machine only; 0.0.0.0: every interface).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-    decoder: DecoderOpt = "greedy",
-    beam: BeamOpt = 10,
+    decoder: DecoderOpt = None,
+    beam: BeamOpt = None,
     lm: LmOpt = None,
-    lm_weight: LmWeightOpt = 0.5,
-    word_bonus: WordBonusOpt = 0.0,
-    unk_penalty: UnkPenaltyOpt = 0.0,
+    lm_weight: LmWeightOpt = None,
+    word_bonus: WordBonusOpt = None,
+    unk_penalty: UnkPenaltyOpt = None,
     vocab: VocabOpt = None,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: all "
                                          "cores).")] = 0,
@@ -287,7 +351,8 @@ def serve(
             raise CtcasrError("--chunk-size: stream a checkpoint, not an export")
         set_chunking(asr.engine.model, chunk_size, left_chunks)
     endpoint = Endpoint(endpoint_silence, max_segment) if endpoint_silence > 0 else None
-    typer.echo(f"serving {model} at http://{host}:{port}/ (Ctrl-C stops)")
+    typer.echo(f"serving {model} ({asr.settings.describe()}) at http://{host}:{port}/ "
+               "(Ctrl-C stops)")
     uvicorn.run(create_app(asr, limits, model.name, endpoint), host=host, port=port,
                 log_level="warning", ws="websockets-sansio",
                 ws_max_size=int(4 * limits.max_message_kb * 1024))
@@ -442,6 +507,19 @@ def import_kaldi(
     segments). wav.scp must list audio files: pipe commands are refused. The same as
     `ctcasr import kaldi`."""
     import_corpus("kaldi", data_dir, out, root=root, skip_bad=skip_bad)
+
+
+@app.command()
+def download(
+    name: Annotated[str, typer.Argument(help="yesno, fsdd, speechocean762 or arctic.")],
+) -> None:
+    """Find a corpus the recipes use, or download it once; prints its folder.
+
+    Looked for in $CTCASR_DATA/NAME, then in $CTCASR_DOWNLOADS (default
+    ~/.cache/ctcasr/corpora), where it is otherwise downloaded and unpacked (docs/data.md)."""
+    from ctcasr.data.download import corpus_dir
+
+    typer.echo(corpus_dir(name))
 
 
 @app.command("lm")

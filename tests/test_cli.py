@@ -206,17 +206,29 @@ def test_tokenizer_verb_writes_the_file_train_uses(tiny_config, corpus, tmp_path
     assert "holds a char tokenizer of vocab_size 0, but the config says bpe of vocab_size 8" in err
 
 
-def test_decode_verbs_default_to_the_library_options():
-    """`ctcasr decode` / `transcribe` and `DecodeOptions` share their beam defaults (the CLI
-    spells them out so that `--help` does not import torch)."""
+def test_decode_verbs_state_the_library_defaults():
+    """Unset decoding options fall back to what the model carries, else to `DecodeOptions`'
+    defaults: the help of `decode` / `transcribe` / `serve` states those (spelled out so that
+    `--help` does not import torch)."""
     import dataclasses
     import inspect
+    import typing
 
     from ctcasr import cli
     from ctcasr.decode import DecodeOptions
 
     lib = {f.name: f.default for f in dataclasses.fields(DecodeOptions)}
-    for verb in (cli.decode, cli.transcribe):
+    flags = {"beam": "beam", "prune": "prune", "beam_prune": "beam_prune", "topk": "topk",
+             "lm_weight": "lm_weight", "word_bonus": "word_bonus", "unk_penalty": "unk_penalty"}
+    checked = 0
+    for verb in (cli.decode, cli.transcribe, cli.serve):
         params = inspect.signature(verb).parameters
-        for name in ("prune", "beam_prune", "topk"):
-            assert params[name].default == lib[name], (verb.__name__, name)
+        hints = typing.get_type_hints(verb, include_extras=True)
+        for name, field in flags.items():
+            if name not in params:
+                continue
+            assert params[name].default is None, (verb.__name__, name)
+            help_text = typing.get_args(hints[name])[1].help
+            assert help_text.endswith(f"else {lib[field]:g}."), (verb.__name__, name, help_text)
+            checked += 1
+    assert checked == 7 + 7 + 4

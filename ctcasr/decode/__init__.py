@@ -8,8 +8,9 @@ does not use are ignored (greedy has no beam).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,6 +18,9 @@ from ctcasr.decode.beam import BeamSearch, LMFusion, prefix_beam_search
 from ctcasr.decode.greedy import Hypothesis, greedy_search
 from ctcasr.errors import CtcasrError
 from ctcasr.tokenizer import PhoneTokenizer, Tokenizer
+
+if TYPE_CHECKING:
+    from ctcasr.lm import NGramLM
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
 
@@ -28,13 +32,14 @@ class DecodeOptions:
     topk: int = 0  # expand only the k most probable tokens of each frame (0: beam + 1)
     prune: float = 5.0  # expand only tokens within this many nats of the frame's best (5 and 10
     # give the same WER on speechocean's 1,260 test utterances; 5 is 1.2-1.7x faster)
-    lm: str | None = None  # word n-gram LM (ARPA file) for shallow fusion
+    lm: str | NGramLM | None = None  # word n-gram LM (an ARPA file, or read) for shallow fusion
     lm_weight: float = 0.5
     word_bonus: float = 0.0  # added per word (counters the LM's preference for short outputs)
     unk_penalty: float = 0.0  # added per word the LM does not know (-inf: only LM words)
     beam_prune: float = math.inf  # drop prefixes this far below the frame's best (LM included)
-    vocab: str | None = None  # open vocabulary: a file of words (with counts) the search may
-    # spell besides the LM's, each of the LM's <unk> class (+ unk_penalty); others ruled out
+    vocab: str | Mapping[str, float] | None = None  # open vocabulary: a file of words (with
+    # counts, or read) the search may spell besides the LM's, each of the LM's <unk> class
+    # (+ unk_penalty); others ruled out
 
     def __post_init__(self) -> None:
         if self.unk_penalty > 0 or math.isnan(self.unk_penalty):
@@ -84,16 +89,15 @@ def output_text(decoder: Decoder, tokenizer: Tokenizer
 def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
     fusion = None
     if opts.lm:
-        from ctcasr.lm import NGramLM
+        from ctcasr.lm import NGramLM, read_vocab
 
         pieces, spell = tokenizer.spelling()
         extra = None
         if opts.vocab and math.isfinite(opts.unk_penalty):  # (-inf: only LM words, as without)
-            from ctcasr.lm import read_vocab
-
-            extra = read_vocab(opts.vocab)
-        fusion = LMFusion(NGramLM.read_arpa(opts.lm), pieces, opts.lm_weight, opts.word_bonus,
-                          opts.unk_penalty, spell, extra)
+            extra = read_vocab(opts.vocab) if isinstance(opts.vocab, str) else dict(opts.vocab)
+        lm = NGramLM.read_arpa(opts.lm) if isinstance(opts.lm, str) else opts.lm
+        fusion = LMFusion(lm, pieces, opts.lm_weight, opts.word_bonus, opts.unk_penalty, spell,
+                          extra)
     return BeamDecoder(opts, fusion, isinstance(tokenizer, PhoneTokenizer))
 
 

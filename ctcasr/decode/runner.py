@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ctcasr.data.features import frame_seconds, frames_for_duration
 from ctcasr.data.manifest import Utterance, iter_manifest
 from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.decode import DecodeOptions, make_decoder, output_text
+from ctcasr.decode.settings import DecodeSettings
 from ctcasr.decode.timestamps import word_times
 from ctcasr.errors import CtcasrError, first_line
 from ctcasr.models import CTCModel, build_model
@@ -46,6 +48,7 @@ class Recognizer:
     model: CTCModel
     tokenizer: Tokenizer
     device: torch.device
+    decoding: DecodeSettings  # what the checkpoint carries (greedy when nothing)
 
 
 def load_recognizer(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
@@ -61,7 +64,9 @@ def load_recognizer(path: str | Path, device: str | torch.device = "cpu") -> Rec
                           f"({first_line(e).rstrip(':. ')})") from None
     device = torch.device(device)
     model.to(device).eval()
-    return Recognizer(cfg, model, tokenizer, device)
+    carried = ckpt.get("decoding")
+    decoding = DecodeSettings.from_state(carried, str(path)) if carried else DecodeSettings()
+    return Recognizer(cfg, model, tokenizer, device, decoding)
 
 
 @dataclass
@@ -121,11 +126,11 @@ def decode_manifest(
     return score
 
 
-def _decode_chunk(
-    rec: Recognizer, utts: list[Utterance], decode, text_of, max_frames: int, num_workers: int,
-    options: DecodeOptions, timestamps: bool, bad: BadInputs,
-) -> dict[int, Decoded]:
-    """Decode a list of utterances; results by position in ``utts`` (bad ones left out)."""
+def log_prob_batches(
+    rec: Recognizer, utts: list[Utterance], max_frames: int, num_workers: int, bad: BadInputs,
+) -> Iterator[tuple[list[int], list[str], torch.Tensor, torch.Tensor]]:
+    """Batches of ``utts`` bucketed by length, through the model: (positions in ``utts``, ids,
+    log-probs ``[B, T, V]`` on the CPU, output lengths); bad utterances are left out."""
     feat_cfg = rec.config.data.features
     kept, frames = [], []  # positions in utts, feature frames
     for p, u in enumerate(utts):
@@ -136,13 +141,11 @@ def _decode_chunk(
         except CtcasrError as e:
             bad.skip_or_raise(e)
     if not kept:
-        return {}
+        return
     dataset = ASRDataset([utts[p] for p in kept], feat_cfg,
                          output_lengths=rec.model.output_lengths, bad=bad)
     budget = max_frames or max(rec.config.data.max_frames_per_batch, DECODE_MAX_FRAMES)
     sampler = BucketBatchSampler(frames, budget, rec.config.data.max_utts_per_batch)
-    frame_s = frame_seconds(rec.model.frontend.factor, feat_cfg)
-    out: dict[int, Decoded] = {}
     for batch in make_loader(dataset, sampler, num_workers):
         for why in batch.skipped:
             bad.skip_or_raise(why)
@@ -150,17 +153,27 @@ def _decode_chunk(
             continue
         b = batch.to(rec.device)
         log_probs, out_lens = rec.model(b.feats, b.feat_lens)
-        log_probs, out_lens = log_probs.cpu(), out_lens.cpu()
-        for j, (i, nbest) in enumerate(zip(batch.indices, decode(log_probs, out_lens),
+        yield [kept[i] for i in batch.indices], batch.ids, log_probs.cpu(), out_lens.cpu()
+
+
+def _decode_chunk(
+    rec: Recognizer, utts: list[Utterance], decode, text_of, max_frames: int, num_workers: int,
+    options: DecodeOptions, timestamps: bool, bad: BadInputs,
+) -> dict[int, Decoded]:
+    """Decode a list of utterances; results by position in ``utts`` (bad ones left out)."""
+    frame_s = frame_seconds(rec.model.frontend.factor, rec.config.data.features)
+    out: dict[int, Decoded] = {}
+    for positions, ids, log_probs, out_lens in log_prob_batches(rec, utts, max_frames,
+                                                                num_workers, bad):
+        for j, (p, nbest) in enumerate(zip(positions, decode(log_probs, out_lens),
                                            strict=True)):
             best, ctm = nbest[0].tokens, []
             text = text_of(best)
             if timestamps:
-                uid = batch.ids[j]
                 words = word_times(log_probs[j, : out_lens[j]], best, rec.tokenizer, frame_s,
                                    text)
-                ctm = [f"{uid} 1 {w.start:.3f} {w.end - w.start:.3f} {w.word} "
+                ctm = [f"{ids[j]} 1 {w.start:.3f} {w.end - w.start:.3f} {w.word} "
                        f"{w.confidence:.3f}" for w in words]
             nb = [(h.score, text_of(h.tokens)) for h in nbest] if options.nbest > 1 else []
-            out[kept[i]] = Decoded(text, nb, ctm)
+            out[p] = Decoded(text, nb, ctm)
     return out

@@ -32,6 +32,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ctcasr.config import FbankConfig, from_dict
 from ctcasr.data.features import fbank, frame_seconds, samples_for_frames
+from ctcasr.decode.settings import DecodeSettings
 from ctcasr.errors import CtcasrError, first_line
 from ctcasr.tokenizer import Tokenizer, tokenizer_from_state
 
@@ -49,6 +50,7 @@ class ModelInfo:
     tokenizer: Tokenizer
     encoder: str
     int8: bool = False
+    decoding: DecodeSettings = DecodeSettings()  # what the model decodes with by default
 
     @property
     def frame_s(self) -> float:
@@ -68,6 +70,7 @@ class ModelInfo:
             "format": INFO_FORMAT, "features": dataclasses.asdict(self.features),
             "subsampling": self.subsampling, "min_input_frames": self.min_input_frames,
             "tokenizer": tok, "encoder": self.encoder, "int8": self.int8,
+            "decoding": self.decoding.state_dict(),
         })
 
     @classmethod
@@ -80,9 +83,11 @@ class ModelInfo:
             if isinstance(tok.get("model"), str):
                 raw = bytearray(base64.b64decode(tok["model"]))
                 tok["model"] = torch.frombuffer(raw, dtype=torch.uint8)
+            decoding = DecodeSettings.from_state(d["decoding"], where) \
+                if d.get("decoding") else DecodeSettings()
             return cls(from_dict(FbankConfig, d["features"], "features"), int(d["subsampling"]),
                        int(d["min_input_frames"]), tokenizer_from_state(tok), str(d["encoder"]),
-                       bool(d["int8"]))
+                       bool(d["int8"]), decoding)
         except (ValueError, KeyError, TypeError, CtcasrError) as e:
             raise CtcasrError(f"{where}: bad ctcasr model information ({first_line(e)})") from None
 
@@ -140,7 +145,8 @@ class OnnxEngine(Engine):
 def info_from_recognizer(rec: Any) -> ModelInfo:
     """The ModelInfo of a loaded checkpoint (``ctcasr.decode.runner.Recognizer``)."""
     return ModelInfo(rec.config.data.features, rec.model.frontend.factor,
-                     rec.model.frontend.min_input_frames, rec.tokenizer, rec.config.model.encoder)
+                     rec.model.frontend.min_input_frames, rec.tokenizer, rec.config.model.encoder,
+                     decoding=rec.decoding)
 
 
 def set_threads(threads: int) -> None:

@@ -32,8 +32,9 @@ import torch
 from ctcasr.data.audio import audio_duration, load_audio, to_mono
 from ctcasr.data.features import window_hop
 from ctcasr.data.sampler import BucketBatchSampler
-from ctcasr.decode import DecodeOptions, make_decoder, output_text
+from ctcasr.decode import make_decoder, output_text
 from ctcasr.decode.runner import CHUNK
+from ctcasr.decode.settings import DecodeSettings
 from ctcasr.decode.timestamps import WordTime, word_times
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import Engine
@@ -123,13 +124,12 @@ class _Piece:
 
 
 class Transcriber:
-    """Decodes with ``engine``; ``decoder`` and ``options`` as for ``ctcasr decode``."""
+    """Decodes with ``engine`` as ``settings`` say (default: as the model carries)."""
 
     def __init__(
         self,
         engine: Engine,
-        decoder: str = "greedy",
-        options: DecodeOptions = DecodeOptions(),
+        settings: DecodeSettings | None = None,
         timestamps: bool = True,
         chunk_seconds: float = 30.0,
         overlap_seconds: float = 2.0,
@@ -142,9 +142,10 @@ class Transcriber:
         self.engine = engine
         self.info = engine.info
         self.tokenizer = engine.info.tokenizer
-        self.decoder = make_decoder(decoder, options, self.tokenizer)
+        self.settings = engine.info.decoding if settings is None else settings
+        self.decoder = make_decoder(self.settings.decoder, self.settings.options, self.tokenizer)
         self.text_of = output_text(self.decoder, self.tokenizer)[0]  # tokens -> text
-        self.decoder_name = decoder
+        self.decoder_name = self.settings.decoder
         self.timestamps = timestamps
         self.sr = self.info.features.sample_rate
         self.out_hop = self.info.subsampling * window_hop(self.info.features)[1]  # per frame

@@ -46,6 +46,7 @@ class NGramLM:
             self.probs[0][(UNK,)] = NO_PROB  # an LM without <unk> gives unknown words ~0
             self.vocab.add(UNK)
         self._cache: dict[Gram, float] = {}
+        self.source: str | None = None  # the ARPA text it was read from
 
     def log_prob(self, context: Sequence[str], word: str) -> float:
         """Natural-log ``P(word | context)``; only the last ``order - 1`` context words count."""
@@ -77,14 +78,12 @@ class NGramLM:
     # ------------------------------------------------------------------ ARPA I/O
     @classmethod
     def read_arpa(cls, path: str | Path) -> NGramLM:
-        path = Path(path)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise CtcasrError(f"{path}: cannot read LM: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise CtcasrError(f"{path}: not a text ARPA file (binary KenLM models are not "
-                              "read; convert with kenlm's build_binary or use the .arpa)") from None
+        return cls.from_arpa(read_arpa_text(path), str(path))
+
+    @classmethod
+    def from_arpa(cls, text: str, path: str = "<ARPA>") -> NGramLM:
+        """The model in ARPA ``text``; errors name ``path`` and the line."""
+        lines = text.splitlines()
         counts: dict[int, int] = {}
         probs: list[dict[Gram, float]] = []
         bows: list[dict[Gram, float]] = []
@@ -124,22 +123,40 @@ class NGramLM:
         for k, c in counts.items():
             if k <= len(probs) and len(probs[k - 1]) != c:
                 raise CtcasrError(f"{path}: header says {c} {k}-grams, found {len(probs[k - 1])}")
-        return cls(probs, bows)
+        lm = cls(probs, bows)
+        lm.source = text
+        return lm
 
     def write_arpa(self, path: str | Path) -> None:
-        path = Path(path)
-        with path.open("w", encoding="utf-8") as f:
-            f.write("\\data\\\n")
-            for n, table in enumerate(self.probs, 1):
-                f.write(f"ngram {n}={len(table)}\n")
-            for n, table in enumerate(self.probs, 1):
-                f.write(f"\n\\{n}-grams:\n")
-                for gram in sorted(table):
-                    line = f"{table[gram]:.6f}\t{' '.join(gram)}"
-                    if n < self.order and gram in self.bows[n - 1]:
-                        line += f"\t{self.bows[n - 1][gram]:.6f}"
-                    f.write(line + "\n")
-            f.write("\n\\end\\\n")
+        Path(path).write_text(self.arpa(), encoding="utf-8")
+
+    def arpa(self) -> str:
+        """The model as ARPA text: the text it was read from, else written afresh."""
+        if self.source is not None:
+            return self.source
+        out = ["\\data\\\n"]
+        out += [f"ngram {n}={len(table)}\n" for n, table in enumerate(self.probs, 1)]
+        for n, table in enumerate(self.probs, 1):
+            out.append(f"\n\\{n}-grams:\n")
+            for gram in sorted(table):
+                line = f"{table[gram]:.6f}\t{' '.join(gram)}"
+                if n < self.order and gram in self.bows[n - 1]:
+                    line += f"\t{self.bows[n - 1][gram]:.6f}"
+                out.append(line + "\n")
+        out.append("\n\\end\\\n")
+        return "".join(out)
+
+
+def read_arpa_text(path: str | Path) -> str:
+    """An ARPA file's text (errors name the file)."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CtcasrError(f"{path}: cannot read LM: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CtcasrError(f"{path}: not a text ARPA file (binary KenLM models are not read; "
+                          "convert with kenlm's build_binary or use the .arpa)") from None
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -5,13 +5,14 @@
 #                     [--beam 20] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
 #                     [--unk-penalties "-inf"] [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
 #
-# Stages: 1 prepare (normalised text, split by phrase; downloads upstream if DIR does not exist),
+# Stages: 1 prepare (normalised text, split by phrase),
 # 2 tokenizer (trained on the training transcripts only), 3 train, 4 average (model.pt = the mean
 # of the N epochs with the best validation WER), 5 LM (3-gram on the training transcripts only),
 # 6 decode: greedy, prefix beam, and beam + LM with the weight, word bonus and OOV penalty chosen
 # on valid (-inf: only words of the training text; see docs/experiments.md for why that is the default),
 # 7 report (a WER/CER table of the unseen-phrase test set).
-# Default corpus: ../shared/data/arctic relative to the repository root when it exists.
+# Corpus: without --corpus, $CTCASR_DATA/arctic when that exists, else downloaded once (ctcasr
+# download arctic).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -31,9 +32,7 @@ stage=1
 stop_stage=7
 . "$root/egs/common/parse_options.sh"
 cd "$here"
-if [ -z "$corpus" ]; then
-  if [ -d "$root/../shared/data/arctic" ]; then corpus="$root/../shared/data/arctic"; else corpus=download; fi
-fi
+corpus=${corpus:-download}
 data=data
 name=$(basename "$config" .yaml)
 exp=exp/${exp:-$name}

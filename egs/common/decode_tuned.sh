@@ -1,10 +1,12 @@
-# Sourced by recipes: decoding with the LM weight, word bonus and OOV penalty chosen on valid.
+# Sourced by recipes: the LM settings chosen on valid and stored in the model, then the test sets.
 #   decode_tuned EXP DATA BEAM "LM_WEIGHTS" "WORD_BONUSES" "UNK_PENALTIES" ["MORE_TEST_SETS"]
-# decodes DATA/valid.jsonl and DATA/test.jsonl greedily, DATA/test.jsonl with prefix beam BEAM,
-# DATA/valid.jsonl with beam + DATA/lm_3gram.arpa for every (weight, bonus, penalty), and
-# DATA/test.jsonl with the best of those on valid (written to EXP/lm_tuning.txt); each of
-# MORE_TEST_SETS (names of DATA/NAME.jsonl) as test, with the same choice. Each decode
-# goes to EXP/decode_{set}_{tag}/ (hyp.txt, summary.json, ...).
+# `ctcasr tune-lm` decodes DATA/valid.jsonl with beam BEAM + DATA/lm_3gram.arpa at every
+# (weight, bonus, penalty) and writes the best into EXP/model.pt with the LM (and the choice to
+# EXP/lm_tuning.txt, the grid to EXP/lm_tuning.tsv): the model then decodes that way wherever it
+# goes (decode, transcribe, serve, export). DATA/valid.jsonl is decoded greedily; DATA/test.jsonl
+# and each of MORE_TEST_SETS (names of DATA/NAME.jsonl) greedily, with the beam alone, and as
+# the model carries (beam + LM). Each decode goes to EXP/decode_{set}_{tag}/ (hyp.txt,
+# summary.json, ...).
 decode_one() {  # decode_one EXP DATA SET TAG [ctcasr decode options]
   local exp=$1 data=$2 set=$3 tag=$4; shift 4
   ctcasr decode --checkpoint "$exp/model.pt" --manifest "$data/$set.jsonl" \
@@ -12,35 +14,14 @@ decode_one() {  # decode_one EXP DATA SET TAG [ctcasr decode options]
 }
 
 decode_tuned() {
-  local exp=$1 data=$2 beam=$3 weights=$4 bonuses=$5 penalties=$6 more=${7:-} w b u best t
-  decode_one "$exp" "$data" valid greedy
-  decode_one "$exp" "$data" test greedy
-  decode_one "$exp" "$data" test beam --decoder beam --beam-size "$beam"
-  for w in $weights; do
-    for b in $bonuses; do
-      for u in $penalties; do
-        decode_one "$exp" "$data" valid "lm${w}_bonus${b}_unk$u" --decoder beam \
-          --beam-size "$beam" --lm "$data/lm_3gram.arpa" --lm-weight "$w" --word-bonus "$b" \
-          --unk-penalty="$u"
-      done
-    done
-  done
-  best=$(python - "$exp" <<'PY'
-import json, sys
-from pathlib import Path
-
-runs = sorted(Path(sys.argv[1]).glob("decode_valid_lm*_bonus*_unk*/summary.json"))
-best = min(runs, key=lambda p: (json.loads(p.read_text())["wer"], str(p)))
-name = best.parent.name.removeprefix("decode_valid_lm")
-print(name.replace("_bonus", " ").replace("_unk", " "))
-PY
-)
-  read -r w b u <<< "$best"
-  echo "LM weight $w, word bonus $b, unk penalty $u (best on valid)" | tee "$exp/lm_tuning.txt"
+  local exp=$1 data=$2 beam=$3 weights=$4 bonuses=$5 penalties=$6 more=${7:-} t
+  ctcasr tune-lm "$exp/model.pt" --valid "$data/valid.jsonl" --lm "$data/lm_3gram.arpa" \
+    --beam-size "$beam" --lm-weights "$weights" --word-bonuses "$bonuses" \
+    --unk-penalties="$penalties"
+  decode_one "$exp" "$data" valid greedy --decoder greedy
   for t in test $more; do
-    [ "$t" = test ] || decode_one "$exp" "$data" "$t" greedy
-    [ "$t" = test ] || decode_one "$exp" "$data" "$t" beam --decoder beam --beam-size "$beam"
-    decode_one "$exp" "$data" "$t" beam_lm --decoder beam --beam-size "$beam" \
-      --lm "$data/lm_3gram.arpa" --lm-weight "$w" --word-bonus "$b" --unk-penalty="$u"
+    decode_one "$exp" "$data" "$t" greedy --decoder greedy
+    decode_one "$exp" "$data" "$t" beam --decoder beam --lm none
+    decode_one "$exp" "$data" "$t" beam_lm
   done
 }

@@ -19,8 +19,9 @@
 # validation WER), 5 LM (3-gram on the training transcripts), 6 decode: greedy, beam, beam + LM
 # with the weight / bonus / OOV penalty chosen on valid, 7 report (WER / CER per test set, and how
 # many test speakers training heard: none).
-# DIR: a folder holding LibriSpeech/SPLIT/ (or LibriSpeech/ itself); default
-# ../shared/data/LibriSpeech when it exists, else egs/librispeech/download (fetched there).
+# DIR: a folder holding LibriSpeech/SPLIT/ (or LibriSpeech/ itself); default $CTCASR_DATA when it
+# holds LibriSpeech/, else $CTCASR_DOWNLOADS/librispeech (~/.cache/ctcasr/corpora/librispeech),
+# where missing splits are downloaded.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -52,7 +53,8 @@ case "$size" in
   *) echo "$0: --size must be mini, 100 or 960" >&2; exit 2 ;;
 esac
 if [ -z "$corpus" ]; then
-  if [ -d "$root/../shared/data/LibriSpeech" ]; then corpus="$root/../shared/data"; else corpus=download; fi
+  if [ -n "${CTCASR_DATA:-}" ] && [ -d "$CTCASR_DATA/LibriSpeech" ]; then corpus=$CTCASR_DATA
+  else corpus=${CTCASR_DOWNLOADS:-$HOME/.cache/ctcasr/corpora}/librispeech; fi
 fi
 [ "$(basename "$corpus")" = LibriSpeech ] && corpus=$(dirname "$corpus")
 data=data/$size

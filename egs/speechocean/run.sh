@@ -10,8 +10,7 @@
 #                          [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
-# set of 8 whole training speakers, 4 children and 4 adults; downloads OpenSLR 101 if DIR does
-# not exist; --extra arctic, the default, adds all of CMU ARCTIC, one US-English voice, 1.23 h,
+# set of 8 whole training speakers, 4 children and 4 adults; --extra arctic, the default, adds all of CMU ARCTIC, one US-English voice, 1.23 h,
 # to training: without it CTC stays on its blank/vowel plateau for many epochs, see
 # docs/experiments.md), 2 tokenizer (training transcripts only), 3 train, 4 average (model.pt = the mean of
 # the N epochs with the lowest validation CER: --select cer; WER stays near 80-100 % here and
@@ -23,7 +22,8 @@
 # --chunk-sizes "N ...": a streaming model (conf/conformer_chunked_phone.yaml) is also decoded on
 # test with attention in chunks of N output frames (ctcasr decode --chunk-size; --left-chunks of
 # left context, -1 all), greedy, beam and beam + LM at the settings valid chose with full context.
-# Default corpus: ../shared/data/speechocean762 relative to the repository root when it exists.
+# Corpora: without --corpus (--arctic), $CTCASR_DATA/speechocean762 (arctic) when that exists, else
+# downloaded once (ctcasr download speechocean762).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -48,13 +48,8 @@ stage=1
 stop_stage=7
 . "$root/egs/common/parse_options.sh"
 cd "$here"
-if [ -z "$corpus" ]; then
-  if [ -d "$root/../shared/data/speechocean762" ]; then
-    corpus="$root/../shared/data/speechocean762"; else corpus=download; fi
-fi
-if [ -z "$arctic" ]; then
-  if [ -d "$root/../shared/data/arctic" ]; then arctic="$root/../shared/data/arctic"; else arctic=download; fi
-fi
+corpus=${corpus:-download}
+arctic=${arctic:-download}
 case "$extra" in arctic|none) ;; *) echo "error: --extra must be arctic or none, not '$extra'" >&2; exit 1;; esac
 data=data
 train=$data/train.jsonl
@@ -99,15 +94,11 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   echo "== stage 6: decode"
   . "$root/egs/common/decode_tuned.sh"
   decode_tuned "$exp" "$data" "$beam" "$lm_weights" "$word_bonuses" "$unk_penalties"
-  read -r w b u < <(sed -E 's/LM weight ([^,]+), word bonus ([^,]+), unk penalty ([^ ]+).*/\1 \2 \3/' \
-    "$exp/lm_tuning.txt")
   for chunk in $chunk_sizes; do
     c=(--chunk-size "$chunk" --left-chunks "$left_chunks")
-    decode_one "$exp" "$data" test "chunk${chunk}_greedy" "${c[@]}"
-    decode_one "$exp" "$data" test "chunk${chunk}_beam" "${c[@]}" --decoder beam --beam-size "$beam"
-    decode_one "$exp" "$data" test "chunk${chunk}_beam_lm" "${c[@]}" --decoder beam \
-      --beam-size "$beam" --lm "$data/lm_3gram.arpa" --lm-weight "$w" --word-bonus "$b" \
-      --unk-penalty="$u"
+    decode_one "$exp" "$data" test "chunk${chunk}_greedy" "${c[@]}" --decoder greedy
+    decode_one "$exp" "$data" test "chunk${chunk}_beam" "${c[@]}" --decoder beam --lm none
+    decode_one "$exp" "$data" test "chunk${chunk}_beam_lm" "${c[@]}"
   done
 fi
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then

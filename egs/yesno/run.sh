@@ -3,10 +3,10 @@
 #
 #   egs/yesno/run.sh [--corpus DIR] [--config conf/lstm.yaml] [--exp NAME] [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
 #
-# Stages: 1 prepare manifests (downloads the corpus if DIR does not exist), 2 train,
-# 3 decode (greedy, and prefix beam search with a word 3-gram LM trained on the train transcripts).
-# Default corpus: ../shared/data/yesno relative to the repository root when it exists, else
-# egs/yesno/download (fetched from openslr resource 1).
+# Stages: 1 prepare manifests, 2 train, 3 decode (greedy, and prefix beam search with a word
+# 3-gram LM trained on the train transcripts).
+# Corpus: without --corpus, $CTCASR_DATA/yesno when that exists, else downloaded once from OpenSLR
+# (ctcasr download yesno).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -21,9 +21,7 @@ stage=1
 stop_stage=3
 . "$root/egs/common/parse_options.sh"
 cd "$here"
-if [ -z "$corpus" ]; then
-  if [ -d "$root/../shared/data/yesno" ]; then corpus="$root/../shared/data/yesno"; else corpus=download; fi
-fi
+corpus=${corpus:-download}
 exp=exp/${exp:-$(basename "$config" .yaml)}
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -44,8 +42,11 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "== stage 3: decode"
   ctcasr decode --checkpoint "$exp/model.pt" --manifest data/test.jsonl --out-dir "$exp/decode_test"
   ctcasr lm --manifest data/train.jsonl --order 3 --out data/lm_3gram.arpa
+  # the model carries beam 10 + the LM from here on (one setting: yesno's valid set is 4 files)
+  ctcasr tune-lm "$exp/model.pt" --valid data/valid.jsonl --lm data/lm_3gram.arpa \
+    --lm-weights 0.5 --word-bonuses 0 --unk-penalties 0
   ctcasr decode --checkpoint "$exp/model.pt" --manifest data/test.jsonl --out-dir "$exp/decode_test_beam_lm" \
-    --decoder beam --beam-size 10 --lm data/lm_3gram.arpa --lm-weight 0.5 --timestamps
+    --timestamps
   echo "greedy:      $(head -1 "$exp/decode_test/summary.txt")"
   echo "beam + LM:   $(head -1 "$exp/decode_test_beam_lm/summary.txt")"
 fi

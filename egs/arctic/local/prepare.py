@@ -2,10 +2,11 @@
 """Prepare CMU ARCTIC read speech (one US-English speaker) as train / valid / test manifests.
 
 Reads either layout:
-- the shared copy: ``CORPUS/transcripts.tsv`` (``utt<TAB>text``) and ``CORPUS/audio/{utt}.flac``;
+- a converted copy: ``CORPUS/transcripts.tsv`` (``utt<TAB>text``) and ``CORPUS/audio/{utt}.flac``;
 - upstream (github.com/rhasspy/dataset-voice-cathy): ``{utt}.wav`` beside ``{utt}.txt``
   (48 kHz stereo; ctcasr's audio reader downmixes and resamples).
-``CORPUS`` = ``download`` (or a missing folder) fetches upstream into ``download/``.
+Without ``CORPUS`` (or with ``download``), ``ctcasr.data.download`` finds it:
+``$CTCASR_DATA/arctic``, else upstream's archive, downloaded once.
 
 Utterances are ``arctic_{phrase}_{take}``. The split is by PHRASE, so all takes of a prompt are
 on one side and valid/test sentences are never heard (or read as text) in training. A phrase's
@@ -31,13 +32,11 @@ import sys
 from pathlib import Path
 
 from ctcasr.data.audio import audio_duration
-from ctcasr.data.download import fetch
+from ctcasr.data.download import corpus_dir
 from ctcasr.data.manifest import write_manifest
 from ctcasr.data.text import normalise
 from ctcasr.errors import CtcasrError
 
-URLS = [f"https://github.com/rhasspy/dataset-voice-cathy/archive/refs/heads/{b}.tar.gz"
-        for b in ("master", "main")]
 UTT = re.compile(r"^arctic_([a-z]\d{4})_(\w+)$")
 def phrase_of(utt: str) -> str:
     m = UTT.match(utt)
@@ -78,24 +77,20 @@ def find_utterances(corpus: Path) -> list[tuple[str, Path, str]]:
     return [(u, p, t) for u, (p, t) in sorted(found.items())]
 
 
-def download(dest: Path) -> Path:
-    try:
-        fetch(URLS, dest, "the ARCTIC corpus", "cathy.tar.gz")
-    except CtcasrError as e:
-        sys.exit(f"error: {e}")
-    return dest
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("corpus", type=Path, help="ARCTIC folder, or 'download'")
+    ap.add_argument("corpus", nargs="?", help="ARCTIC folder; default or 'download': "
+                    "$CTCASR_DATA/arctic, else downloaded (ctcasr.data.download)")
     ap.add_argument("out", type=Path)
     ap.add_argument("--valid-percent", type=float, default=6.0)
     ap.add_argument("--test-percent", type=float, default=10.0)
     args = ap.parse_args()
-    corpus = args.corpus
-    if str(corpus) == "download" or not corpus.exists():
-        corpus = download(Path("download"))
+    try:
+        corpus = corpus_dir("arctic", args.corpus)
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
     sets: dict[str, list[dict]] = {"train": [], "valid": [], "test": []}
     for utt, path, text in find_utterances(corpus):
         words = normalise(text)

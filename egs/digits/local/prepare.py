@@ -41,12 +41,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ctcasr.data.download import fetch
+from ctcasr.data.download import corpus_dir
 from ctcasr.data.kaldi import import_kaldi_dir
 from ctcasr.data.manifest import write_manifest
 from ctcasr.errors import CtcasrError
 
-URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 NAME = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$")
 SR = 8000
@@ -64,12 +63,6 @@ def find_recordings(corpus: Path) -> dict[str, list[tuple[int, int, Path]]]:
     return dict(out)
 
 
-def download(dest: Path) -> Path:
-    try:
-        fetch(URL, dest, "the Free Spoken Digit Dataset", "fsdd.tar.gz")
-    except CtcasrError as e:
-        sys.exit(f"error: {e}")
-    return dest
 
 
 def strings(pool: list, passes: int, rng: random.Random, max_digits: int) -> list[list]:
@@ -135,21 +128,24 @@ def speechocean_digits(corpus: Path, split: str) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("corpus", type=Path, help="FSDD folder (with recordings/), or 'download'")
+    ap.add_argument("corpus", nargs="?", help="FSDD folder (with recordings/); default or "
+                    "'download': $CTCASR_DATA/fsdd, else downloaded (ctcasr.data.download)")
     ap.add_argument("out", type=Path)
     ap.add_argument("--test-speakers", default="", help="comma-separated unseen test speakers")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-passes", type=int, default=4, help="uses of each train recording")
     ap.add_argument("--max-digits", type=int, default=7)
     ap.add_argument("--speakers", default="", help="only these speakers (for quick tests)")
-    ap.add_argument("--speechocean", type=Path, help="speechocean762 folder: its test/ digit "
-                    "strings become the test_speechocean set")
+    ap.add_argument("--speechocean", help="speechocean762 folder (or 'download': found or "
+                    "downloaded as the corpus is): its test/ digit strings become the "
+                    "test_speechocean set")
     ap.add_argument("--speechocean-train", action="store_true",
                     help="also train on the digit strings of speechocean762 train/")
     args = ap.parse_args()
-    corpus = args.corpus
-    if str(corpus) == "download" or not corpus.exists():
-        corpus = download(Path("download"))
+    try:
+        corpus = corpus_dir("fsdd", args.corpus)
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
     recs = find_recordings(corpus)
     if args.speakers:
         recs = {s: r for s, r in recs.items() if s in args.speakers.split(",")}
@@ -183,13 +179,17 @@ def main() -> None:
             (args.out / f"{name}.jsonl").unlink(missing_ok=True)
     (args.out / "test_speechocean.jsonl").unlink(missing_ok=True)
     if args.speechocean:
-        test = speechocean_digits(args.speechocean, "test")
+        try:
+            so = corpus_dir("speechocean762", args.speechocean)
+        except CtcasrError as e:
+            sys.exit(f"error: {e}")
+        test = speechocean_digits(so, "test")
         write_manifest(args.out / "test_speechocean.jsonl", test)
         print(f"test_speechocean: {len(test)} utterances, "
               f"{sum(u['duration'] for u in test) / 3600:.2f} h, "
               f"{len({u['speaker'] for u in test})} speakers")
         if args.speechocean_train:
-            extra = speechocean_digits(args.speechocean, "train")
+            extra = speechocean_digits(so, "train")
             with open(args.out / "train.jsonl", "a", encoding="utf-8") as f:
                 f.writelines(json.dumps(u) + "\n" for u in extra)
             print(f"train: + {len(extra)} speechocean utterances, "

@@ -4,9 +4,10 @@ adults) as train / valid / test manifests, by speaker.
 
 ``CORPUS`` is a folder holding the Kaldi data dirs ``train/`` and ``test/`` (``text``,
 ``wav.scp``, ``utt2spk``, ``spk2age``, ``spk2gender``) with ``wav.scp`` paths relative to
-``CORPUS``: the shared copy (Ogg/Opus) or the released archive (16-bit WAV under ``WAVE/``).
-``download`` (or a folder that does not exist) fetches the OpenSLR 101 archive into
-``download/``. Both are imported with ``ctcasr.data.kaldi`` (``ctcasr import-kaldi``).
+``CORPUS``: the released archive (16-bit WAV under ``WAVE/``) or a re-encoded copy (any audio
+soundfile reads). Without ``CORPUS`` (or with ``download``), ``ctcasr.data.download`` finds it:
+``$CTCASR_DATA/speechocean762``, else the OpenSLR 101 archive, downloaded once. Both are
+imported with ``ctcasr.data.kaldi`` (``ctcasr import-kaldi``).
 
 - Text: ``ctcasr.data.text.normalise`` (lowercase, apostrophes kept inside words).
 - Every line gets ``speaker``, ``age`` and ``gender``.
@@ -29,13 +30,12 @@ import hashlib
 import sys
 from pathlib import Path
 
-from ctcasr.data.download import fetch
+from ctcasr.data.download import corpus_dir
 from ctcasr.data.kaldi import import_kaldi_dir, read_map
 from ctcasr.data.manifest import write_manifest
 from ctcasr.data.text import normalise
 from ctcasr.errors import CtcasrError
 
-URL = "https://www.openslr.org/resources/101/speechocean762.tar.gz"
 CHILD_MAX_AGE = 12
 
 
@@ -72,25 +72,21 @@ def valid_speakers(lines: list[dict], children: int, adults: int) -> set[str]:
     return set(kids[:children]) | set(grown[:adults])
 
 
-def download(dest: Path) -> Path:
-    try:
-        fetch(URL, dest, "speechocean762", "speechocean762.tar.gz")
-    except CtcasrError as e:
-        sys.exit(f"error: {e}")
-    return dest / "speechocean762"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("corpus", type=Path, help="speechocean762 folder, or 'download'")
+    ap.add_argument("corpus", nargs="?", help="speechocean762 folder; default or 'download': "
+                    "$CTCASR_DATA/speechocean762, else downloaded (ctcasr.data.download)")
     ap.add_argument("out", type=Path)
     ap.add_argument("--valid-children", type=int, default=4)
     ap.add_argument("--valid-adults", type=int, default=4)
     ap.add_argument("--subset", type=int, default=0, help="first N speakers of each split only")
     args = ap.parse_args()
-    corpus = args.corpus
-    if str(corpus) == "download" or not corpus.exists():
-        corpus = download(Path("download"))
+    try:
+        corpus = corpus_dir("speechocean762", args.corpus)
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
     train = import_split(corpus, "train", args.subset)
     test = import_split(corpus, "test", args.subset)
     held = valid_speakers(train, args.valid_children, args.valid_adults)

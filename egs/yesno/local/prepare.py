@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ctcasr.data.download import fetch
+from ctcasr.data.download import corpus_dir
 from ctcasr.data.manifest import write_manifest
 from ctcasr.errors import CtcasrError
 
-URL = "https://www.openslr.org/resources/1/waves_yesno.tar.gz"
 N_TRAIN, N_VALID = 31, 4
 
 
@@ -46,12 +45,6 @@ def find_wavs(corpus: Path) -> list[Path]:
     return wavs
 
 
-def download(dest: Path) -> Path:
-    try:
-        fetch(URL, dest, "yesno", "waves_yesno.tar.gz")
-    except CtcasrError as e:
-        sys.exit(f"error: {e}")
-    return dest / "waves_yesno"
 
 
 def entry(wav: Path) -> dict:
@@ -105,10 +98,14 @@ def recut(wav: Path, out_dir: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("corpus", type=Path, help="folder with the yesno WAVs (downloaded if absent)")
+    ap.add_argument("corpus", nargs="?", help="folder with the yesno WAVs; default or "
+                    "'download': $CTCASR_DATA/yesno, else downloaded (ctcasr.data.download)")
     ap.add_argument("out", type=Path, help="output folder for train/valid/test.jsonl")
     args = ap.parse_args()
-    corpus = args.corpus if args.corpus.is_dir() else download(args.corpus)
+    try:
+        corpus = corpus_dir("yesno", args.corpus)
+    except CtcasrError as e:
+        sys.exit(f"error: {e}")
     wavs = find_wavs(corpus)
     train, test = wavs[:N_TRAIN], wavs[N_TRAIN:]
     wav_dir = args.out / "wav"
