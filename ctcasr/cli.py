@@ -510,6 +510,33 @@ def import_kaldi(
 
 
 @app.command()
+def split(
+    manifest: Annotated[Path, typer.Argument(help="The manifest to split (JSONL, with "
+                                             "'speaker' on every line).")],
+    train_out: Annotated[Path, typer.Option("--train", help="Training manifest to write.")],
+    valid_out: Annotated[Path, typer.Option("--valid", help="Validation manifest to write.")],
+    valid_share: Annotated[float, typer.Option("--valid-share", help="Share of the audio "
+                                               "(seconds) that goes to validation, at "
+                                               "least.")] = 0.1,
+    by: Annotated[str, typer.Option("--by", help="speaker (whole speakers on one side) or "
+                                    "utterance.")] = "speaker",
+    seed: Annotated[int, typer.Option("--seed", help="Changes which speakers are held "
+                                      "out.")] = 0,
+) -> None:
+    """Hold out whole speakers as a validation set (for choosing epochs and LM settings on
+    voices training never heard)."""
+    from ctcasr.data.manifest import read_manifest, write_manifest
+    from ctcasr.data.split import manifest_line, speaker_split
+
+    train, valid = speaker_split(read_manifest(manifest), valid_share, seed, by)
+    for out, utts in ((train_out, train), (valid_out, valid)):
+        write_manifest(out, (manifest_line(u) for u in utts))
+        groups = {u.extra.get("speaker") for u in utts} if by == "speaker" else utts
+        typer.echo(f"wrote {out}: {len(utts)} utterances, {len(groups)} {by}(s), "
+                   f"{sum(u.duration for u in utts) / 3600:.2f} h")
+
+
+@app.command()
 def download(
     name: Annotated[str, typer.Argument(help="yesno, fsdd, speechocean762 or arctic.")],
 ) -> None:

@@ -26,11 +26,11 @@ class FbankConfig:
     """Kaldi-compatible log-mel filterbank (``torchaudio.compliance.kaldi.fbank``)."""
 
     sample_rate: int = 16000  # audio at other rates is resampled to this
-    num_mel_bins: int = 80
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
+    num_mel_bins: int = 80  # mel bands: the feature dimension
+    frame_length_ms: float = 25.0  # analysis window
+    frame_shift_ms: float = 10.0  # hop between frames
     dither: float = 0.0  # 0 keeps features deterministic (exact resume, reproducible decode)
-    low_freq: float = 20.0
+    low_freq: float = 20.0  # lowest mel band edge (Hz)
     high_freq: float = 0.0  # <= 0: offset from Nyquist, as in Kaldi
     utterance_cmn: bool = False  # subtract each utterance's mean log-mel (removes the
     #                              microphone / channel colouring; global CMVN still follows)
@@ -78,7 +78,7 @@ class DataConfig:
     features: FbankConfig = field(default_factory=FbankConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_frames_per_batch: int = 20000  # padded frames (batch size x longest) per batch
-    max_utts_per_batch: int = 256
+    max_utts_per_batch: int = 256  # and at most this many utterances
     sort_noise: float = 0.1  # training: durations jittered by up to +-10 % before bucketing
     sortagrad_epochs: int = 0  # the first N epochs go shortest batch first, unshuffled
     num_workers: int = 0  # DataLoader worker processes
@@ -102,7 +102,7 @@ class TokenizerConfig:
     type: str = "char"  # char | word | bpe | unigram | phone
     vocab_size: int = 0  # SentencePiece only
     path: str = ""  # a file written by `ctcasr tokenizer` (of this type and size) to use
-    # instead of training one from the training set
+    #                 instead of training one from the training set
     lexicon: str = ""  # phone: a lexicon file (word PH1 PH2 ...); "": CMUdict (ctcasr.lexicon)
 
 
@@ -111,12 +111,12 @@ class ModelConfig:
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     encoder: str = "lstm"  # a name in ctcasr.models.ENCODERS
     encoder_conf: Any = field(default_factory=dict)  # typed by the encoder's own dataclass
-    head_dropout: float = 0.0
+    head_dropout: float = 0.0  # dropout before the CTC output layer
     init: str = "default"  # parameter initialisation: default (PyTorch's) | xavier | kaiming
     # intermediate CTC (ctcasr.models.ctc): these encoder layers' outputs (from 1) also get the
     # CTC loss, weighted by train.inter_ctc_weight; inter_ctc_condition: self-conditioned CTC
     inter_ctc_layers: tuple[int, ...] = ()
-    inter_ctc_condition: bool = False
+    inter_ctc_condition: bool = False  # feed each such layer's CTC prediction to the next
 
     def __post_init__(self) -> None:
         from ctcasr.models import encoder_config_class
@@ -131,9 +131,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-9
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW's moment decays
+    eps: float = 1e-9  # AdamW's denominator term
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class SchedulerConfig:
     """Learning rate per optimizer step; every schedule warms up linearly to ``peak_lr``."""
 
     name: str = "noam"  # noam | cosine | step | plateau | constant
-    warmup_steps: int = 1000
+    warmup_steps: int = 1000  # optimizer steps of linear warm-up from 0
     peak_lr: float = 1e-3  # the learning rate reached at the end of warmup
     min_lr: float = 0.0  # cosine: the floor reached at total_steps
     total_steps: int = 0  # cosine: 0 = train.max_steps or epochs x optimizer steps per epoch
@@ -155,10 +155,10 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 10  # passes over the training set
     max_steps: int = 0  # > 0: stop after this many optimizer steps in total (0 = no limit)
     max_norm: float = 5.0  # gradient-norm clipping
-    seed: int = 1234
+    seed: int = 1234  # initial weights, batch order, augmentation draws, dropout
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 10  # steps between log lines
     save_every_steps: int = 0  # > 0: also write last.pt every N steps inside an epoch

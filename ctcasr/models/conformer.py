@@ -37,7 +37,7 @@ from ctcasr.models.transformer import (
 
 @dataclass(frozen=True)
 class ConformerConfig(TransformerConfig):
-    """The Transformer's fields (d_model 256, 12 layers, 4 heads, ffn_dim 1024, ...) and:"""
+    """The Transformer's fields, and the convolution module's."""
 
     conv_kernel: int = 15  # depthwise convolution kernel (frames, odd)
     causal: bool = False  # the depthwise convolution reads only past frames (for streaming)

@@ -25,7 +25,7 @@ class FrontendConfig:
     subsampling: int = 4  # 1 (none), 4, 6 or 8
     channels: int = 64  # convolution channels
     dim: int = 256  # output dimension (0 with subsampling 1: pass features through)
-    dropout: float = 0.0
+    dropout: float = 0.0  # on the projected output
 
     def __post_init__(self) -> None:
         if self.subsampling != 1 and self.subsampling not in _LAYERS:

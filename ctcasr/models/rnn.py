@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RNNConfig:
     hidden_size: int = 256  # per direction
-    num_layers: int = 3
+    num_layers: int = 3  # stacked recurrent layers
     dropout: float = 0.1  # between layers
-    bidirectional: bool = True
+    bidirectional: bool = True  # false: a left-to-right RNN (it can stream)
     impl: str = "reverse"  # reverse | packed
 
     def __post_init__(self) -> None:

@@ -45,7 +45,7 @@ POS_ENCODINGS = ("rotary", "abs", "none")
 @dataclass(frozen=True)
 class TransformerConfig:
     d_model: int = 256  # attention width; the input is projected to it when its size differs
-    num_layers: int = 12
+    num_layers: int = 12  # blocks
     num_heads: int = 4  # must divide d_model
     ffn_dim: int = 1024  # hidden size of the feed-forward networks
     dropout: float = 0.1  # on the input and on every residual branch
@@ -56,8 +56,8 @@ class TransformerConfig:
     # dynamic_chunk, each training batch draws its chunk size (half the batches full context,
     # the others 1-25 frames), so that one model decodes with any chunk size
     chunk_size: int = 0
-    left_chunks: int = -1
-    dynamic_chunk: bool = False
+    left_chunks: int = -1  # chunks of left context with chunk_size (-1: all)
+    dynamic_chunk: bool = False  # train with a chunk size drawn per batch (see chunk_size)
 
     def __post_init__(self) -> None:
         where = "model.encoder_conf"
