@@ -3,7 +3,8 @@
 # `make speechocean` English read by 188 speakers, children and adults).
 # Each creates / updates the virtual environment it needs, with exactly the versions of
 # requirements.txt (every transitive dependency, hashed). `make lock` remakes the lock.
-PYTHON ?= python3
+# PYTHON: python3.11 when there is one, else python3 (checked to be 3.11 or newer).
+PYTHON ?= $(or $(shell command -v python3.11),python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
@@ -16,6 +17,8 @@ PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 # back to the pip that comes with Python.
 USE_UV ?= 1
 $(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo \
+	    "ctcasr needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1): make PYTHON=..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	awk '/^uv==/ {p = 1; print; next} /^[a-z]/ {p = 0} p' requirements.txt > $(VENV)/uv.txt
 	if [ "$(USE_UV)" = 1 ] && $(PIP) --require-hashes -r $(VENV)/uv.txt && \
@@ -37,10 +40,10 @@ export CTCASR_DATA ?= $(abspath ../shared/data)
 digits: $(STAMP)
 	egs/digits/transfer.sh
 
-# The best digits model on unseen voices, in two steps: the speechocean English model
-# (the character BiLSTM, egs/speechocean/conf/lstm.yaml, ~60 min on 2 cores; skipped when it
-# exists; the transfer from the phone model, `make speechocean`'s default, is not measured yet),
-# then digits fine-tuned from it with speechocean's digit strings in training (~7 min).
+# The best digits model on unseen voices, in two steps (about 70 minutes on 2 cores): the
+# speechocean English model (the character BiLSTM, egs/speechocean/conf/lstm.yaml, about an
+# hour; kept when it exists), then digits fine-tuned from it with speechocean's digit strings in
+# training (about 7 minutes).
 SO_MODEL := egs/speechocean/exp/lstm/model.pt
 digits-transfer: $(STAMP)
 	[ -f $(SO_MODEL) ] || egs/speechocean/run.sh --config conf/lstm.yaml --stop-stage 4

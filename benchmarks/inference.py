@@ -8,7 +8,8 @@
 Each ``--checkpoint`` is exported (``ctcasr.infer.export``) to ONNX, float and int8 (fbank in
 the graph), and every path transcribes every manifest's audio (``ctcasr.load(...).transcribe``:
 reading, resampling, fbank, model, greedy decoding; no timestamps); WER against the manifests'
-transcripts. ``--random ENCODER`` adds a randomly initialised model of that encoder at the
+transcripts. ``--decoder carried`` decodes as each model carries (``ctcasr tune-lm``: beam + LM)
+instead of greedily. ``--random ENCODER`` adds a randomly initialised model of that encoder at the
 default config sizes (16 kHz, 80 mel bins, x4 subsampling; a 500-word vocabulary), timed on the
 same audio (its WER is meaningless). Each (model, path, batch mode) runs in a fresh process, so
 its peak RSS (VmHWM) is its own; the first three files are transcribed once before timing.
@@ -61,7 +62,7 @@ def worker(args: dict) -> dict:
     from ctcasr.scoring import score
 
     asr = ctcasr.load(args["model"], int8=args["int8"], threads=args["threads"],
-                      timestamps=False)
+                      timestamps=False, decoder=None if args["decoder"] == "carried" else "greedy")
     if args["batch1"]:
         asr.max_batch = 1
     out = {"manifests": {}}
@@ -114,7 +115,7 @@ def run_worker(args: dict) -> dict:
 def bench(args: argparse.Namespace, tmp: Path) -> None:
     from ctcasr.infer.export import export
 
-    models = [(c.stem, c, True) for c in args.checkpoint]
+    models = [(f"{c.parent.name}/{c.name}", c, True) for c in args.checkpoint]
     models += [(f"{e} (default sizes, random)", random_checkpoint(e, tmp / f"{e}.pt"), False)
                for e in args.random]
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs; audio: "
@@ -122,7 +123,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
           f"{f' (first {args.max_seconds:g} s of each)' if args.max_seconds else ''}"
           f"{f'; random models: first {args.random_seconds:g} s of each' if args.random else ''}"
           f"{f'; {args.concat} utterances per input' if args.concat > 1 else ''}; "
-          f"fastest of {args.repeats} passes")
+          f"decoder: {args.decoder}; fastest of {args.repeats} passes")
     names = [m.stem for m in args.manifest]
     print(f"| model | path | RTF batch 1 | RTF batched | speed-up b1 / batched | peak RSS MiB "
           f"b1 / batched | {' | '.join(f'WER % {n}' for n in names)} | file MB |")
@@ -143,7 +144,8 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
                     "model": str(model), "int8": int8, "threads": args.threads,
                     "batch1": batch1, "manifests": [str(m) for m in args.manifest],
                     "max_seconds": args.max_seconds if scored else args.random_seconds,
-                    "concat": args.concat, "repeats": args.repeats})
+                    "concat": args.concat, "repeats": args.repeats,
+                    "decoder": args.decoder})
             b1, bb = rows[True], rows[False]
             base = base or (b1["rtf"], bb["rtf"])
             wers = [f"{b1['manifests'][n]['wer']:.2f}" if scored else "-" for n in names]
@@ -166,6 +168,8 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, action="append", default=[])
     ap.add_argument("--random", nargs="*", default=[], help="encoders to time at default sizes")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--decoder", choices=["greedy", "carried"], default="greedy",
+                    help="greedy, or as each model carries (its tuned beam + LM)")
     ap.add_argument("--max-seconds", type=float, default=0.0,
                     help="use at most this much audio of each manifest (0: all)")
     ap.add_argument("--random-seconds", type=float, default=100.0,

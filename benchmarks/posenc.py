@@ -7,7 +7,7 @@ About 4.5 minutes on 2 CPU cores (6 with ``--schemes rotary abs none abs-noscale
 Trains the same small Conformer-CTC (conv x4 front end, 3 blocks, d_model 96, 4 heads, ffn 384,
 kernel 15, 0.66 M parameters; AdamW, peak lr 2e-3, noam schedule, batches of 4) with each
 scheme on real audio, yesno (openslr 1, 60 files of 8 "yes"/"no" words:
-``../shared/data/yesno``), with word tokens (blank, no, yes). The files are split at random
+``$CTCASR_DATA/yesno``), with word tokens (blank, no, yes). The files are split at random
 (seeded, the same for every run): 40 for training, 20 for test; the sorted split of the recipe
 is not used because every file in its training part starts with "no" and every test file with
 "yes". "test x2" joins the test files in pairs (16 words, ~12 s): twice as long as anything
@@ -26,6 +26,7 @@ it is not a config value).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -43,7 +44,8 @@ from ctcasr.models.frontend import FrontendConfig
 from ctcasr.scoring import score
 from ctcasr.train.loss import ctc_loss
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "yesno"
+CORPORA = os.environ.get("CTCASR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(CORPORA) / "yesno"
 WORDS = ["<blank>", "no", "yes"]
 FEATS = FbankConfig(sample_rate=8000, num_mel_bins=23)
 Utt = tuple[torch.Tensor, list[int]]  # features [T, 23], word ids

@@ -10,7 +10,7 @@ each thread setting of ``--settings`` (``SETTINGS`` below: thread counts, OpenMP
 ctcasr's ``auto``), each in its own process (OpenMP reads its environment once), and prints one
 table: audio seconds per wall second, and the share of the first setting's unloaded figure.
 
-Data: ``--utts`` utterances of ../shared/data/arctic (16 kHz English, 0.9-6.2 s) when present,
+Data: ``--utts`` utterances of ``$CTCASR_DATA/arctic`` (16 kHz English, 0.9-6.2 s) when present,
 else synthetic tone sequences of 1-6 s. Features are computed once and cached, so the numbers
 are the model's forward + backward + optimizer step through the real training path
 (``ASRDataset`` -> ``BucketBatchSampler`` -> ``train_step``), 80 mel bins, x4 subsampling,
@@ -46,7 +46,8 @@ from ctcasr.train.features import compute_cmvn
 from ctcasr.train.threads import ThreadGovernor
 from ctcasr.train.trainer import train_step
 
-ARCTIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "arctic"
+CORPORA = os.environ.get("CTCASR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+ARCTIC = Path(CORPORA) / "arctic"
 FEATS = FbankConfig(sample_rate=16000, num_mel_bins=80)
 MAX_FRAMES = DataConfig().max_frames_per_batch
 

@@ -65,7 +65,8 @@ def train(
     train_manifest: Annotated[Path, typer.Option("--train", help="Training manifest (JSONL).")],
     valid_manifest: Annotated[Path, typer.Option("--valid", help="Validation manifest (JSONL).")],
     exp_dir: Annotated[Path, typer.Option("--exp-dir", help="Experiment folder for checkpoints "
-                                          "and logs; model.pt is written there at the end.")],
+                                          "and logs; model.pt is written there at the end "
+                                          "(the best epoch, or train.average's average).")],
     overrides: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in EXP_DIR from "
                                          "last.pt, exactly where it stopped.")] = False,
@@ -77,7 +78,8 @@ def train(
     = None,
 ) -> None:
     """Train a CTC model: tokenizer and CMVN from the training set, then epochs of training
-    with validation loss and greedy WER after each; the best epoch becomes model.pt."""
+    with validation loss and greedy WER / CER after each; model.pt at the end is the epoch with
+    the best validation WER, or the average of train.average epochs when that is set."""
     from ctcasr.config import load_config
     from ctcasr.train.trainer import train as run_train
 
@@ -336,7 +338,7 @@ def serve(
         from ctcasr.serve.app import Endpoint, Limits, create_app
     except ImportError:
         raise CtcasrError("ctcasr serve needs starlette, uvicorn and websockets: pip install "
-                          "'ctcasr[serve]'") from None
+                          "-e '.[serve]' (from a checkout)") from None
     from ctcasr.infer import load
 
     asr = load(model, decoder=decoder, beam=beam, lm=lm, lm_weight=lm_weight,

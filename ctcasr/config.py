@@ -52,8 +52,9 @@ class AugmentConfig:
     time_masks: int = 0  # SpecAugment time masks per utterance
     time_mask_width: int = 40  # each up to this many frames ...
     time_mask_ratio: float = 0.2  # ... and up to this share of the utterance
-    spec_start_epoch: int = 0  # SpecAugment from this epoch on (0-based; masks from the start
-    #                            can keep CTC on its all-blank plateau)
+    spec_start_epoch: int = 1  # SpecAugment from this epoch on, counted from 1 as the logs
+    #                            count (masks from the start can keep CTC on its all-blank
+    #                            plateau; 0 or 1: from the start)
 
     def __post_init__(self) -> None:
         if not self.speeds or any(not 0.5 <= s <= 2.0 for s in self.speeds):

@@ -1,7 +1,7 @@
 """``ctcasr plot EXP_DIR``: training curves from ``train_log.jsonl`` to one PNG.
 
 Three panels against the optimizer step: training and validation loss, validation WER / CER,
-and the learning rate. Needs matplotlib (``pip install 'ctcasr[plot]'``).
+and the learning rate. Needs matplotlib (the ``plot`` extra).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def plot_run(exp_dir: Path, out: Path | None = None) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CtcasrError("ctcasr plot needs matplotlib: pip install 'ctcasr[plot]'") from None
+        raise CtcasrError("ctcasr plot needs matplotlib: pip install -e '.[plot]' (from a "
+                          "checkout)") from None
     recs = read_log(log_path)
     train = [r for r in recs if "loss" in r]
     valid = [r for r in recs if "valid_loss" in r]

@@ -99,7 +99,8 @@ def test_bad_factors_are_rejected():
 
 
 def test_spec_augment_can_start_at_a_later_epoch(tmp_path):
-    ds = dataset(tmp_path, AugmentConfig(time_masks=2, time_mask_width=10, spec_start_epoch=2))
+    # epoch 3 as the logs count it: the dataset's epochs 0 and 1 are plain, 2 is masked
+    ds = dataset(tmp_path, AugmentConfig(time_masks=2, time_mask_width=10, spec_start_epoch=3))
     plain = ds[1][1]
     assert torch.equal(ds[(0, 1)][1], plain) and torch.equal(ds[(1, 1)][1], plain)
     assert not torch.equal(ds[(2, 1)][1], plain)

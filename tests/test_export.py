@@ -32,7 +32,7 @@ from ctcasr.infer.export import check_export, export
 from ctcasr.infer.wavegraph import BatchFbank
 
 pytestmark = pytest.mark.skipif(not importlib.util.find_spec("onnxruntime"),
-                                reason="onnxruntime not installed (pip install 'ctcasr[onnx]')")
+                                reason="onnxruntime not installed (pip install -e '.[onnx]')")
 trained = test_transcribe.trained  # the trained tiny Conformer (trained once per session)
 VARIANTS = [("lstm", {}), ("lstm", {"impl": "packed"}), ("lstm", {"bidirectional": False}),
             ("gru", {}), ("conformer", {}), ("transformer", {}),

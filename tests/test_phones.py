@@ -304,7 +304,7 @@ def test_phone_model_says_a_word_its_lm_lacks_from_the_word_list(phone_model, tm
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("onnxruntime"),
-                    reason="onnxruntime not installed (pip install 'ctcasr[onnx]')")
+                    reason="onnxruntime not installed (pip install -e '.[onnx]')")
 def test_phone_model_exports(phone_model, tmp_path):
     from ctcasr.infer.export import export
 

@@ -69,7 +69,7 @@ class Augmenter:
     def spec_augment(self, feats: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
         """[T, F] -> [T, F] with frequency and time masks (a new tensor)."""
         cfg = self.cfg
-        if (cfg.freq_masks == 0 and cfg.time_masks == 0) or epoch < cfg.spec_start_epoch:
+        if (cfg.freq_masks == 0 and cfg.time_masks == 0) or epoch + 1 < cfg.spec_start_epoch:
             return feats
         spec = feats.t().clone()  # torchaudio masks [..., freq, time]
         with torch.random.fork_rng(devices=[]):

@@ -55,7 +55,7 @@ def hf_dataset(src: Path, split: str | None, audio_dir: Path, root: str | Path |
         import pyarrow  # noqa: F401
     except ImportError:
         raise CtcasrError("importing Hugging Face datasets needs pyarrow: pip install "
-                          "'ctcasr[hf]'") from None
+                          "-e '.[hf]' (from a checkout)") from None
     bad = BadInputs() if bad is None else bad
     files, features = _locate(src, split)
     base = Path(root) if root is not None else (src if src.is_dir() else src.parent)

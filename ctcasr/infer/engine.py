@@ -216,7 +216,7 @@ def _onnx_session(path: Path, threads: int) -> tuple[Any, ModelInfo]:
         import onnxruntime as ort
     except ImportError:
         raise CtcasrError(f"{path}: running ONNX models needs onnxruntime: "
-                          "pip install 'ctcasr[onnx]'") from None
+                          "pip install -e '.[onnx]' (from a checkout)") from None
     opts = ort.SessionOptions()
     if threads > 0:
         opts.intra_op_num_threads = threads

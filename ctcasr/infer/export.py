@@ -110,7 +110,7 @@ def _onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
         import onnxscript  # noqa: F401
     except ImportError:
         raise CtcasrError("ONNX export needs onnx, onnxscript and onnxruntime: pip install "
-                          "'ctcasr[onnx]'") from None
+                          "-e '.[onnx]' (from a checkout)") from None
     graph = WaveModel(info.features, model).eval()
     sr = info.features.sample_rate
     batch = torch.export.Dim("batch", min=1, max=4096)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job (`make digits` when speechocean762 and ARCTIC are in ../shared/data): a short
-# English model first (the speechocean recipe with conf/lstm_short.yaml: 3 epochs, 118 voices),
-# then connected digits fine-tuned from it for 3 epochs (run.sh with conf/lstm16k_ft.yaml and
-# --init), ending in the digits WER table (seen speakers, unseen george, speechocean's accented
-# digit strings). About 14 minutes on 2 cores; the spread over seeds: docs/results.md.
+# The main job (`make digits`): a short English model first (the speechocean recipe with
+# conf/lstm_short.yaml: 3 epochs, 118 voices), then connected digits fine-tuned from it for 3
+# epochs (run.sh with conf/lstm16k_ft.yaml and --init), the LM settings chosen on valid, ending
+# in the digits WER table (seen speakers, unseen george, speechocean's accented digit strings).
+# The corpora are found in $CTCASR_DATA or downloaded once (docs/data.md). About 15 minutes on
+# 2 cores; the spread over seeds: docs/results.md.
 #
 #   egs/digits/transfer.sh [--seed N] [--exp NAME] [--english-config conf/lstm_short.yaml]
 #                          [--english-exp NAME] [--english-opts "KEY=VALUE ..."]
