@@ -34,13 +34,11 @@ from pathlib import Path
 
 import torch
 
-from ctcasr.config import FbankConfig, ModelConfig
+from ctcasr.config import ConformerConfig, FbankConfig, FrontendConfig, ModelConfig
 from ctcasr.data.audio import load_audio
 from ctcasr.data.features import CMVNStats, fbank
 from ctcasr.decode.greedy import greedy_search
 from ctcasr.models import build_model
-from ctcasr.models.conformer import ConformerConfig
-from ctcasr.models.frontend import FrontendConfig
 from ctcasr.scoring import score
 from ctcasr.train.loss import ctc_loss
 

@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from ctcasr.models.rnn import RNNConfig, RNNEncoder
+from ctcasr.config import RNNConfig
+from ctcasr.models.rnn import RNNEncoder
 
 
 def bench(

@@ -34,13 +34,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ctcasr.config import DataConfig, FbankConfig, ModelConfig
+from ctcasr.config import DataConfig, FbankConfig, FrontendConfig, ModelConfig
 from ctcasr.data.dataset import ASRDataset
 from ctcasr.data.features import frames_for_duration
 from ctcasr.data.manifest import Utterance
 from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.models import build_model
-from ctcasr.models.frontend import FrontendConfig
 from ctcasr.tokenizer import CharTokenizer
 from ctcasr.train.features import compute_cmvn
 from ctcasr.train.threads import ThreadGovernor

@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from ctcasr.errors import CtcasrError
-from ctcasr.models.frontend import FrontendConfig
 
 
 @dataclass(frozen=True)
@@ -107,6 +106,109 @@ class TokenizerConfig:
     lexicon: str = ""  # phone: a lexicon file (word PH1 PH2 ...); "": CMUdict (ctcasr.lexicon)
 
 
+# --------------------------------------------------------------------------- model parts
+SUBSAMPLING = (1, 4, 6, 8)  # the front end's factors (ctcasr.models.frontend)
+POS_ENCODINGS = ("rotary", "abs", "none")  # the attention encoders' positions
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    subsampling: int = 4  # 1 (none), 4, 6 or 8
+    channels: int = 64  # convolution channels
+    dim: int = 256  # output dimension (0 with subsampling 1: pass features through)
+    dropout: float = 0.0  # on the projected output
+
+    def __post_init__(self) -> None:
+        if self.subsampling != 1 and self.subsampling not in SUBSAMPLING:
+            raise CtcasrError(
+                f"model.frontend.subsampling: {self.subsampling} not supported (1, 4, 6 or 8)"
+            )
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    hidden_size: int = 256  # per direction
+    num_layers: int = 3  # stacked recurrent layers
+    dropout: float = 0.1  # between layers
+    bidirectional: bool = True  # false: a left-to-right RNN (it can stream)
+    impl: str = "reverse"  # reverse | packed
+
+    def __post_init__(self) -> None:
+        if self.impl not in ("reverse", "packed"):
+            raise CtcasrError(f"model.encoder_conf.impl: unknown {self.impl!r} (reverse, packed)")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    d_model: int = 256  # attention width; the input is projected to it when its size differs
+    num_layers: int = 12  # blocks
+    num_heads: int = 4  # must divide d_model
+    ffn_dim: int = 1024  # hidden size of the feed-forward networks
+    dropout: float = 0.1  # on the input and on every residual branch
+    attention_dropout: float = 0.0  # on the attention weights
+    pos_enc: str = "rotary"  # rotary | abs | none (benchmarks/posenc.py)
+    # chunked attention (streaming, WeNet's U2): each frame attends to its chunk of chunk_size
+    # frames and left_chunks chunks before it (-1: all); 0 = the whole utterance. With
+    # dynamic_chunk, each training batch draws its chunk size (half the batches full context,
+    # the others 1-25 frames), so that one model decodes with any chunk size
+    chunk_size: int = 0
+    left_chunks: int = -1  # chunks of left context with chunk_size (-1: all)
+    dynamic_chunk: bool = False  # train with a chunk size drawn per batch (see chunk_size)
+
+    def __post_init__(self) -> None:
+        where = "model.encoder_conf"
+        if self.chunk_size < 0:
+            raise CtcasrError(f"{where}.chunk_size: must be >= 0, got {self.chunk_size}")
+        for name in ("d_model", "num_layers", "num_heads", "ffn_dim"):
+            if getattr(self, name) < 1:
+                raise CtcasrError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CtcasrError(f"{where}.{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise CtcasrError(
+                f"{where}.d_model: {self.d_model} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.pos_enc not in POS_ENCODINGS:
+            raise CtcasrError(
+                f"{where}.pos_enc: unknown {self.pos_enc!r} ({', '.join(POS_ENCODINGS)})"
+            )
+        if self.pos_enc == "rotary" and (self.d_model // self.num_heads) % 2:
+            raise CtcasrError(
+                f"{where}.d_model: rotary needs an even head size, d_model / num_heads = "
+                f"{self.d_model // self.num_heads}"
+            )
+
+
+# --------------------------------------------------------------------------- positions
+
+
+@dataclass(frozen=True)
+class ConformerConfig(TransformerConfig):
+    """The Transformer's fields, and the convolution module's."""
+
+    conv_kernel: int = 15  # depthwise convolution kernel (frames, odd)
+    causal: bool = False  # the depthwise convolution reads only past frames (for streaming)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+            raise CtcasrError(
+                f"model.encoder_conf.conv_kernel: must be odd and positive, got {self.conv_kernel}"
+            )
+
+
+# model.encoder names the encoder (ctcasr.models.ENCODERS builds it) and types its encoder_conf
+ENCODER_CONFIGS: dict[str, type] = {"lstm": RNNConfig, "gru": RNNConfig,
+                                    "conformer": ConformerConfig, "transformer": TransformerConfig}
+
+
+def encoder_config_class(name: str) -> type:
+    if name not in ENCODER_CONFIGS:
+        raise CtcasrError(f"model.encoder: unknown {name!r} (choose {', '.join(ENCODER_CONFIGS)})")
+    return ENCODER_CONFIGS[name]
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
@@ -120,8 +222,6 @@ class ModelConfig:
     inter_ctc_condition: bool = False  # feed each such layer's CTC prediction to the next
 
     def __post_init__(self) -> None:
-        from ctcasr.models import encoder_config_class
-
         conf_cls = encoder_config_class(self.encoder)
         if isinstance(self.encoder_conf, dict):
             typed = from_dict(conf_cls, self.encoder_conf, "model.encoder_conf")

@@ -19,7 +19,6 @@ import textwrap
 import tokenize
 
 from ctcasr import config
-from ctcasr.models import ENCODERS
 
 HEADER = """# Configuration reference
 
@@ -123,7 +122,7 @@ def reference() -> str:
         out += section(f.name, type(f.default_factory()))  # type: ignore[misc]
         if f.name == "model":
             by_class: dict[type, list[str]] = {}
-            for name, (conf_cls, _) in ENCODERS.items():
+            for name, conf_cls in config.ENCODER_CONFIGS.items():
                 by_class.setdefault(conf_cls, []).append(name)
             for conf_cls, names in by_class.items():
                 which = " or ".join(f"`{n}`" for n in names)

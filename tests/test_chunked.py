@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ctcasr.models.conformer import ConformerConfig, ConformerEncoder
+from ctcasr.config import ConformerConfig, TransformerConfig
+from ctcasr.models.conformer import ConformerEncoder
 from ctcasr.models.mask import make_chunk_mask
-from ctcasr.models.transformer import TransformerConfig, TransformerEncoder
+from ctcasr.models.transformer import TransformerEncoder
 
 
 def test_chunk_mask_values():

@@ -1,8 +1,7 @@
 import pytest
 
-from ctcasr.config import Config, load_config
+from ctcasr.config import Config, RNNConfig, load_config
 from ctcasr.errors import CtcasrError
-from ctcasr.models.rnn import RNNConfig
 
 
 def test_defaults_overrides_and_round_trip(tmp_path):

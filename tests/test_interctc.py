@@ -11,11 +11,9 @@ import torch
 from test_models import encoder_conf
 from test_train import run_train
 
-from ctcasr.config import ModelConfig
+from ctcasr.config import FrontendConfig, ModelConfig, RNNConfig
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
-from ctcasr.models.frontend import FrontendConfig
-from ctcasr.models.rnn import RNNConfig
 
 ENCODERS = ["lstm", "gru", "conformer", "transformer"]
 

@@ -3,15 +3,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctcasr.config import Config, ModelConfig
+from ctcasr.config import Config, ConformerConfig, ModelConfig, RNNConfig, TransformerConfig
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model, transformer
-from ctcasr.models.conformer import ConformerConfig
 from ctcasr.models.frontend import Conv2dSubsampling, FrontendConfig
 from ctcasr.models.init import init_weights
 from ctcasr.models.mask import make_attn_mask, make_pad_mask
-from ctcasr.models.rnn import RNNConfig, RNNEncoder, reverse_padded
-from ctcasr.models.transformer import TransformerConfig, apply_rotary, rotary
+from ctcasr.models.rnn import RNNEncoder, reverse_padded
+from ctcasr.models.transformer import apply_rotary, rotary
 from ctcasr.train.loss import ctc_loss
 
 

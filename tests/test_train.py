@@ -5,13 +5,18 @@ import pytest
 import torch
 
 from ctcasr.checkpoint import load_checkpoint
-from ctcasr.config import ModelConfig, SchedulerConfig, TrainConfig, load_config
+from ctcasr.config import (
+    FrontendConfig,
+    ModelConfig,
+    RNNConfig,
+    SchedulerConfig,
+    TrainConfig,
+    load_config,
+)
 from ctcasr.data.dataset import ASRDataset
 from ctcasr.data.manifest import read_manifest
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
-from ctcasr.models.frontend import FrontendConfig
-from ctcasr.models.rnn import RNNConfig
 from ctcasr.tokenizer import CharTokenizer
 from ctcasr.train.loss import ctc_loss, min_ctc_frames
 from ctcasr.train.trainer import train, train_step

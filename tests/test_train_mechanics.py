@@ -6,13 +6,11 @@ import pytest
 import torch
 
 from ctcasr.checkpoint import load_checkpoint
-from ctcasr.config import ModelConfig, load_config
+from ctcasr.config import FrontendConfig, ModelConfig, RNNConfig, load_config
 from ctcasr.data.dataset import ASRDataset
 from ctcasr.data.manifest import read_manifest
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
-from ctcasr.models.frontend import FrontendConfig
-from ctcasr.models.rnn import RNNConfig
 from ctcasr.tokenizer import CharTokenizer
 from ctcasr.train import trainer
 from ctcasr.train.average import average_checkpoints, average_state_dicts, select_epochs

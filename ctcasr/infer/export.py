@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ctcasr.config import RNNConfig
 from ctcasr.decode.runner import load_recognizer
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import (
@@ -41,7 +42,7 @@ from ctcasr.infer.engine import (
 )
 from ctcasr.infer.onnx_rnn import OnnxRNN, translations
 from ctcasr.infer.wavegraph import WaveModel
-from ctcasr.models.rnn import RNNConfig, RNNEncoder
+from ctcasr.models.rnn import RNNEncoder
 
 FORMATS = ("onnx",)
 CHECK_TOLERANCE = 1e-3  # max |log-prob difference| of a float export (measured: ~1e-6)

@@ -1,8 +1,9 @@
 """Model registry: ``model.encoder`` in the config names an entry of ``ENCODERS``.
 
-Each entry gives the encoder's config dataclass (what ``model.encoder_conf`` is typed as) and a
-factory ``(input_dim, conf) -> nn.Module`` with ``forward(x, x_lens) -> (y, y_lens)`` and
-``output_dim``. Encoders keep the sequence length; only the front end changes it.
+Each entry is a factory ``(input_dim, conf) -> nn.Module`` with ``forward(x, x_lens) -> (y,
+y_lens)`` and ``output_dim``; ``conf`` is the encoder's config dataclass, which
+``ctcasr.config.ENCODER_CONFIGS`` names under the same key. Encoders keep the sequence length;
+only the front end changes it.
 """
 
 from __future__ import annotations
@@ -13,35 +14,33 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ctcasr.config import ENCODER_CONFIGS
 from ctcasr.errors import CtcasrError
-from ctcasr.models.conformer import ConformerConfig, ConformerEncoder
+from ctcasr.models.conformer import ConformerEncoder
 from ctcasr.models.ctc import CTCModel, GlobalCMVN
 from ctcasr.models.frontend import Conv2dSubsampling
 from ctcasr.models.init import init_weights
-from ctcasr.models.rnn import RNNConfig, RNNEncoder
-from ctcasr.models.transformer import TransformerConfig, TransformerEncoder
+from ctcasr.models.rnn import RNNEncoder
+from ctcasr.models.transformer import TransformerEncoder
 
 if TYPE_CHECKING:
     from ctcasr.config import ModelConfig
 
-ENCODERS: dict[str, tuple[type, Callable[[int, Any], nn.Module]]] = {
-    "lstm": (RNNConfig, lambda d, c: RNNEncoder("lstm", d, c)),
-    "gru": (RNNConfig, lambda d, c: RNNEncoder("gru", d, c)),
-    "conformer": (ConformerConfig, ConformerEncoder),
-    "transformer": (TransformerConfig, TransformerEncoder),
+# model.encoder -> (input_dim, its typed encoder_conf) -> the encoder; the config classes are
+# ctcasr.config.ENCODER_CONFIGS, under the same names
+ENCODERS: dict[str, Callable[[int, Any], nn.Module]] = {
+    "lstm": lambda d, c: RNNEncoder("lstm", d, c),
+    "gru": lambda d, c: RNNEncoder("gru", d, c),
+    "conformer": ConformerEncoder,
+    "transformer": TransformerEncoder,
 }
-
-
-def encoder_config_class(name: str) -> type:
-    if name not in ENCODERS:
-        raise CtcasrError(f"model.encoder: unknown {name!r} (choose {', '.join(ENCODERS)})")
-    return ENCODERS[name][0]
+assert set(ENCODERS) == set(ENCODER_CONFIGS)
 
 
 def build_model(
     cfg: ModelConfig, input_dim: int, vocab_size: int, mean: torch.Tensor, std: torch.Tensor
 ) -> CTCModel:
-    _, factory = ENCODERS[cfg.encoder]
+    factory = ENCODERS[cfg.encoder]
     frontend = Conv2dSubsampling(input_dim, cfg.frontend)
     encoder = factory(frontend.output_dim, cfg.encoder_conf)
     model = CTCModel(GlobalCMVN(mean, std), frontend, encoder, vocab_size, cfg.head_dropout,
@@ -61,5 +60,5 @@ def set_chunking(model: CTCModel, chunk_size: int, left_chunks: int = -1) -> Non
     model.encoder.set_chunking(chunk_size, left_chunks)
 
 
-__all__ = ["ENCODERS", "CTCModel", "GlobalCMVN", "build_model", "encoder_config_class",
+__all__ = ["ENCODERS", "CTCModel", "GlobalCMVN", "build_model",
            "set_chunking"]

@@ -17,13 +17,11 @@ here is the convolution module, the one place where neighbouring frames are mixe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctcasr.errors import CtcasrError
+from ctcasr.config import ConformerConfig
 from ctcasr.models.transformer import (
     AttentionEncoder,
     Block,
@@ -31,23 +29,7 @@ from ctcasr.models.transformer import (
     FeedForward,
     Residual,
     SelfAttention,
-    TransformerConfig,
 )
-
-
-@dataclass(frozen=True)
-class ConformerConfig(TransformerConfig):
-    """The Transformer's fields, and the convolution module's."""
-
-    conv_kernel: int = 15  # depthwise convolution kernel (frames, odd)
-    causal: bool = False  # the depthwise convolution reads only past frames (for streaming)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
-            raise CtcasrError(
-                f"model.encoder_conf.conv_kernel: must be odd and positive, got {self.conv_kernel}"
-            )
 
 
 class ConvModule(nn.Module):

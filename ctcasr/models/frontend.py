@@ -9,29 +9,14 @@ keeps every receptive field inside the real frames), so padding cannot leak into
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from ctcasr.config import FrontendConfig
 from ctcasr.errors import CtcasrError
 
 # (kernel, stride) of each time-reducing convolution, per subsampling factor.
 _LAYERS = {4: [(3, 2), (3, 2)], 6: [(3, 2), (5, 3)], 8: [(3, 2), (3, 2), (3, 2)]}
-
-
-@dataclass(frozen=True)
-class FrontendConfig:
-    subsampling: int = 4  # 1 (none), 4, 6 or 8
-    channels: int = 64  # convolution channels
-    dim: int = 256  # output dimension (0 with subsampling 1: pass features through)
-    dropout: float = 0.0  # on the projected output
-
-    def __post_init__(self) -> None:
-        if self.subsampling != 1 and self.subsampling not in _LAYERS:
-            raise CtcasrError(
-                f"model.frontend.subsampling: {self.subsampling} not supported (1, 4, 6 or 8)"
-            )
 
 
 class Conv2dSubsampling(nn.Module):

@@ -15,31 +15,18 @@ Padded output frames are zero in both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ctcasr.config import RNNConfig
 from ctcasr.errors import CtcasrError
 from ctcasr.models.mask import make_pad_mask
 
 if TYPE_CHECKING:
     from ctcasr.models.ctc import LayerHook
-
-
-@dataclass(frozen=True)
-class RNNConfig:
-    hidden_size: int = 256  # per direction
-    num_layers: int = 3  # stacked recurrent layers
-    dropout: float = 0.1  # between layers
-    bidirectional: bool = True  # false: a left-to-right RNN (it can stream)
-    impl: str = "reverse"  # reverse | packed
-
-    def __post_init__(self) -> None:
-        if self.impl not in ("reverse", "packed"):
-            raise CtcasrError(f"model.encoder_conf.impl: unknown {self.impl!r} (reverse, packed)")
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

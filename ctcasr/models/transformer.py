@@ -26,65 +26,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctcasr.config import TransformerConfig
 from ctcasr.errors import CtcasrError
 from ctcasr.models.mask import make_attn_mask, make_chunk_mask, make_pad_mask
 
 if TYPE_CHECKING:
     from ctcasr.models.ctc import LayerHook
 
-POS_ENCODINGS = ("rotary", "abs", "none")
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    d_model: int = 256  # attention width; the input is projected to it when its size differs
-    num_layers: int = 12  # blocks
-    num_heads: int = 4  # must divide d_model
-    ffn_dim: int = 1024  # hidden size of the feed-forward networks
-    dropout: float = 0.1  # on the input and on every residual branch
-    attention_dropout: float = 0.0  # on the attention weights
-    pos_enc: str = "rotary"  # rotary | abs | none (benchmarks/posenc.py)
-    # chunked attention (streaming, WeNet's U2): each frame attends to its chunk of chunk_size
-    # frames and left_chunks chunks before it (-1: all); 0 = the whole utterance. With
-    # dynamic_chunk, each training batch draws its chunk size (half the batches full context,
-    # the others 1-25 frames), so that one model decodes with any chunk size
-    chunk_size: int = 0
-    left_chunks: int = -1  # chunks of left context with chunk_size (-1: all)
-    dynamic_chunk: bool = False  # train with a chunk size drawn per batch (see chunk_size)
-
-    def __post_init__(self) -> None:
-        where = "model.encoder_conf"
-        if self.chunk_size < 0:
-            raise CtcasrError(f"{where}.chunk_size: must be >= 0, got {self.chunk_size}")
-        for name in ("d_model", "num_layers", "num_heads", "ffn_dim"):
-            if getattr(self, name) < 1:
-                raise CtcasrError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise CtcasrError(f"{where}.{name}: must be in [0, 1), got {getattr(self, name)}")
-        if self.d_model % self.num_heads:
-            raise CtcasrError(
-                f"{where}.d_model: {self.d_model} is not divisible by num_heads {self.num_heads}"
-            )
-        if self.pos_enc not in POS_ENCODINGS:
-            raise CtcasrError(
-                f"{where}.pos_enc: unknown {self.pos_enc!r} ({', '.join(POS_ENCODINGS)})"
-            )
-        if self.pos_enc == "rotary" and (self.d_model // self.num_heads) % 2:
-            raise CtcasrError(
-                f"{where}.d_model: rotary needs an even head size, d_model / num_heads = "
-                f"{self.d_model // self.num_heads}"
-            )
-
-
-# --------------------------------------------------------------------------- positions
 def _angles(length: int, dim: int, device: torch.device, start: int = 0) -> torch.Tensor:
     """[length, dim // 2]: position t (from ``start``) times the frequencies 10000 ** (-2i /
     dim)."""
