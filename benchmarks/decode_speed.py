@@ -53,10 +53,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ctcasr.checkpoint import load_model
 from ctcasr.data.dataset import ASRDataset
 from ctcasr.data.manifest import read_manifest
 from ctcasr.decode import DecodeOptions, make_decoder
-from ctcasr.decode.runner import load_recognizer
 from ctcasr.lm import NGramLM, train_kneser_ney
 from ctcasr.lm.ngram import BOS, EOS
 from ctcasr.scoring import score
@@ -78,7 +78,7 @@ RECIPES = [  # name, checkpoint, test manifest, LM text
 
 
 def record(ckpt: Path, manifest: Path, max_utts: int):
-    rec = load_recognizer(ckpt)
+    rec = load_model(ckpt)
     utts = read_manifest(manifest)[: max_utts or None]
     ds = ASRDataset(utts, rec.config.data.features)
     out = []

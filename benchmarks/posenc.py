@@ -39,8 +39,8 @@ from ctcasr.data.audio import load_audio
 from ctcasr.data.features import CMVNStats, fbank
 from ctcasr.decode.greedy import greedy_search
 from ctcasr.models import build_model
+from ctcasr.models.ctc import ctc_loss
 from ctcasr.scoring import score
-from ctcasr.train.loss import ctc_loss
 
 CORPORA = os.environ.get("CTCASR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = Path(CORPORA) / "yesno"

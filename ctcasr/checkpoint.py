@@ -1,9 +1,12 @@
-"""Self-contained checkpoints, written atomically and loaded with ``weights_only=True``.
+"""Self-contained checkpoints, written atomically and loaded with ``weights_only=True``: the one
+place models are saved (:func:`model_checkpoint`, :func:`save_checkpoint`) and loaded
+(:func:`load_model`).
 
 A checkpoint is a dict of tensors and plain Python values only::
 
     {"format": 1, "config": {...resolved config...}, "model": state_dict,
      "tokenizer": {...}, "feature_dim": int, "vocab_size": int,
+     "decoding": {...} | absent,        # what ``ctcasr tune-lm`` chose, with the LM
      "train_state": {...} | absent}     # optimizer, scheduler, RNG, sampler position, step
 
 The CMVN statistics are buffers of the model's state dict. Writing goes to a temporary file in
@@ -20,12 +23,17 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
+from ctcasr.config import Config
+from ctcasr.decode.settings import DecodeSettings
 from ctcasr.errors import CtcasrError, first_line
+from ctcasr.models import CTCModel, build_model
+from ctcasr.tokenizer import Tokenizer, tokenizer_from_state
 
 FORMAT = 1
 # Test hook: seconds to wait between writing the temporary file and renaming it, so that a test
@@ -43,6 +51,36 @@ def model_checkpoint(config: Any, model: torch.nn.Module, tokenizer: Any) -> dic
     return {"config": config.to_dict(), "model": model.state_dict(),
             "tokenizer": tokenizer.state_dict(),
             "feature_dim": config.data.features.num_mel_bins, "vocab_size": tokenizer.vocab_size}
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's model, rebuilt from the file alone, in eval mode on ``device``."""
+
+    config: Config
+    model: CTCModel
+    tokenizer: Tokenizer
+    decoding: DecodeSettings  # what it carries (greedy when nothing)
+    device: torch.device
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """The model of checkpoint ``path`` with its config, tokenizer and decoding settings."""
+    ckpt = load_checkpoint(path)
+    cfg = Config.from_dict(ckpt["config"])
+    tokenizer = tokenizer_from_state(ckpt["tokenizer"])
+    dim = ckpt["feature_dim"]
+    model = build_model(cfg.model, dim, tokenizer.vocab_size, torch.zeros(dim), torch.ones(dim))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CtcasrError(f"{path}: its weights do not fit its own config "
+                          f"({first_line(e).rstrip(':. ')})") from None
+    device = torch.device(device)
+    model.to(device).eval()
+    carried = ckpt.get("decoding")
+    decoding = DecodeSettings.from_state(carried, str(path)) if carried else DecodeSettings()
+    return LoadedModel(cfg, model, tokenizer, decoding, device)
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> None:

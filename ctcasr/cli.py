@@ -117,12 +117,16 @@ VocabOpt = Annotated[Path | None, typer.Option(
     "an optional count) the search may output besides the LM's, each as the LM's <unk> x its "
     "share of the counts, + --unk-penalty (docs/decoding.md).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
+# padded feature frames per batch when decoding a manifest: the batched beam search does each
+# frame's work once for the whole batch, so larger batches than training's are faster
+DECODE_MAX_FRAMES = 20_000
 
 
 @app.command()
 def decode(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint (model.pt); it "
-                                             "carries config, tokenizer and CMVN.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The model: a checkpoint "
+                                             "(model.pt; it carries config, tokenizer and "
+                                             "CMVN) or an ONNX export.")],
     manifest: Annotated[Path, typer.Option("--manifest", help="Manifest to decode (JSONL); "
                                            "'text' is optional, used for scoring when present.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for hyp.txt, errors.txt, "
@@ -142,10 +146,10 @@ def decode(
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write words.ctm (word "
                                              "start, duration, confidence).")] = False,
     device: DeviceOpt = "cpu",
-    max_frames: Annotated[int, typer.Option("--max-frames", help="Padded frames per batch "
-                                            "(0: the training config's value, at least "
-                                            "20000).")] = 0,
-    num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Padded feature frames per "
+                                            "batch (0: 20000).")] = 0,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="Threads reading audio "
+                                             "(0: the main one).")] = 0,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Conformer / Transformer: "
                                             "attention in chunks of this many output frames, "
                                             "as when streaming (0: the model's own, full "
@@ -156,21 +160,40 @@ def decode(
 ) -> None:
     """Decode a manifest and write the hypotheses and a WER/CER report; prints the WER.
 
-    It decodes as the checkpoint carries (see tune-lm) unless options say otherwise."""
-    from ctcasr.decode.runner import decode_manifest, load_recognizer
-    from ctcasr.models import set_chunking
+    It decodes as the model carries (see tune-lm) unless options say otherwise."""
+    from ctcasr.infer.manifest import decode_manifest
 
-    rec = load_recognizer(checkpoint, device)
-    settings = rec.decoding.override(decoder, lm, vocab, beam=beam, nbest=nbest, topk=topk,
-                                      prune=prune, beam_prune=beam_prune, lm_weight=lm_weight,
-                                      word_bonus=word_bonus, unk_penalty=unk_penalty)
-    if chunk_size:
-        set_chunking(rec.model, chunk_size, left_chunks)
-    typer.echo(f"decoder: {settings.describe()}", err=True)
-    s = decode_manifest(rec, manifest, out_dir, settings.decoder, max_frames, num_workers,
-                        settings.options, timestamps, skip_bad)
+    asr = _manifest_transcriber(
+        checkpoint, device, max_frames, num_workers, chunk_size, left_chunks, timestamps,
+        decoder=decoder, lm=lm, vocab=vocab, beam=beam, nbest=nbest, topk=topk, prune=prune,
+        beam_prune=beam_prune, lm_weight=lm_weight, word_bonus=word_bonus,
+        unk_penalty=unk_penalty)
+    typer.echo(f"decoder: {asr.settings.describe()}", err=True)
+    s = decode_manifest(asr, manifest, out_dir, timestamps, skip_bad)
     typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")
     typer.echo(f"wrote {out_dir}/hyp.txt")
+
+
+def _manifest_transcriber(model: Path, device: str, max_frames: int = 0, workers: int = 0,
+                          chunk_size: int = 0, left_chunks: int = -1, timestamps: bool = False,
+                          decoder: str | None = None, lm: Path | None = None,
+                          vocab: Path | None = None, **numbers):
+    """A Transcriber for manifests: whole utterances (no windows) in batches of ``max_frames``
+    padded feature frames (0: DECODE_MAX_FRAMES), decoding as the model carries with the
+    options given on top."""
+    from ctcasr.infer import Transcriber, open_engine
+    from ctcasr.infer.engine import EagerEngine
+    from ctcasr.models import set_chunking
+
+    engine = open_engine(model, device=device)
+    if chunk_size:
+        if not isinstance(engine, EagerEngine):
+            raise CtcasrError("--chunk-size: decode a checkpoint, not an export")
+        set_chunking(engine.model, chunk_size, left_chunks)
+    settings = engine.info.decoding.override(decoder, lm, vocab, **numbers)
+    seconds = (max_frames or DECODE_MAX_FRAMES) * engine.info.features.frame_shift_ms / 1000
+    return Transcriber(engine, settings, timestamps, chunk_seconds=0, batch_seconds=seconds,
+                       max_batch=256, workers=workers)
 
 
 @app.command("tune-lm")
@@ -203,16 +226,15 @@ def tune_lm(
     Writes lm_tuning.txt (the choice) and lm_tuning.tsv (every point's WER / CER) beside
     the output."""
     from ctcasr.checkpoint import load_checkpoint, save_checkpoint
-    from ctcasr.decode.runner import load_recognizer
     from ctcasr.decode.settings import parse_grid
-    from ctcasr.decode.tune import tune_lm as run_tune
+    from ctcasr.infer.manifest import tune_lm as run_tune
 
     grids = [parse_grid(v, name) for v, name in ((lm_weights, "--lm-weights"),
                                                  (word_bonuses, "--word-bonuses"),
                                                  (unk_penalties, "--unk-penalties"))]
-    rec = load_recognizer(checkpoint, device)
-    settings, grid, best = run_tune(rec, valid, str(lm), beam, *grids,
-                                    vocab=str(vocab) if vocab else None, max_frames=max_frames)
+    asr = _manifest_transcriber(checkpoint, device, max_frames)
+    settings, grid, best = run_tune(asr, valid, str(lm), beam, *grids,
+                                    vocab=str(vocab) if vocab else None)
     out = out or checkpoint
     ckpt = load_checkpoint(checkpoint)
     save_checkpoint({**ckpt, "decoding": settings.state_dict()}, out)
@@ -419,9 +441,9 @@ def make_tokenizer_file(
     from ctcasr.config import load_config
     from ctcasr.data.features import frame_seconds, frames_for_duration
     from ctcasr.data.manifest import read_manifest
+    from ctcasr.models.ctc import min_ctc_frames
     from ctcasr.models.frontend import Conv2dSubsampling
     from ctcasr.tokenizer import save_tokenizer, train_tokenizer
-    from ctcasr.train.loss import min_ctc_frames
 
     cfg = load_config(config, overrides)
     feat, front = cfg.data.features, cfg.model.frontend

@@ -114,7 +114,7 @@ def test_dynamic_chunk_training_and_decoding_chunk():
 def test_set_chunking_on_models(tmp_path):
     from test_transcribe import make_checkpoint
 
-    from ctcasr.decode.runner import load_recognizer
+    from ctcasr.checkpoint import load_model as load_recognizer
     from ctcasr.errors import CtcasrError
     from ctcasr.models import set_chunking
 

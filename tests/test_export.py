@@ -21,13 +21,13 @@ import torch
 from test_transcribe import SR, make_checkpoint, run, write_utterances
 
 import ctcasr
+from ctcasr.checkpoint import load_model
 from ctcasr.config import FbankConfig
 from ctcasr.data.features import fbank
 from ctcasr.decode import greedy_search
-from ctcasr.decode.runner import load_recognizer
 from ctcasr.errors import CtcasrError
 from ctcasr.infer import open_engine
-from ctcasr.infer.engine import EagerEngine, info_from_recognizer
+from ctcasr.infer.engine import EagerEngine, ModelInfo
 from ctcasr.infer.export import check_export, export
 from ctcasr.infer.wavegraph import BatchFbank
 
@@ -88,8 +88,7 @@ def test_export_matches_the_checkpoint(encoder, conf, tmp_path):
         assert ops.count(RNN_NODE[encoder]) == 2 * dirs and "Loop" not in ops, ops
     engine = open_engine(out)
     assert engine.kind == "onnx" and engine.info.encoder == encoder
-    rec = load_recognizer(ckpt)
-    eager = EagerEngine(rec.model, info_from_recognizer(rec), rec.device)
+    eager = EagerEngine.open(ckpt)
     # batch sizes and lengths the export was not exported with (its example: 2 x 2 s)
     for seconds in ([2.7], [0.35, 4.1, 1.0, 0.9], [engine.min_samples / SR]):
         waves = noise_batch(SR, seconds)
@@ -136,10 +135,10 @@ def test_packed_lstm_exports_as_its_padded_form(tmp_path):
     same log-probs, on a padded batch."""
     from ctcasr.infer.export import exportable
 
-    rec = load_recognizer(make_checkpoint(tmp_path / "p.pt", "lstm", impl="packed"))
+    rec = load_model(make_checkpoint(tmp_path / "p.pt", "lstm", impl="packed"))
     padded = exportable(rec.model)
     assert padded.encoder.impl != "packed" and rec.model.encoder.impl == "packed"
-    info = info_from_recognizer(rec)
+    info = ModelInfo.of(rec)
     waves = noise_batch(SR, [2.7, 0.35, 1.0])
     got = EagerEngine(padded, info, rec.device).log_probs(waves)
     want = EagerEngine(rec.model, info, rec.device).log_probs(waves)

@@ -41,7 +41,7 @@ def test_inter_outputs_cost_nothing_unless_asked(encoder):
     with torch.no_grad():
         want, want_lens = plain(x, lens)
         got, got_lens = inter(x, lens)
-        lp, lp_lens, lower = inter(x, lens, inter=True)
+        lp, lp_lens, lower = inter.outputs(x, lens, intermediate=True)
     assert torch.equal(got, want) and torch.equal(lp, want) and torch.equal(got_lens, want_lens)
     assert len(lower) == 2 and all(t.shape == want.shape for t in lower)
     for t in lower:  # log-probabilities over the vocabulary, and not the last layer's
@@ -55,7 +55,7 @@ def test_inter_loss_trains_only_the_layers_below(encoder):
     (the head is shared, so it gets one too)."""
     m = model(encoder, layers=(1,)).train()
     x, lens = batch()
-    _, out_lens, (lp,) = m(x, lens, inter=True)
+    _, out_lens, (lp,) = m.outputs(x, lens, intermediate=True)
     tokens = torch.tensor([[1, 2, 3], [2, 3, 0], [4, 0, 0]])
     torch.nn.functional.ctc_loss(lp.transpose(0, 1), tokens, out_lens,
                                  torch.tensor([3, 2, 1])).backward()
@@ -78,11 +78,11 @@ def test_self_conditioning_feeds_back_and_keeps_padding_out(encoder):
     x, lens = batch()
     x[1, 33:] = 1e3  # garbage in the padding
     with torch.no_grad():
-        lp, out_lens, lower = m(x, lens, inter=True)
+        lp, out_lens, lower = m.outputs(x, lens, intermediate=True)
         assert (m(x, lens)[0] - plain(x, lens)[0]).abs().max() > 1e-3  # conditioned, always
         for b in range(3):  # an utterance alone = inside the padded batch, every output
             n = int(lens[b])
-            alone, _, alone_lower = m(x[b : b + 1, :n], lens[b : b + 1], inter=True)
+            alone, _, alone_lower = m.outputs(x[b : b + 1, :n], lens[b : b + 1], intermediate=True)
             t = int(out_lens[b])
             assert (alone[0] - lp[b, :t]).abs().max() < 1e-5
             for a, full in zip(alone_lower, lower, strict=True):

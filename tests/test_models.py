@@ -6,12 +6,12 @@ from torch import nn
 from ctcasr.config import Config, ConformerConfig, ModelConfig, RNNConfig, TransformerConfig
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model, transformer
+from ctcasr.models.ctc import ctc_loss
 from ctcasr.models.frontend import Conv2dSubsampling, FrontendConfig
 from ctcasr.models.init import init_weights
 from ctcasr.models.mask import make_attn_mask, make_pad_mask
 from ctcasr.models.rnn import RNNEncoder, reverse_padded
 from ctcasr.models.transformer import apply_rotary, rotary
-from ctcasr.train.loss import ctc_loss
 
 
 def test_make_pad_mask_is_true_at_padding():

@@ -7,15 +7,16 @@ real command for 2k and 20k utterances is ``benchmarks/decode_memory.py`` (docs/
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import tracemalloc
 
 import pytest
 from conftest import REPO
 
-from ctcasr.decode import runner
-from ctcasr.decode.runner import decode_manifest, load_recognizer
+from ctcasr.cli import _manifest_transcriber
+from ctcasr.infer import manifest as runner
+from ctcasr.infer import transcriber
+from ctcasr.infer.manifest import decode_manifest
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from decode_memory import make_checkpoint, make_manifest  # noqa: E402
@@ -32,7 +33,8 @@ def peak_bytes(fn) -> int:
 
 def test_decoding_memory_does_not_grow_with_the_manifest(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "CHUNK", 100)
-    rec = load_recognizer(make_checkpoint(tmp_path / "tiny.pt"))
+    monkeypatch.setattr(transcriber, "CHUNK", 100)
+    rec = _manifest_transcriber(make_checkpoint(tmp_path / "tiny.pt"), "cpu")
     peaks = {}
     for n in (300, 1500):
         manifest = make_manifest(tmp_path / "wav", n, distinct=20, seconds=0.12)
@@ -46,31 +48,23 @@ def test_decoding_memory_does_not_grow_with_the_manifest(tmp_path, monkeypatch):
     assert growth < 400, pytest.fail(f"{growth:.0f} bytes per utterance; peaks {peaks}")
 
 
-def test_decoding_batches_are_not_held_to_the_training_budget(tmp_path, monkeypatch):
-    """A model trained with a small padded-frames budget is decoded in batches of at least
-    DECODE_MAX_FRAMES (no backward activations to hold; the batched beam search shares each
-    frame's work over the batch), with the same hypotheses as in its training-sized batches."""
-    rec = load_recognizer(make_checkpoint(tmp_path / "tiny.pt"))
-    data = dataclasses.replace(rec.config.data, max_frames_per_batch=120)  # 2 of 0.5 s
-    rec.config = dataclasses.replace(rec.config, data=data)
+def test_decoding_batches_by_the_frame_budget(tmp_path):
+    """A manifest is decoded in batches of DECODE_MAX_FRAMES padded frames (the batched beam
+    search shares each frame's work over the batch), or of --max-frames; the hypotheses do not
+    depend on the batches."""
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
     manifest = make_manifest(tmp_path / "wav", 40, distinct=8, seconds=0.5)
-    sizes: list[int] = []
-    make = runner.make_decoder
+    for name, frames, want in (("default", 0, [40]), ("small", 120, [2] * 20)):
+        asr = _manifest_transcriber(ckpt, "cpu", max_frames=frames, decoder="beam", beam=4)
+        sizes: list[int] = []
+        decode = asr.decoder
 
-    def spy(*args, **kwargs):
-        decode = make(*args, **kwargs)
-
-        def counted(log_probs, lengths):
+        def counted(log_probs, lengths, decode=decode, sizes=sizes):
             sizes.append(log_probs.shape[0])
             return decode(log_probs, lengths)
-        return counted
 
-    monkeypatch.setattr(runner, "make_decoder", spy)
-    opts = runner.DecodeOptions(beam=4)
-    decode_manifest(rec, manifest, tmp_path / "default", "beam", options=opts)
-    assert sizes == [40]
-    sizes.clear()
-    decode_manifest(rec, manifest, tmp_path / "small", "beam", max_frames=120, options=opts)
-    assert sizes == [2] * 20
+        asr.decoder = counted
+        decode_manifest(asr, manifest, tmp_path / name)
+        assert sizes == want
     hyps = [(tmp_path / d / "hyp.txt").read_text() for d in ("default", "small")]
     assert hyps[0] == hyps[1] and len(hyps[0].splitlines()) == 40

@@ -17,8 +17,8 @@ from ctcasr.data.dataset import ASRDataset
 from ctcasr.data.manifest import read_manifest
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
+from ctcasr.models.ctc import ctc_loss, min_ctc_frames
 from ctcasr.tokenizer import CharTokenizer
-from ctcasr.train.loss import ctc_loss, min_ctc_frames
 from ctcasr.train.trainer import train, train_step
 
 

@@ -28,8 +28,8 @@ from ctcasr.config import Config
 from ctcasr.data.features import CMVNStats, fbank
 from ctcasr.decode import greedy_search
 from ctcasr.models import build_model
+from ctcasr.models.ctc import ctc_loss
 from ctcasr.tokenizer import train_tokenizer
-from ctcasr.train.loss import ctc_loss
 
 SR = 8000
 WORDS = list(WORD_HZ)

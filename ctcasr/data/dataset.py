@@ -23,8 +23,8 @@ from ctcasr.data.featstore import FeatureStore
 from ctcasr.data.features import fbank
 from ctcasr.data.manifest import Utterance
 from ctcasr.errors import CtcasrError
+from ctcasr.models.ctc import min_ctc_frames
 from ctcasr.tokenizer import Tokenizer
-from ctcasr.train.loss import min_ctc_frames
 
 Item = tuple[int, torch.Tensor, torch.Tensor] | tuple[int, None, str]  # (i, feats, tokens | why)
 # (i, fbank of each speed factor, None) | (i, None, why)

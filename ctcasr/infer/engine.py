@@ -7,11 +7,9 @@ One interface, two implementations: ``engine.log_probs(waves) -> [T_i, V] per wa
 - :class:`OnnxEngine`: a ``ctcasr export`` file run by onnxruntime (the ``onnx`` extra), one
   graph from padded waveforms to log-probabilities (fbank + CMVN + encoder + CTC head).
 
-:func:`open_engine` picks one by looking at the file. A checkpoint opened with ``int8`` is
-exported to int8 ONNX first (into memory; torch's own ``torch.ao`` quantisation is deprecated).
-Exported files carry a :class:`ModelInfo` (features, subsampling, tokenizer) as ONNX metadata.
-TorchScript exports (before 2026-12-03) are refused with a message: ``torch.jit.load`` warns
-that it is deprecated.
+Both carry a :class:`ModelInfo` (features, subsampling, tokenizer, the decoding the model
+carries); exported files keep it as ONNX metadata. :func:`ctcasr.infer.load.open_engine` picks
+the engine for a file.
 """
 
 from __future__ import annotations
@@ -19,9 +17,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import logging
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from ctcasr.checkpoint import LoadedModel, load_model
 from ctcasr.config import FbankConfig, from_dict
 from ctcasr.data.features import fbank, frame_seconds, samples_for_frames
 from ctcasr.decode.settings import DecodeSettings
@@ -61,6 +57,13 @@ class ModelInfo:
     def min_samples(self) -> int:
         """Shortest waveform (samples) that gives the front end enough feature frames."""
         return samples_for_frames(self.min_input_frames, self.features)
+
+    @classmethod
+    def of(cls, loaded: LoadedModel) -> ModelInfo:
+        """A checkpoint's (``ctcasr.checkpoint.load_model``)."""
+        front = loaded.model.frontend
+        return cls(loaded.config.data.features, front.factor, front.min_input_frames,
+                   loaded.tokenizer, loaded.config.model.encoder, decoding=loaded.decoding)
 
     def to_json(self) -> str:
         tok = dict(self.tokenizer.state_dict())
@@ -111,12 +114,18 @@ class Engine:
 
 
 class EagerEngine(Engine):
-    """A model in PyTorch: fbank (``ctcasr.data.features.fbank``) in Python, then the model."""
+    """A checkpoint's model in PyTorch: fbank (``ctcasr.data.features.fbank``) in Python, then
+    the model."""
 
     kind = "eager"
 
     def __init__(self, model: nn.Module, info: ModelInfo, device: torch.device) -> None:
         self.model, self.info, self.device = model, info, device
+
+    @classmethod
+    def open(cls, path: Path, device: str | torch.device = "cpu") -> EagerEngine:
+        loaded = load_model(path, device)
+        return cls(loaded.model, ModelInfo.of(loaded), loaded.device)
 
     @torch.inference_mode()
     def log_probs(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -129,86 +138,22 @@ class EagerEngine(Engine):
 
 
 class OnnxEngine(Engine):
+    """A ``ctcasr export`` file run by onnxruntime: one graph from padded waves to log-probs."""
+
     kind = "onnx"
 
     def __init__(self, session: Any, info: ModelInfo) -> None:
         self.session, self.info = session, info
+
+    @classmethod
+    def open(cls, path: Path, threads: int = 0) -> OnnxEngine:
+        return cls(*_onnx_session(path, threads))
 
     def log_probs(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
         lens = torch.tensor([w.shape[0] for w in waves], dtype=torch.int64)
         batch = pad_sequence([w.float() for w in waves], batch_first=True)
         lp, out_lens = self.session.run(None, {"waves": batch.numpy(), "wave_lens": lens.numpy()})
         return [torch.from_numpy(lp[i, :n]) for i, n in enumerate(out_lens.tolist())]
-
-
-# --------------------------------------------------------------------------- loading
-def info_from_recognizer(rec: Any) -> ModelInfo:
-    """The ModelInfo of a loaded checkpoint (``ctcasr.decode.runner.Recognizer``)."""
-    return ModelInfo(rec.config.data.features, rec.model.frontend.factor,
-                     rec.model.frontend.min_input_frames, rec.tokenizer, rec.config.model.encoder,
-                     decoding=rec.decoding)
-
-
-def set_threads(threads: int) -> None:
-    """``threads > 0``: torch intra-op threads (onnxruntime sessions get theirs on creation)."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def open_engine(path: str | Path, int8: bool = False, threads: int = 0,
-                device: str = "cpu") -> Engine:
-    """An engine for a checkpoint (``.pt`` from training) or an ONNX export; ``int8`` quantises
-    a checkpoint's model (through an int8 ONNX export; exports are quantised when exported)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CtcasrError(f"{path}: model file not found")
-    set_threads(threads)
-    kind = model_kind(path)
-    if kind == "checkpoint":
-        from ctcasr.decode.runner import load_recognizer
-
-        if int8:
-            if device != "cpu":
-                raise CtcasrError("--int8 runs on the CPU only (dynamic quantisation)")
-            return _int8_engine(path, threads)
-        rec = load_recognizer(path, device)
-        return EagerEngine(rec.model, info_from_recognizer(rec), rec.device)
-    if device != "cpu":
-        raise CtcasrError(f"{path}: exported models run on the CPU here (--device cpu)")
-    engine = OnnxEngine(*_onnx_session(path, threads))
-    if int8 and not engine.info.int8:
-        raise CtcasrError(f"{path}: not quantised; export it with --int8 (int8 is chosen at "
-                          "export time for exported models)")
-    return engine
-
-
-def _int8_engine(checkpoint: Path, threads: int) -> Engine:
-    """A checkpoint's model quantised to int8: exported to int8 ONNX in a temporary directory
-    (a few seconds) and run by onnxruntime, as ``ctcasr export --int8`` would."""
-    from ctcasr.infer.export import export
-
-    logging.getLogger(__name__).info("%s: exporting to int8 ONNX for --int8", checkpoint)
-    with tempfile.TemporaryDirectory(prefix="ctcasr-int8-") as tmp:
-        out, _ = export(checkpoint, "onnx", Path(tmp) / "model.int8.onnx", int8=True)
-        return OnnxEngine(*_onnx_session(out, threads))
-
-
-def model_kind(path: Path) -> str:
-    """``checkpoint`` or ``onnx``, from the file's content."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-        if any(n.endswith("/constants.pkl") for n in names):
-            raise CtcasrError(f"{path}: a TorchScript file; ctcasr no longer runs these "
-                              "(torch.jit is deprecated): export the checkpoint again with "
-                              "`ctcasr export CKPT` (ONNX)")
-        return "checkpoint"
-    with path.open("rb") as f:
-        first = f.read(1)
-    # an ONNX ModelProto starts with its ir_version field (tag 0x08)
-    if path.suffix == ".onnx" or (first == b"\x08" and path.suffix != ".pt"):
-        return "onnx"
-    return "checkpoint"  # load_checkpoint says what is wrong with it
 
 
 def _onnx_session(path: Path, threads: int) -> tuple[Any, ModelInfo]:

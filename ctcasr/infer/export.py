@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import logging
 import os
@@ -29,16 +30,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ctcasr.checkpoint import load_model
 from ctcasr.config import RNNConfig
-from ctcasr.decode.runner import load_recognizer
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import (
     INFO_KEY,
     EagerEngine,
     Engine,
     ModelInfo,
-    info_from_recognizer,
-    open_engine,
+    OnnxEngine,
 )
 from ctcasr.infer.onnx_rnn import OnnxRNN, translations
 from ctcasr.infer.wavegraph import WaveModel
@@ -64,13 +64,12 @@ def export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = N
         raise CtcasrError(f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
     checkpoint = Path(checkpoint)
     out = Path(out) if out else default_output(checkpoint, int8)
-    rec = load_recognizer(checkpoint, "cpu")
-    info = info_from_recognizer(rec)
-    info.int8 = int8
+    loaded = load_model(checkpoint, "cpu")
+    info = dataclasses.replace(ModelInfo.of(loaded), int8=int8)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _onnx(exportable(rec.model), info, out)
-    reference = EagerEngine(rec.model, info_from_recognizer(rec), rec.device)
-    diff = check_export(open_engine(out, int8=int8), reference)
+    _onnx(exportable(loaded.model), info, out)
+    reference = EagerEngine(loaded.model, ModelInfo.of(loaded), loaded.device)
+    diff = check_export(OnnxEngine.open(out), reference)
     if not int8 and diff > CHECK_TOLERANCE:
         raise CtcasrError(f"{out}: the export differs from the checkpoint's model by {diff:.2g} "
                           f"in log-probability (more than {CHECK_TOLERANCE}); please report it")

@@ -44,11 +44,13 @@ import torch
 from ctcasr.data.features import fbank, num_frames, window_hop
 from ctcasr.decode.timestamps import word_times
 from ctcasr.errors import CtcasrError
-from ctcasr.infer.engine import EagerEngine
+from ctcasr.infer.engine import EagerEngine, Engine
+from ctcasr.infer.transcript import Transcript
+from ctcasr.models.ctc import StreamState
 from ctcasr.tokenizer import BLANK_ID
 
 if TYPE_CHECKING:
-    from ctcasr.infer.transcriber import Transcriber, Transcript
+    from ctcasr.infer.transcriber import Transcriber
 
 
 @dataclass(frozen=True)
@@ -70,32 +72,19 @@ class Stream:
     def __init__(self, transcriber: Transcriber, name: str = "<stream>", chunk_size: int = 0,
                  left_chunks: int = -1, endpoint: Endpoint | None = None) -> None:
         engine = transcriber.engine
-        if not isinstance(engine, EagerEngine):
-            raise CtcasrError(f"{engine.name} models do not stream (yet): stream a checkpoint")
-        self.model, self.info, self.asr, self.name = engine.model, engine.info, transcriber, name
-        self.device = engine.device
-        encoder = self.model.encoder
-        if chunk_size:
+        if chunk_size and isinstance(engine, EagerEngine):
             from ctcasr.models import set_chunking
 
-            set_chunking(self.model, chunk_size, left_chunks)
-        if not getattr(encoder, "streams", False):
-            raise CtcasrError(
-                f"this model's {self.info.encoder} encoder sees the whole utterance at once: "
-                "it does not stream (a one-direction lstm / gru, bidirectional: false, streams; "
-                "so does a conformer / transformer with chunked attention: chunk_size, or "
-                "stream(chunk_size=N) after dynamic_chunk training, and causal: true)")
-        if self.info.features.utterance_cmn:
-            raise CtcasrError("data.features.utterance_cmn subtracts the whole utterance's "
-                              "mean: a model trained with it does not stream")
+            set_chunking(engine.model, chunk_size, left_chunks)
+        problem = stream_problem(engine)
+        if problem:
+            raise CtcasrError(problem)
+        assert isinstance(engine, EagerEngine)
+        self.model, self.info, self.asr, self.name = engine.model, engine.info, transcriber, name
         self.sr = self.info.features.sample_rate
         self.win, self.hop = window_hop(self.info.features)
-        front = self.model.frontend
-        self.stride = int(np.prod([s for _, s in front.layers])) if front.layers else 1
-        self.min_frames = front.min_input_frames
         self.wave = torch.zeros(0)  # samples not yet in a frame
-        self.feats = torch.zeros(0, self.info.features.num_mel_bins)  # frames not yet consumed
-        self.state: list[Any] | None = None  # the encoder's
+        self.state: StreamState | None = None  # the model's
         self.samples = self.frames = 0  # audio in, output frames out
         self.greedy = transcriber.decoder_name == "greedy"
         self.finished = False
@@ -150,23 +139,16 @@ class Stream:
     # ----------------------------------------------------------------------- internals
     def _advance(self, final: bool = False) -> None:
         n = num_frames(self.wave.shape[0], self.info.features)
+        new = torch.zeros(0, self.info.features.num_mel_bins)
         if n:
             new = fbank(self.wave[: (n - 1) * self.hop + self.win], self.info.features)
             self.wave = self.wave[n * self.hop :]
-            self.feats = torch.cat([self.feats, new])
-        model = self.model
-        if self.feats.shape[0] >= self.min_frames:
-            x = model.cmvn(self.feats.to(self.device))[None]
-            lens = torch.tensor([x.shape[1]], device=self.device)
-            x, out_lens = model.frontend(x, lens)
-            self.feats = self.feats[int(out_lens[0]) * self.stride :]
-        elif final and self.state is not None:
-            x = torch.zeros(1, 0, model.frontend.output_dim, device=self.device)
-        else:
+        if not n and not final:
             return
-        hook = model._hook(None, []) if model.condition is not None else None
-        h, self.state = model.encoder.stream_step(x, self.state, hook, final)
-        lp = model._log_probs(h)[0].cpu()
+        lp, self.state = self.model.stream_step(new, self.state, final)
+        lp = lp.cpu()
+        if not lp.shape[0]:
+            return
         self.log_probs.append(lp)
         self.frames += lp.shape[0]
         best = lp.argmax(-1)
@@ -184,8 +166,6 @@ class Stream:
                 self.last = k
 
     def _result(self, final: bool) -> Transcript:
-        from ctcasr.infer.transcriber import Transcript
-
         tokens = self.tokens if self.search is None else self.search.best(1)[0][0].tokens
         words, text = [], self.asr.text_of(tokens)
         if final and self.asr.timestamps and tokens:  # (partials need no log-probs)
@@ -199,3 +179,19 @@ class Stream:
             else self.frames * self.info.frame_s
         return Transcript(self.name, text, end - start, words,
                           conf, start)
+
+
+def stream_problem(engine: Engine) -> str | None:
+    """Why ``engine``'s model cannot stream, or None when it can."""
+    if not isinstance(engine, EagerEngine):
+        return (f"{engine.name} models do not stream: an export is one whole-utterance graph; "
+                "stream a checkpoint")
+    if not getattr(engine.model.encoder, "streams", False):
+        return (f"this model's {engine.info.encoder} encoder sees the whole utterance at once: "
+                "it does not stream (a one-direction lstm / gru, bidirectional: false, streams; "
+                "so does a conformer / transformer with chunked attention: chunk_size, or "
+                "stream(chunk_size=N) after dynamic_chunk training, and causal: true)")
+    if engine.info.features.utterance_cmn:
+        return ("data.features.utterance_cmn subtracts the whole utterance's mean: a model "
+                "trained with it does not stream")
+    return None

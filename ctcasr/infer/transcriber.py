@@ -1,16 +1,19 @@
-"""Transcribe audio files or arrays with any engine (checkpoint or ONNX export).
+"""Transcribe audio files, manifest utterances or arrays with any engine (checkpoint or ONNX
+export): the one inference path of ``transcribe``, ``decode``, ``tune-lm``, ``serve`` and
+``ctcasr.load``.
 
-**Batching.** Inputs are taken ``CHUNK`` at a time (the decode runner's chunk); those of at most
-``chunk_seconds`` are decoded whole, sorted by length into batches of at most ``batch_seconds``
-of padded audio (``ctcasr.data.sampler.BucketBatchSampler``), and results come back in input
-order.
+**Batching.** Inputs are taken ``CHUNK`` at a time; those of at most ``chunk_seconds`` are
+decoded whole, sorted by length into batches of at most ``batch_seconds`` of padded audio
+(``ctcasr.data.sampler.BucketBatchSampler``), read by ``workers`` threads (0: in this one), run
+through the engine and decoded as one batch (the batched beam search does each frame's work
+once for the batch); results come back in input order.
 
-**Long inputs** (longer than ``chunk_seconds``, 30 s by default) are read window by window:
-windows of ``chunk_seconds`` start every ``chunk_seconds - overlap_seconds`` (rounded to whole
-output frames, so a window's output frame ``j`` is frame ``start + j`` of the whole file), a few
-windows per batch. Between two windows the cut is the output frame, inside the middle half of
-their overlap, where the earlier window is most sure of a blank; each window contributes its
-frames between its two cuts, so every kept frame saw at least a quarter of the overlap of
+**Long inputs** (longer than ``chunk_seconds``, 30 s by default; 0: never) are read window by
+window: windows of ``chunk_seconds`` start every ``chunk_seconds - overlap_seconds`` (rounded to
+whole output frames, so a window's output frame ``j`` is frame ``start + j`` of the whole file),
+a few windows per batch. Between two windows the cut is the output frame, inside the middle
+half of their overlap, where the earlier window is most sure of a blank; each window contributes
+its frames between its two cuts, so every kept frame saw at least a quarter of the overlap of
 context on both sides. Each piece is decoded on its own (the beam search's LM context restarts
 at a cut, which falls in a pause when there is one), its tokens and word times shifted to the
 file's time line and joined. Memory holds a batch of windows, never the file: it does not grow
@@ -21,45 +24,30 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
 import soundfile as sf
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from ctcasr.data.audio import audio_duration, load_audio, to_mono
 from ctcasr.data.features import window_hop
 from ctcasr.data.sampler import BucketBatchSampler
-from ctcasr.decode import make_decoder, output_text
-from ctcasr.decode.runner import CHUNK
+from ctcasr.decode import Hypothesis, make_decoder, output_text
 from ctcasr.decode.settings import DecodeSettings
 from ctcasr.decode.timestamps import WordTime, word_times
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import Engine
+from ctcasr.infer.stream import Endpoint, Stream, stream_problem
+from ctcasr.infer.transcript import Transcript
 from ctcasr.tokenizer import BLANK_ID
 
-if TYPE_CHECKING:
-    from ctcasr.infer.stream import Endpoint, Stream
-
-
-@dataclass
-class Transcript:
-    name: str  # the file's path, or the name given with an array
-    text: str
-    duration: float  # seconds of audio
-    words: list[WordTime] = field(default_factory=list)  # with timestamps
-    confidence: float | None = None  # mean word confidence (with timestamps and words)
-    start: float = 0.0  # seconds into the stream (a segment of a stream with endpointing)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "audio": self.name, "text": self.text, "duration": round(self.duration, 3),
-            "confidence": None if self.confidence is None else round(self.confidence, 4),
-            "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
-                       "confidence": round(w.confidence, 4)} for w in self.words],
-        }
+CHUNK = 1000  # inputs read, decoded and returned at a time
+OnError = Callable[[CtcasrError], None] | None
 
 
 @dataclass
@@ -71,13 +59,14 @@ class Source:
     path: Path | None = None
     wave: torch.Tensor | None = None
     offset: float | None = None
-    duration: float = 0.0  # 0: the whole file
+    duration: float = 0.0  # 0: the whole file (read from its header)
+    where: str = ""  # "manifest.jsonl:LINE", for error messages
 
     def num_samples(self, sr: int) -> int:
         if self.wave is not None:
             return self.wave.shape[0]
         assert self.path is not None
-        seconds = self.duration or audio_duration(self.path) - (self.offset or 0.0)
+        seconds = self.duration or audio_duration(self.path, self.where) - (self.offset or 0.0)
         return round(seconds * sr)
 
     def read(self, sr: int, start: int = 0, n: int = 0) -> torch.Tensor:
@@ -86,9 +75,8 @@ class Source:
             return self.wave[start : start + n if n else None]
         assert self.path is not None
         if start == 0 and not n:
-            return load_audio(self.path, sr, offset=self.offset, duration=self.duration)
-        return load_audio(self.path, sr, offset=(self.offset or 0.0) + start / sr,
-                          duration=n / sr)
+            return load_audio(self.path, sr, self.where, self.offset, self.duration)
+        return load_audio(self.path, sr, self.where, (self.offset or 0.0) + start / sr, n / sr)
 
 
 # extensions looked for in folders: what libsndfile reads (RAW needs a format, so not it)
@@ -121,6 +109,7 @@ def expand_inputs(items: Iterable[str], stdin: IO[str] | None = None) -> Iterato
 class _Piece:
     tokens: list[int]
     words: list[WordTime]
+    nbest: list[tuple[float, str]]
 
 
 class Transcriber:
@@ -135,8 +124,9 @@ class Transcriber:
         overlap_seconds: float = 2.0,
         batch_seconds: float = 120.0,
         max_batch: int = 64,
+        workers: int = 0,
     ) -> None:
-        if not 0 <= overlap_seconds < chunk_seconds / 2:
+        if chunk_seconds and not 0 <= overlap_seconds < chunk_seconds / 2:
             raise CtcasrError(f"overlap ({overlap_seconds} s) must be >= 0 and less than half "
                               f"the chunk ({chunk_seconds} s)")
         self.engine = engine
@@ -146,19 +136,29 @@ class Transcriber:
         self.decoder = make_decoder(self.settings.decoder, self.settings.options, self.tokenizer)
         self.text_of = output_text(self.decoder, self.tokenizer)[0]  # tokens -> text
         self.decoder_name = self.settings.decoder
+        self.nbest = self.settings.options.nbest
         self.timestamps = timestamps
         self.sr = self.info.features.sample_rate
         self.out_hop = self.info.subsampling * window_hop(self.info.features)[1]  # per frame
-        self.window = max(round(chunk_seconds * self.sr), 2 * engine.min_samples)
+        # 0: never in windows
+        self.window = max(round(chunk_seconds * self.sr), 2 * engine.min_samples) \
+            if chunk_seconds else 0
         self.stride_out = max(1, round((chunk_seconds - overlap_seconds) / self.info.frame_s))
         self.stride = self.stride_out * self.out_hop
         self.batch_samples = max(round(batch_seconds * self.sr), self.window)
         self.max_batch = max_batch
+        self.workers = workers
 
     @property
     def max_unchunked_seconds(self) -> float:
-        """Inputs up to this long are decoded in one pass."""
-        return self.window / self.sr
+        """Inputs up to this long are decoded in one pass (inf: every input)."""
+        return self.window / self.sr if self.window else float("inf")
+
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`stream` works: a checkpoint whose every output frame depends on
+        no later audio than its chunk (see :mod:`ctcasr.infer.stream`)."""
+        return stream_problem(self.engine) is None
 
     # ----------------------------------------------------------------------- public API
     def transcribe(self, audio: Any, sample_rate: int | None = None,
@@ -175,8 +175,6 @@ class Transcriber:
         """Recognition as the audio arrives (a streaming model: :mod:`ctcasr.infer.stream`);
         ``chunk_size`` > 0 sets a chunked-attention model's chunk (for the whole model);
         ``endpoint`` splits the stream into segments at pauses."""
-        from ctcasr.infer.stream import Stream
-
         return Stream(self, name, chunk_size, left_chunks, endpoint)
 
     def source(self, audio: Any, sample_rate: int | None = None,
@@ -192,56 +190,68 @@ class Transcriber:
                               f"[samples, channels] array, got shape {data.shape}")
         return Source(name, wave=to_mono(data, sample_rate, self.sr))
 
-    def transcribe_iter(
-        self, sources: Iterable[Source], on_error: Callable[[CtcasrError], None] | None = None,
-    ) -> Iterator[Transcript]:
+    def transcribe_iter(self, sources: Iterable[Source],
+                        on_error: OnError = None) -> Iterator[Transcript]:
         """Transcripts in input order. A bad input raises, or with ``on_error`` is handed to
         it and left out."""
         sources = iter(sources)
         while chunk := list(itertools.islice(sources, CHUNK)):
             yield from self._chunk(chunk, on_error)
 
+    def log_prob_batches(self, sources: list[Source], on_error: OnError = None
+                         ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """The whole-input pass behind :meth:`transcribe_iter`: batches of ``sources`` (none
+        longer than a window) through the engine, as (positions in ``sources``, log-probs
+        ``[B, T, V]`` zero-padded, their lengths ``[B]``)."""
+        lengths = self._lengths(sources, on_error)
+        if not lengths:
+            return
+        sampler = BucketBatchSampler([max(n, 1) for n in lengths.values()], self.batch_samples,
+                                     self.max_batch)
+        order = list(lengths)
+        with ThreadPoolExecutor(self.workers) if self.workers else _Inline() as pool:
+            for batch in sampler.batches(0):
+                idx = [order[b] for b in batch]
+                waves = dict(zip(idx, pool.map(lambda i: _read(sources[i], self.sr), idx),
+                                 strict=True))
+                for i in idx:
+                    if isinstance(waves[i], CtcasrError):
+                        _fail(waves[i], on_error)
+                kept = [i for i in idx if isinstance(waves[i], torch.Tensor)]
+                if not kept:
+                    continue
+                lps = self.engine.log_probs([self._padded(waves[i]) for i in kept])
+                lens = torch.tensor([lp.shape[0] for lp in lps])
+                yield kept, pad_sequence(lps, batch_first=True), lens
+
     # ----------------------------------------------------------------------- internals
-    def _chunk(self, chunk: list[Source],
-               on_error: Callable[[CtcasrError], None] | None) -> Iterator[Transcript]:
+    def _lengths(self, sources: list[Source], on_error: OnError) -> dict[int, int]:
         lengths: dict[int, int] = {}
-        for i, s in enumerate(chunk):
+        for i, s in enumerate(sources):
             try:
                 lengths[i] = s.num_samples(self.sr)
             except CtcasrError as e:
                 _fail(e, on_error)
-        short = [i for i in lengths if lengths[i] <= self.window]
+        return lengths
+
+    def _chunk(self, chunk: list[Source], on_error: OnError) -> Iterator[Transcript]:
+        lengths = self._lengths(chunk, on_error)
+        long = {i for i, n in lengths.items() if self.window and n > self.window}
+        short = [i for i in lengths if i not in long]
         done: dict[int, Transcript] = {}
-        if short:
-            sampler = BucketBatchSampler([max(lengths[i], 1) for i in short],
-                                         self.batch_samples, self.max_batch)
-            for batch in sampler.batches(0):
-                done.update(self._short_batch([short[b] for b in batch], chunk, on_error))
+        for kept, lps, lens in self.log_prob_batches([chunk[i] for i in short], on_error):
+            pieces = self._decode_batch(lps, lens, 0)
+            for k, piece in zip(kept, pieces, strict=True):
+                i = short[k]
+                done[i] = self._transcript(chunk[i].name, lengths[i], [piece])
         for i in sorted(lengths):
-            if i not in done and lengths[i] > self.window:
+            if i in long:
                 try:
                     done[i] = self._long(chunk[i], lengths[i])
                 except CtcasrError as e:
                     _fail(e, on_error)
             if i in done:
                 yield done.pop(i)
-
-    def _short_batch(self, idx: list[int], chunk: list[Source],
-                     on_error: Callable[[CtcasrError], None] | None) -> dict[int, Transcript]:
-        waves = {}
-        for i in idx:
-            try:
-                waves[i] = chunk[i].read(self.sr)
-            except CtcasrError as e:
-                _fail(e, on_error)
-        if not waves:
-            return {}
-        lps = self.engine.log_probs([self._padded(w) for w in waves.values()])
-        out = {}
-        for (i, wave), lp in zip(waves.items(), lps, strict=True):
-            piece = self._decode(lp, 0)
-            out[i] = self._transcript(chunk[i].name, wave.shape[0], [piece])
-        return out
 
     def _long(self, src: Source, total: int) -> Transcript:
         starts = list(range(0, max(total - self.window, 0) + self.stride, self.stride))
@@ -260,7 +270,8 @@ class Transcriber:
                     hi = min(max(lo + 1, first + self.stride_out + overlap - overlap // 4), end)
                     lo = min(lo, hi - 1)
                     end = lo + int(lp[lo - first : hi - first, BLANK_ID].argmax())
-                pieces.append(self._decode(lp[cut - first : end - first], cut))
+                piece = lp[cut - first : end - first]
+                pieces += self._decode_batch(piece[None], torch.tensor([piece.shape[0]]), cut)
                 cut = end
         return self._transcript(src.name, total, pieces)
 
@@ -269,8 +280,15 @@ class Transcriber:
         short = self.engine.min_samples - wave.shape[0]
         return torch.nn.functional.pad(wave, (0, short)) if short > 0 else wave
 
-    def _decode(self, lp: torch.Tensor, first_frame: int) -> _Piece:
-        best = self.decoder(lp[None], torch.tensor([lp.shape[0]]))[0][0]
+    def _decode_batch(self, lps: torch.Tensor, lens: torch.Tensor,
+                      first_frame: int) -> list[_Piece]:
+        """Decode a batch of log-probs ``[B, T, V]``; word times start at ``first_frame``."""
+        return [self._piece(lp[:n], nbest, first_frame)
+                for lp, n, nbest in zip(lps, lens.tolist(), self.decoder(lps, lens),
+                                        strict=True)]
+
+    def _piece(self, lp: torch.Tensor, nbest: list[Hypothesis], first_frame: int) -> _Piece:
+        best = nbest[0]
         words = []
         if self.timestamps:
             words = word_times(lp, best.tokens, self.tokenizer, self.info.frame_s,
@@ -278,16 +296,44 @@ class Transcriber:
             shift = first_frame * self.info.frame_s
             for w in words:
                 w.start, w.end = w.start + shift, w.end + shift
-        return _Piece(best.tokens, words)
+        texts = [(h.score, self.text_of(h.tokens)) for h in nbest] if self.nbest > 1 else []
+        return _Piece(best.tokens, words, texts)
 
     def _transcript(self, name: str, samples: int, pieces: list[_Piece]) -> Transcript:
         tokens = [t for p in pieces for t in p.tokens]
         words = [w for p in pieces for w in p.words]
         conf = sum(w.confidence for w in words) / len(words) if words else None
-        return Transcript(name, self.text_of(tokens), samples / self.sr, words, conf)
+        nbest = pieces[0].nbest if len(pieces) == 1 else []
+        return Transcript(name, self.text_of(tokens), samples / self.sr, words, conf,
+                          nbest=nbest)
 
 
-def _fail(e: CtcasrError, on_error: Callable[[CtcasrError], None] | None) -> None:
+class _Inline:
+    """``ThreadPoolExecutor``'s ``map`` in this thread (``workers`` 0)."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    @staticmethod
+    def map(fn: Callable, items: Iterable) -> Iterator:
+        return map(fn, items)
+
+
+def _read(src: Source, sr: int) -> torch.Tensor | CtcasrError:
+    """The source's samples, or what is wrong with it (handled in the caller's thread)."""
+    try:
+        return src.read(sr)
+    except CtcasrError as e:
+        return e
+
+
+def _fail(e: CtcasrError, on_error: OnError) -> None:
     if on_error is None:
         raise e
     on_error(e)
+
+
+__all__ = ["CHUNK", "Source", "Transcriber", "Transcript", "expand_inputs"]

@@ -1,26 +1,76 @@
 """The CTC model: global CMVN -> front end (subsampling) -> encoder -> linear -> log-softmax.
 
-Intermediate CTC (Lee & Watanabe, 2021): with ``inter_layers`` the outputs of those encoder layers
-also go through the CTC head (the same ``head``: no new output layer) and the trainer adds their
-CTC losses (``train.inter_ctc_weight``); it asks for them with ``forward(..., inter=True)``, and
-nothing of it runs otherwise, so decoding and exports cost what they did. Self-conditioned CTC
-(Nozaki & Komatsu, 2021; ``condition``): each intermediate prediction is also fed back, ``x +
+Three ways to run it, all here:
+
+- ``model(feats, feat_lens)`` -> ``(log_probs, out_lens)``: decoding and exports;
+- ``model(feats, feat_lens, tokens, token_lens, inter_weight)`` -> :class:`CTCOutput` with the
+  per-utterance loss: training (through DDP's wrapper, so gradients are synchronised);
+- ``model.stream_step(new_feats, state, final)`` -> ``(log_probs, state)``: streaming, the
+  state explicit (:class:`StreamState`).
+
+Intermediate CTC (Lee & Watanabe, 2021): with ``inter_layers`` the outputs of those encoder
+layers also go through the CTC head (the same ``head``: no new output layer), and the loss is
+``(1 - inter_weight) CTC(last layer) + inter_weight mean(CTC(those layers))``; they are computed
+only for a loss, so decoding and exports cost what they did. Self-conditioned CTC (Nozaki &
+Komatsu, 2021; ``condition``): each intermediate prediction is also fed back, ``x +
 Linear(softmax)``, to the layers above, in training and decoding alike (so exports carry it).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ctcasr.errors import CtcasrError
 from ctcasr.models.mask import make_pad_mask
+from ctcasr.tokenizer import BLANK_ID
 
 # hook(n, y) called after encoder layer n (from 1) with its output [B, T, D]; returns the output
 # the next layer gets
 LayerHook = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class CTCOutput:
+    """What the model gives with targets: the loss per utterance (CTC, intermediate layers
+    mixed in), the log-probs it came from, and which utterances have fewer output frames than
+    their labels need (their loss is 0: ``zero_infinity``)."""
+
+    log_probs: torch.Tensor  # [B, T', V]
+    out_lens: torch.Tensor  # [B]
+    loss: torch.Tensor  # [B]
+    infeasible: torch.Tensor  # [B] bool
+
+
+@dataclass
+class StreamState:
+    """A stream's state between :meth:`CTCModel.stream_step` calls."""
+
+    feats: torch.Tensor  # fbank frames [T, F] the front end has not consumed yet
+    encoder: Any = None  # the encoder's (RNN states; attention caches)
+
+
+def ctc_loss(log_probs: torch.Tensor, out_lens: torch.Tensor, tokens: torch.Tensor,
+             token_lens: torch.Tensor) -> torch.Tensor:
+    """Per-utterance CTC negative log-likelihood, [B]. Infeasible utterances give 0 (not inf)."""
+    return F.ctc_loss(log_probs.transpose(0, 1), tokens, out_lens, token_lens, blank=BLANK_ID,
+                      reduction="none", zero_infinity=True)
+
+
+def min_ctc_frames(tokens: torch.Tensor, token_lens: torch.Tensor) -> torch.Tensor:
+    """Fewest frames that can carry each label sequence: its length plus one blank between
+    every pair of equal neighbours. [B, U], [B] -> [B]."""
+    if tokens.shape[1] < 2:
+        return token_lens.clone()
+    pos = torch.arange(1, tokens.shape[1], device=tokens.device)
+    repeats = (tokens[:, 1:] == tokens[:, :-1]) & (pos.unsqueeze(0) < token_lens.unsqueeze(1))
+    return token_lens + repeats.sum(1)
 
 
 class GlobalCMVN(nn.Module):
@@ -66,18 +116,61 @@ class CTCModel(nn.Module):
         """Output frames for input frames (only the front end changes lengths)."""
         return self.frontend.output_lengths(lengths)
 
-    def forward(self, x: torch.Tensor, x_lens: torch.Tensor, inter: bool = False):
-        """``(log_probs [B,T',V], out_lens [B])``; with ``inter``, also the list of the
-        intermediate layers' log-probs (each [B,T',V]), in layer order."""
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor, tokens: torch.Tensor | None = None,
+                token_lens: torch.Tensor | None = None, inter_weight: float = 0.0):
+        """``(log_probs [B,T',V], out_lens [B])``; with ``tokens [B,U]`` and ``token_lens``, a
+        :class:`CTCOutput` with the loss (intermediate layers weighted by ``inter_weight``)."""
+        inter = tokens is not None and bool(self.inter_layers) and inter_weight > 0
+        log_probs, h_lens, inter_out = self.outputs(x, x_lens, inter)
+        if tokens is None:
+            return log_probs, h_lens
+        assert token_lens is not None
+        loss = ctc_loss(log_probs, h_lens, tokens, token_lens)
+        if inter:
+            lower = torch.stack([ctc_loss(lp, h_lens, tokens, token_lens) for lp in inter_out])
+            loss = (1 - inter_weight) * loss + inter_weight * lower.mean(0)
+        infeasible = h_lens < min_ctc_frames(tokens, token_lens)
+        return CTCOutput(log_probs, h_lens, loss, infeasible)
+
+    def outputs(self, x: torch.Tensor, x_lens: torch.Tensor, intermediate: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """``(log_probs [B,T',V], out_lens [B], the intermediate layers' log-probs)``: the last
+        list is filled (in layer order) only with ``intermediate``."""
         x, x_lens = self.frontend(self.cmvn(x), x_lens)
         inter_out: list[torch.Tensor] = []
         hook = None
-        if self.inter_layers and (inter or self.condition is not None):
+        if self.inter_layers and (intermediate or self.condition is not None):
             keep = ~make_pad_mask(x_lens, x.shape[1]).unsqueeze(-1)
-            hook = self._hook(keep, inter_out)
+            hook = self._hook(keep, inter_out if intermediate else [])
         h, h_lens = self.encoder(x, x_lens, hook) if hook is not None else self.encoder(x, x_lens)
-        log_probs = self._log_probs(h)
-        return (log_probs, h_lens, inter_out) if inter else (log_probs, h_lens)
+        return self._log_probs(h), h_lens, inter_out
+
+    def stream_step(self, feats: torch.Tensor, state: StreamState | None = None,
+                    final: bool = False) -> tuple[torch.Tensor, StreamState]:
+        """The log-probs ``[T', V]`` that the new fbank frames ``feats [T, F]`` complete, and
+        the state for the next call: the frames the front end has not consumed yet and the
+        encoder's own state. ``final``: no more frames come (the encoder flushes what it
+        holds). Fed any split of an utterance's frames, the pieces are the log-probs of the
+        whole (a streaming encoder: ``encoder.streams``)."""
+        device = self.head.weight.device
+        buf = feats.to(device) if state is None else torch.cat([state.feats, feats.to(device)])
+        enc = None if state is None else state.encoder
+        front = self.frontend
+        if buf.shape[0] >= front.min_input_frames:
+            x, out_lens = front(self.cmvn(buf)[None], torch.tensor([buf.shape[0]], device=device))
+            buf = buf[int(out_lens[0]) * self.stride :]
+        elif final and enc is not None:
+            x = torch.zeros(1, 0, front.output_dim, device=device)
+        else:
+            return torch.zeros(0, self.head.out_features, device=device), StreamState(buf, enc)
+        hook = self._hook(None, []) if self.condition is not None else None
+        h, enc = self.encoder.stream_step(x, enc, hook, final)
+        return self._log_probs(h)[0], StreamState(buf, enc)
+
+    @property
+    def stride(self) -> int:
+        """Input frames per output frame (the front end's convolution strides)."""
+        return math.prod(s for _, s in self.frontend.layers) if self.frontend.layers else 1
 
     def _log_probs(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(h)).float().log_softmax(dim=-1)

@@ -46,7 +46,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.stream import Endpoint
-from ctcasr.infer.transcriber import Transcriber, Transcript
+from ctcasr.infer.transcriber import Transcriber
+from ctcasr.infer.transcript import Transcript
 
 log = logging.getLogger("ctcasr.serve")
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -75,11 +76,7 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model",
                endpoint: Endpoint | None = Endpoint()) -> Starlette:
     """``endpoint`` None: one segment per stream, ended by the stop message."""
     sr = asr.info.features.sample_rate
-    try:
-        asr.stream()
-        streaming = True
-    except CtcasrError:
-        streaming = False
+    streaming = asr.streams
     worker = anyio.CapacityLimiter(limits.workers)
     active = {"streams": 0}
 

@@ -77,7 +77,6 @@ from ctcasr.train.finetune import (
     load_init,
     log_init,
 )
-from ctcasr.train.loss import ctc_loss, min_ctc_frames
 from ctcasr.train.monitor import Meter, TrainLog, trim_log
 from ctcasr.train.schedule import check_schedule, lr_at
 from ctcasr.train.state import TrainState, check_compatible, rng_state, set_rng_state
@@ -142,11 +141,10 @@ def train_step(
     ``step_utts`` is the number of utterances in the step over all processes; each process
     scales its loss by ``world_size / step_utts`` because DDP averages gradients over processes.
     ``frozen`` parameters lose their gradients before clipping: the step leaves them as they are.
-    With intermediate CTC layers in the model, the loss is ``(1 - inter_weight)`` x the last
-    layer's CTC + ``inter_weight`` x the mean of the intermediate layers' CTC.
+    The loss is the model's (:class:`ctcasr.models.ctc.CTCOutput`; intermediate CTC layers
+    weighted by ``inter_weight``).
     """
     ddp = isinstance(model, DistributedDataParallel)
-    inter = bool(getattr(model.module if ddp else model, "inter_layers", ())) and inter_weight > 0
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), dtype=torch.float64)
     infeasible: list[str] = []
@@ -155,15 +153,10 @@ def train_step(
         sync = contextlib.nullcontext() if last or not ddp else model.no_sync()
         with sync:
             with autocast or contextlib.nullcontext():
-                log_probs, out_lens, *rest = model(batch.feats, batch.feat_lens,
-                                                   **({"inter": True} if inter else {}))
-            bad = out_lens < min_ctc_frames(batch.tokens, batch.token_lens)
-            infeasible += [batch.ids[i] for i in bad.nonzero().flatten().tolist()]
-            loss = ctc_loss(log_probs, out_lens, batch.tokens, batch.token_lens).sum()
-            if inter:
-                lower = torch.stack([ctc_loss(lp, out_lens, batch.tokens, batch.token_lens).sum()
-                                     for lp in rest[0]]).mean()
-                loss = (1 - inter_weight) * loss + inter_weight * lower
+                out = model(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens,
+                            inter_weight)
+            infeasible += [batch.ids[i] for i in out.infeasible.nonzero().flatten().tolist()]
+            loss = out.loss.sum()
             scaled = loss * (world_size / step_utts)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += loss.detach().double().cpu()
@@ -495,10 +488,10 @@ def validate(
     refs, hyps = [], []
     for batch in tqdm(loader, desc="valid", leave=False, disable=None if dist.is_main else True):
         batch = batch.to(device)
-        log_probs, out_lens = model(batch.feats, batch.feat_lens)
-        total += ctc_loss(log_probs, out_lens, batch.tokens, batch.token_lens).sum().item()
+        out = model(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens)
+        total += out.loss.sum().item()
         n += len(batch)
-        for i, nbest in enumerate(greedy_search(log_probs.cpu(), out_lens.cpu())):
+        for i, nbest in enumerate(greedy_search(out.log_probs.cpu(), out.out_lens.cpu())):
             refs.append(tokenizer.decode(batch.tokens[i, : batch.token_lens[i]].tolist()))
             hyps.append(tokenizer.decode(nbest[0].tokens))
     model.train(was_training)
