@@ -14,7 +14,7 @@ import torch
 from ctcasr import checkpoint
 from ctcasr.checkpoint import load_checkpoint
 from ctcasr.config import load_config
-from ctcasr.train import trainer
+from ctcasr.models import ctc
 from ctcasr.train.trainer import train
 from tests.test_cli import run_cli
 
@@ -34,7 +34,7 @@ class NanGradient(torch.autograd.Function):
 
 
 def spoil_first_step(monkeypatch, how: str) -> None:
-    real, calls = trainer.ctc_loss, []
+    real, calls = ctc.ctc_loss, []
 
     def loss(*a, **k):
         calls.append(1)
@@ -43,7 +43,7 @@ def spoil_first_step(monkeypatch, how: str) -> None:
             return out
         return NanGradient.apply(out) if how == "nan-gradient" else out * float(how)
 
-    monkeypatch.setattr(trainer, "ctc_loss", loss)
+    monkeypatch.setattr(ctc, "ctc_loss", loss)
 
 
 @pytest.mark.parametrize("how", ["nan", "inf", "nan-gradient"])
@@ -64,8 +64,8 @@ def test_too_many_non_finite_steps_stop_with_one_line_and_a_usable_checkpoint(
     train_args = ["train", "-c", tiny_config, "--train", corpus, "--valid", corpus,
                   "--exp-dir", exp, *EPOCH, "--set", "train.max_bad_steps=2"]
     with monkeypatch.context() as m:
-        real = trainer.ctc_loss
-        m.setattr(trainer, "ctc_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+        real = ctc.ctc_loss
+        m.setattr(ctc, "ctc_loss", lambda *a, **k: real(*a, **k) * float("nan"))
         code, _, err = run_cli(train_args, capsys, monkeypatch)
     lines = [x for x in err.splitlines() if x.startswith("error:")]
     assert code == 1 and len(lines) == 1, err

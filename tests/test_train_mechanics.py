@@ -12,7 +12,6 @@ from ctcasr.data.manifest import read_manifest
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
 from ctcasr.tokenizer import CharTokenizer
-from ctcasr.train import trainer
 from ctcasr.train.average import average_checkpoints, average_state_dicts, select_epochs
 from ctcasr.train.trainer import train, train_step
 
@@ -55,7 +54,9 @@ def test_accum_grad_in_the_trainer_counts_steps(tiny_config, corpus, tmp_path):
 
 def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny_config, corpus, tmp_path,
                                                               monkeypatch, caplog):
-    real = trainer.ctc_loss
+    from ctcasr.models import ctc
+
+    real = ctc.ctc_loss
     calls = {"n": 0}
 
     def nan_first(*a, **k):  # the first step is NaN, then real losses
@@ -63,12 +64,12 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tiny_config, corp
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] == 1 else loss
 
-    monkeypatch.setattr(trainer, "ctc_loss", nan_first)
+    monkeypatch.setattr(ctc, "ctc_loss", nan_first)
     state = run_train(tiny_config, corpus, tmp_path / "one", ["train.epochs=1"])
     assert state.skipped_steps == 1 and state.bad_in_row == 0 and state.step > 0
     assert "non-finite loss" in caplog.text and "utt0" in caplog.text
 
-    monkeypatch.setattr(trainer, "ctc_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    monkeypatch.setattr(ctc, "ctc_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(CtcasrError, match="3 non-finite steps in a row"):
         run_train(tiny_config, corpus, tmp_path / "all", ["train.max_bad_steps=3"])
     last = load_checkpoint(tmp_path / "all" / "last.pt")
