@@ -34,270 +34,30 @@ prefixes that the LM cannot tell apart from here on (the same LM state, the same
 word being spelled, the same last token) are recombined: only the best stays, and the beam
 holds more distinct word sequences (``recombine``; on speechocean, -0.1 to -0.35 WER points).
 
-Shallow fusion: when a token that starts a word is appended (its piece begins with ``▁``), the
-word it closes is scored by the LM, ``lm_weight * ln P(word | previous words) + word_bonus``;
-at the end the last word and the sentence end are scored. A hypothesis's ``score`` is its CTC
-log-probability plus these terms. The LM is scored from integer tables (``NGramLM.tables``):
-a hypothesis carries its LM state id and the trie node of the word it is spelling.
-
-Out-of-vocabulary words (pyctcdecode's ``unk_score_offset``): a word the LM does not know adds
-``unk_penalty`` (<= 0) when it is closed. So that the beam does not fill up with spellings that
-can never become a known word, a prefix whose unfinished word is not the beginning of any LM
-word is ranked with the penalty already added, times its length in characters over 6 when it is
-longer (pyctcdecode's rule; it is charged for real, once, only when the word closes).
-With ``unk_penalty`` 0 the search is exactly as without it; with ``-inf`` only LM words survive
-(unless nothing else does).
-
-Open vocabulary (``LMFusion.extra``: words with counts, e.g. a word-frequency list): the trie
-also spells words the LM does not have; such a word is closed as a member of the LM's ``<unk>``
-class, ``lm_weight * (ln P(<unk> | previous words) + ln P(word | <unk>)) + word_bonus +
-unk_penalty``, with ``P(word | <unk>)`` its share of the extra words' counts, so a word the
-training text never had can still be output and a common one is preferred to a rare one; a
-spelling that is no word of either (a ``DEAD`` node) is then ruled out, as with ``-inf``. A word
-the LM has shadows an extra word spelled the same; of extra words spelled the same, the most
-frequent stays.
+Shallow fusion with a word n-gram LM, the out-of-vocabulary penalty and an open vocabulary:
+:mod:`ctcasr.decode.fusion` (the LM's words spelled in a trie over the model's tokens); here
+each frame's candidates get their terms (:func:`_with_lm`) and the chosen prefixes' LM state
+follows them (:func:`_lm_update`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 
+from ctcasr.decode.fusion import NEG_INF, LMFusion
 from ctcasr.decode.greedy import Hypothesis
-from ctcasr.lm.ngram import EOS, UNK, LMTables, NGramLM, lookup
-from ctcasr.tokenizer import BLANK_ID, SPACE
+from ctcasr.lm.ngram import lookup
+from ctcasr.tokenizer import BLANK_ID
 
-NEG_INF = -math.inf
-DEAD = -1  # trie node of a partial word that no LM word begins with
-LONG_WORD = 6  # characters: a beginning no LM word has is ranked down in proportion to its
-# length beyond this (pyctcdecode's AVG_TOKEN_LEN), so long runs of letters without a space go
 RULED_OUT = -1e300  # rank of a real prefix whose score an infinite OOV penalty made -inf
 _HASH = 1_000_003  # multiplier of the prefix hash (int64 arithmetic wraps around)
 _MIX = (-0x61C8864680B583EB, -0x40A7B892E31B1A47)  # odd 64-bit multipliers (golden ratio,
 # splitmix64) mixing (LM state, word hash, last token) into one key; a small multiplier like
 # _HASH lets state * _HASH + word hash collide across states
-
-
-@dataclass
-class Spelling:
-    """The LM's words spelled with the model's tokens: a trie over the beginnings of LM words.
-    Node 0 is "nothing spelled yet"; ``DEAD`` is a beginning no LM word has. A word is spelled
-    by its characters, or, for a phone model, by each of its pronunciations (the tokenizer's
-    :meth:`~ctcasr.tokenizer.Tokenizer.spelling`): then homophones share a node, and the LM
-    picks among them (``alts``)."""
-
-    starts: torch.Tensor  # [V] bool: the token's piece begins a word (``▁...``)
-    start_node: torch.Tensor  # [V] node after a word-starting token
-    keys: torch.Tensor  # sorted ``node * V + token`` for each continuing token that stays in
-    child: torch.Tensor  # the trie, and the node it leads to
-    word: torch.Tensor  # [N] LM word id of each node (``unk`` where it is no whole word)
-    is_word: torch.Tensor  # [N] bool
-    length: torch.Tensor  # [V] characters the token adds to the word being spelled
-    dense: torch.Tensor | None = None  # [(N + 1) * V] int32 child of (node + 1, token), when small
-    alts: tuple[torch.Tensor, ...] = ()  # [N] each: the node's other words (homophones; -1 none)
-    extra: torch.Tensor | None = None  # [N] the node's word among ``names`` (-1: none), a word
-    names: tuple[str, ...] = ()  # outside the LM (open vocabulary) ...
-    extra_logp: torch.Tensor | None = None  # [len(names)] ... and its ln P(word | <unk>)
-    ahead: torch.Tensor | None = None  # [N] the best ln P(word | <unk>) of the extra words a
-    # node leads to; inf where it leads to an LM word (no look-ahead: as without extra words)
-
-    DENSE_MAX = 1 << 24  # entries (64 MB): a character or 1000-piece vocabulary over ~10k words
-
-    @classmethod
-    def build(cls, tables: LMTables, pieces: Sequence[str], spell=None,
-              extra: Mapping[str, float] | None = None) -> Spelling:
-        """``spell``: word -> its spellings in the alphabet of ``pieces`` (default: itself);
-        given (a phone model), every word begins with a word-start token: nothing continues
-        the empty spelling (characters: the first word has no ``▁`` before it). ``extra``:
-        word -> count, words outside the LM that the trie spells too (where no LM word has the
-        spelling)."""
-        nodes, spelled, other = {"": 0}, {}, {}
-        spell_of = spell if spell is not None else (lambda w: [w])
-
-        def add(sp: str) -> None:
-            for i in range(1, len(sp) + 1):
-                nodes.setdefault(sp[:i], len(nodes))
-
-        for w in sorted(tables.words):
-            if spell is not None and w.startswith("<") and w.endswith(">"):
-                continue  # <s>, </s>, <unk>: not words to pronounce
-            for sp in spell_of(w):
-                add(sp)
-                spelled.setdefault(sp, []).append(tables.words[w])
-        extra = {w: c for w, c in (extra or {}).items() if w not in tables.words and c > 0}
-        names = tuple(sorted(extra, key=lambda w: (-extra[w], w)))  # the most frequent first
-        total = sum(extra.values())
-        for k, w in enumerate(names):
-            for sp in spell_of(w):
-                if sp not in spelled and sp not in other:
-                    add(sp)
-                    other[sp] = k
-        most = max(map(len, spelled.values()), default=1)
-        v = len(pieces)
-        starts = [i != BLANK_ID and p.startswith(SPACE) for i, p in enumerate(pieces)]
-        start_node = [nodes.get(p[len(SPACE):], DEAD) if s else DEAD
-                      for p, s in zip(pieces, starts, strict=True)]
-        cont: dict[str, list[int]] = {}
-        for i, p in enumerate(pieces):
-            if i != BLANK_ID and not starts[i] and p:
-                cont.setdefault(p, []).append(i)
-        longest = max(map(len, cont), default=0)
-        first = 0 if spell is None else 1  # the shortest prefix a continuing piece extends
-        edges = sorted((nodes[s[:i]] * v + k, n) for s, n in nodes.items()  # s[:i] + piece = s
-                       for i in range(max(first, len(s) - longest), len(s))
-                       for k in cont.get(s[i:], ()))
-        keys, child = zip(*edges, strict=True) if edges else ((), ())
-        keys, child = torch.tensor(keys, dtype=torch.int64), torch.tensor(child, dtype=torch.int64)
-        dense = None
-        if (len(nodes) + 1) * v <= cls.DENSE_MAX:  # one gather per lookup instead of a search
-            dense = torch.full(((len(nodes) + 1) * v,), DEAD, dtype=torch.int32)
-            dense[keys + v] = child.to(torch.int32)  # row 0 is DEAD's
-        alts = tuple(torch.tensor([spelled[s][h] if len(spelled.get(s, ())) > h else -1
-                                   for s in nodes]) for h in range(1, most))
-        share = [math.log(extra[w] / total) for w in names]  # ln P(word | <unk>)
-        ahead = None
-        if names:  # from the longest spellings up: a node's best word below it
-            best = dict.fromkeys(nodes, NEG_INF)
-            for sp_, k in other.items():
-                best[sp_] = share[k]
-            for sp_ in spelled:
-                best[sp_] = math.inf
-            for s in sorted(nodes, key=len, reverse=True)[:-1]:
-                if best[s] > best[s[:-1]]:
-                    best[s[:-1]] = best[s]
-            ahead = torch.tensor(list(best.values()), dtype=torch.float64)
-        return cls(torch.tensor(starts), torch.tensor(start_node), keys, child,
-                   torch.tensor([spelled[s][0] if s in spelled else tables.unk for s in nodes]),
-                   torch.tensor([s in spelled for s in nodes]),
-                   torch.tensor([len(p) - s if i != BLANK_ID else 0
-                                 for i, (p, s) in enumerate(zip(pieces, starts, strict=True))]),
-                   dense, alts,
-                   torch.tensor([other.get(s, -1) for s in nodes]) if names else None, names,
-                   torch.tensor(share, dtype=torch.float64) if names else None, ahead)
-
-    def to(self, device: torch.device) -> Spelling:
-        return Spelling(*(None if getattr(self, f) is None else getattr(self, f).to(device)
-                          for f in ("starts", "start_node", "keys", "child", "word", "is_word",
-                                    "length", "dense")), tuple(a.to(device) for a in self.alts),
-                        None if self.extra is None else self.extra.to(device), self.names,
-                        *(None if x is None else x.to(device)
-                          for x in (self.extra_logp, self.ahead)))
-
-    def step(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-        """The node after appending ``token`` (which does not start a word) to ``node``."""
-        if self.dense is not None:
-            return lookup(self.dense, (node + 1) * len(self.starts) + token).long()
-        if not len(self.keys):
-            return torch.full_like(node + token, DEAD)
-        key = node * len(self.starts) + token  # DEAD nodes give negative keys: no match
-        pos = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
-        return torch.where(lookup(self.keys, pos) == key, lookup(self.child, pos), DEAD)
-
-
-@dataclass(frozen=True)
-class LMFusion:
-    lm: NGramLM
-    pieces: Sequence[str]  # token id -> piece (``tokenizer.id_to_piece``)
-    weight: float = 0.5
-    word_bonus: float = 0.0
-    unk_penalty: float = 0.0  # added for each word the LM does not know (<= 0)
-    spell: Callable[[str], list[str]] | None = None  # word -> spellings in the pieces' alphabet
-    extra: Mapping[str, float] | None = None  # word -> count: words outside the LM that the
-    # search may spell too (open vocabulary)
-
-    @property
-    def dead_penalty(self) -> float:
-        """Added for a spelling that is no word: ``unk_penalty``, or with an open vocabulary
-        (every word is in the trie) -inf."""
-        return NEG_INF if self.extra else self.unk_penalty
-
-    @cached_property
-    def _tables(self) -> dict[torch.device, tuple[LMTables, Spelling]]:
-        return {}
-
-    def tables(self, device: torch.device) -> tuple[LMTables, Spelling]:
-        """The LM and spelling tables on ``device`` (built once per device)."""
-        if device not in self._tables:
-            lm = self.lm.tables
-            self._tables[device] = (lm.to(device), Spelling.build(
-                lm, self.pieces, self.spell, self.extra).to(device))
-        return self._tables[device]
-
-    def pick(self, node: torch.Tensor, state: torch.Tensor, device: torch.device
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The word the spelling ``node`` closes (of homophones, the one the LM likes best
-        after ``state``; ``unk`` where none), its LM log-prob and the state after it."""
-        lm, sp = self.tables(device)
-        at = node.clamp(min=0)
-        word = torch.where(node == DEAD, lm.unk, lookup(sp.word, at))
-        logp, after = lm.score(state, word)
-        for alts in sp.alts:
-            alt = torch.where(node == DEAD, -1, lookup(alts, at))
-            alp, aft = lm.score(state, alt.clamp(min=0))
-            better = (alt >= 0) & (alp > logp)
-            word, logp, after = (torch.where(better, alt, word), torch.where(better, alp, logp),
-                                 torch.where(better, aft, after))
-        return word, logp, after
-
-    def close(self, node: torch.Tensor, state: torch.Tensor, device: torch.device
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score of closing the word being spelled (weighted LM + bonus + OOV penalty; 0 where
-        nothing is spelled) and the LM state after it."""
-        _, sp = self.tables(device)
-        at = node.clamp(min=0)
-        _, logp, after = self.pick(node, state, device)
-        known = (node != DEAD) & lookup(sp.is_word, at)
-        score = self.weight * logp + self.word_bonus
-        other = score + self.dead_penalty
-        if sp.extra is not None:  # a word outside the LM: of the <unk> class, + the penalty
-            k = torch.where(node != DEAD, lookup(sp.extra, at), -1)
-            share = lookup(sp.extra_logp, k.clamp(min=0))
-            other = torch.where(k >= 0, score + self.weight * share + self.unk_penalty, other)
-        score = torch.where(known, score, other)
-        spelled = node != 0
-        return torch.where(spelled, score, 0.0), torch.where(spelled, after, state)
-
-    def words(self, tokens: Sequence[int]) -> str:
-        """The words a hypothesis of a phone model spells, chosen among homophones as the
-        search scored them (``<unk>`` for a spelling no LM word has)."""
-        cpu = torch.device("cpu")
-        lm, sp = self.tables(cpu)
-        names = {i: w for w, i in lm.words.items()}
-        state, node, out = torch.tensor(lm.start), None, []
-        for t in [*tokens, None]:
-            if t is None or bool(sp.starts[t]):
-                if node is not None:
-                    word, _, state = self.pick(node, state, cpu)
-                    k = -1 if sp.extra is None or int(node) == DEAD else int(sp.extra[node])
-                    out.append(UNK if int(node) == DEAD else sp.names[k] if k >= 0
-                               else names.get(int(word), UNK))
-                node = None if t is None else sp.start_node[t]
-            else:  # (a hypothesis that does not begin with a word start: <unk>)
-                node = sp.step(node, torch.tensor(t)) if node is not None \
-                    else torch.tensor(DEAD)
-        return " ".join(out)
-
-    def oov(self, node: torch.Tensor, spelt: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Ranking term of the word being spelled, ``node``, ``spelt`` characters so far: for
-        a beginning no word has, the penalty times its length beyond ``LONG_WORD``; for one
-        only extra words have (open vocabulary), the best they can get (LM look-ahead)."""
-        _, sp = self.tables(device)
-        out = torch.where(node == DEAD, self.dead_penalty * (
-            spelt.to(torch.float64) / LONG_WORD).clamp(min=1.0), 0.0)
-        if sp.ahead is not None:
-            best = lookup(sp.ahead, node.clamp(min=0))
-            out = torch.where((node != DEAD) & torch.isfinite(best),
-                              self.weight * best + self.unk_penalty, out)
-        return out
-
-    def end(self, state: torch.Tensor, device: torch.device) -> torch.Tensor:
-        lm, _ = self.tables(device)
-        return self.weight * lm.score(state, torch.full_like(state, lm.words[EOS]))[0]
 
 
 @dataclass
@@ -439,31 +199,53 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
     """One frame: ``lp [B, V]`` log-probs, ``tok [B, W]`` the tokens that may make new
     prefixes and ``cand`` their log-probs (best first; -inf: none) -> the new beams (without
     those more than ``beam_prune`` below the best), each slot's parent slot, and the label each
-    slot appended (-1: none).
+    slot appended (-1: none)."""
+    c = _ctc_candidates(beams, lp, cand, tok)
+    lm = _with_lm(beams, c, fusion, lp.device) if fusion is not None else None
+    kept_score, ext_score = (c.stay, c.ext) if lm is None else (lm.kept, lm.ext)
+    nxt, parent, kept, new = _select(beams, c, kept_score, ext_score, tok, beam_prune)
+    if fusion is not None:
+        assert lm is not None
+        _lm_update(nxt, parent, kept, new, fusion, lm, recombine, lp.device)
+    return nxt, parent, torch.where(kept, -1, new)
 
-    The extensions are scored only for the tokens a row really has, ``M`` of them in all
+
+@dataclass
+class _Candidates:
+    """A frame's candidates, CTC scores only: the ``[B, K]`` prefixes staying (a blank or a
+    merged repeat) and the ``[M, K]`` extensions by the ``M`` tokens the rows really have
     (``[M, K]``, not ``[B, K, W]``: W is the batch's widest row, on average 4-6 times a row's
-    width), and scattered into the ``[B, K + K * W]`` ranking just before the ``topk``."""
-    bm = beams
-    b, k = bm.pb.shape
-    w = tok.shape[1]
+    width), scattered into the ``[B, K + K * W]`` ranking only just before the ``topk``."""
+
+    stay_pb: torch.Tensor  # [B, K]
+    stay_pnb: torch.Tensor  # [B, K]
+    stay: torch.Tensor  # [B, K]
+    ext: torch.Tensor  # [M, K]
+    row: torch.Tensor  # [M] each candidate token's row (utterance) ...
+    col: torch.Tensor  # [M] ... and column in ``tok``
+    tok: torch.Tensor  # [M] the token
+    width: torch.Tensor  # [B] tokens per row
+    first: torch.Tensor  # [B] the index in M of each row's column 0
+
+    def at_row(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, K] -> [M, K]``: the row of each candidate token."""
+        return x.index_select(0, self.row)
+
+
+def _ctc_candidates(bm: _Beams, lp: torch.Tensor, cand: torch.Tensor,
+                    tok: torch.Tensor) -> _Candidates:
     total = bm.ctc
     valid = total > NEG_INF
-    lastc = bm.last.clamp(min=0)
-    last_lp = lp.gather(1, lastc)
+    last_lp = lp.gather(1, bm.last.clamp(min=0))
     stay_pb = total + lp[:, BLANK_ID, None]
     stay_pnb = torch.where(bm.last >= 0, bm.pnb + last_lp, NEG_INF)  # merged repeat
     some = cand > NEG_INF  # a row's tokens are its columns 0 .. width - 1
     row, col = some.nonzero(as_tuple=True)  # [M]: the candidate tokens, row by row
     width = some.sum(1)
-    first = width.cumsum(0) - width  # the index in M of each row's column 0
-    c_tok, c_lp = tok[row, col], cand[row, col]
-
-    def at_row(x: torch.Tensor) -> torch.Tensor:  # [B, K] -> [M, K]: the row of each token
-        return x.index_select(0, row)
-
-    same = c_tok[:, None] == at_row(bm.last)  # [M, K]: the token repeats the prefix's last label
-    ext = torch.where(same, at_row(bm.pb), at_row(total)) + c_lp[:, None]
+    c_tok = tok[row, col]
+    same = c_tok[:, None] == bm.last.index_select(0, row)  # [M, K]: repeats the last label
+    ext = torch.where(same, bm.pb.index_select(0, row), total.index_select(0, row)) \
+        + cand[row, col][:, None]
     # B = A + c with A in the beam too: the paths A -> A + c add into B (pruned c or not), and
     # the candidate (A, c) goes
     match = (bm.h[:, :, None] == bm.ph[:, None, :]) & valid[:, :, None] \
@@ -480,43 +262,64 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
         at[row[m], slot] = m
         rows, cols = (found & listed).nonzero(as_tuple=True)
         ext[at[rows, cols], src[rows, cols]] = NEG_INF
-    stay = torch.logaddexp(stay_pb, stay_pnb)
-    closing = False
-    if fusion is None:
-        kept_score, ext_score = stay, ext
-    else:  # candidate scores with the LM terms of the words they close and the OOV ranking
-        _, sp = fusion.tables(lp.device)
-        starts = lookup(sp.starts, c_tok)[:, None]  # [M, 1]
-        closing = bool(starts.any())  # a word can close at this frame (else: no LM lookup)
-        add = at_row(bm.lm)
-        if closing:
-            closed, closed_state = fusion.close(bm.node, bm.state, lp.device)
-            add = add + torch.where(starts, at_row(closed), 0.0)
-        if fusion.dead_penalty:  # (a ranking term for the word being spelled; else it is 0)
-            node = torch.where(starts, lookup(sp.start_node, c_tok)[:, None],
-                               sp.step(at_row(bm.node), c_tok[:, None]))
-            spelt = lookup(sp.length, c_tok)[:, None] + torch.where(starts, 0, at_row(bm.spelt))
-            add = add + fusion.oov(node, spelt, lp.device)
-        kept_score, ext_score = stay + bm.lm + bm.oov, ext + add
-        if NEG_INF in (fusion.unk_penalty, fusion.dead_penalty):  # real prefixes an infinite
-            # penalty ruled out: last
-            kept_score, ext_score = _rank_ruled_out(kept_score, stay), _rank_ruled_out(ext_score,
-                                                                                       ext)
-    score = torch.full((b, k + k * w), NEG_INF, dtype=ext.dtype, device=ext.device)
+    return _Candidates(stay_pb, stay_pnb, torch.logaddexp(stay_pb, stay_pnb), ext, row, col,
+                       c_tok, width, width.cumsum(0) - width)
+
+
+@dataclass
+class _LMTerms:
+    kept: torch.Tensor  # [B, K] ranking scores of the staying prefixes (LM terms added)
+    ext: torch.Tensor  # [M, K] ... of the extensions
+    closing: bool  # some candidate closes a word at this frame
+    closed: torch.Tensor | None  # [B, K] the score of closing each prefix's word ...
+    closed_state: torch.Tensor | None  # ... and the LM state after it
+
+
+def _with_lm(bm: _Beams, c: _Candidates, fusion: LMFusion, device: torch.device) -> _LMTerms:
+    """The candidates' ranking scores with the LM terms of the words they close and the
+    ranking term of the word being spelled (the OOV penalty, an open vocabulary's look-ahead)."""
+    _, sp = fusion.tables(device)
+    starts = lookup(sp.starts, c.tok)[:, None]  # [M, 1]
+    closing = bool(starts.any())  # a word can close at this frame (else: no LM lookup)
+    add = c.at_row(bm.lm)
+    closed = closed_state = None
+    if closing:
+        closed, closed_state = fusion.close(bm.node, bm.state, device)
+        add = add + torch.where(starts, c.at_row(closed), 0.0)
+    if fusion.dead_penalty:  # (a ranking term for the word being spelled; else it is 0)
+        node = torch.where(starts, lookup(sp.start_node, c.tok)[:, None],
+                           sp.step(c.at_row(bm.node), c.tok[:, None]))
+        spelt = lookup(sp.length, c.tok)[:, None] + torch.where(starts, 0, c.at_row(bm.spelt))
+        add = add + fusion.oov(node, spelt, device)
+    kept, ext = c.stay + bm.lm + bm.oov, c.ext + add
+    if NEG_INF in (fusion.unk_penalty, fusion.dead_penalty):  # real prefixes an infinite
+        # penalty ruled out: last
+        kept, ext = _rank_ruled_out(kept, c.stay), _rank_ruled_out(ext, c.ext)
+    return _LMTerms(kept, ext, closing, closed, closed_state)
+
+
+def _select(bm: _Beams, c: _Candidates, kept_score: torch.Tensor, ext_score: torch.Tensor,
+            tok: torch.Tensor, beam_prune: float
+            ) -> tuple[_Beams, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``K`` best of the staying prefixes and the extensions: (the new beams, each slot's
+    parent slot, whether the slot's prefix stayed, the token it appended)."""
+    b, k = bm.pb.shape
+    w = tok.shape[1]
+    score = torch.full((b, k + k * w), NEG_INF, dtype=c.ext.dtype, device=c.ext.device)
     score[:, :k] = kept_score
-    score[:, k:].view(b, k, w)[row, :, col] = ext_score
+    score[:, k:].view(b, k, w)[c.row, :, c.col] = ext_score
     top, sel = score.topk(k, dim=1)  # [B, K], best first
     kept = sel < k  # the slot's prefix stayed; else it is an extension
     e = (sel - k).clamp(min=0)
     a, j = e // w, e % w
     parent = torch.where(kept, sel, a)
     new = tok.gather(1, j)
-    real = ~kept & (j < width[:, None])  # else a -inf filler the topk had to take
-    ext_pnb = F.pad(ext.view(-1), (0, 1), value=NEG_INF)  # [M * K + 1]: the last is -inf
-    ext_pnb = ext_pnb[torch.where(real, (first[:, None] + j) * k + a, len(ext_pnb) - 1)]
+    real = ~kept & (j < c.width[:, None])  # else a -inf filler the topk had to take
+    ext_pnb = F.pad(c.ext.view(-1), (0, 1), value=NEG_INF)  # [M * K + 1]: the last is -inf
+    ext_pnb = ext_pnb[torch.where(real, (c.first[:, None] + j) * k + a, len(ext_pnb) - 1)]
     hp = bm.h.gather(1, parent)
-    nxt = _Beams(pb=torch.where(kept, stay_pb.gather(1, parent), NEG_INF),
-                 pnb=torch.where(kept, stay_pnb.gather(1, parent), ext_pnb),
+    nxt = _Beams(pb=torch.where(kept, c.stay_pb.gather(1, parent), NEG_INF),
+                 pnb=torch.where(kept, c.stay_pnb.gather(1, parent), ext_pnb),
                  lm=bm.lm.gather(1, parent), oov=bm.oov.gather(1, parent),
                  last=torch.where(kept, bm.last.gather(1, parent), new),
                  h=torch.where(kept, hp, hp * _HASH + new + 1),
@@ -526,26 +329,35 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
     if math.isfinite(beam_prune):  # too far below the best: the slot is emptied
         cut = top < top[:, :1] - beam_prune
         nxt.pb, nxt.pnb = nxt.pb.masked_fill(cut, NEG_INF), nxt.pnb.masked_fill(cut, NEG_INF)
-    if fusion is not None:
-        opens = lookup(sp.starts, new)
-        if closing:
-            word = opens & ~kept  # the extension closed its parent's word
-            nxt.lm = torch.where(word, nxt.lm + closed.gather(1, parent), nxt.lm)
-            nxt.state = torch.where(word, closed_state.gather(1, parent), nxt.state)
-        grown = torch.where(opens, lookup(sp.start_node, new), sp.step(nxt.node, new))
-        nxt.node = torch.where(kept, nxt.node, grown)
-        spelt = lookup(sp.length, new) + torch.where(opens, 0, nxt.spelt)
-        nxt.spelt = torch.where(kept, nxt.spelt, spelt)
-        nxt.oov = fusion.oov(nxt.node, nxt.spelt, lp.device)
-        nxt.wh = torch.where(kept, nxt.wh, torch.where(opens, 0, nxt.wh) * _HASH + new + 1)
-        if recombine:  # of prefixes the LM cannot tell apart from here on, keep the best
-            key = (nxt.state * _MIX[0] + nxt.wh) * _MIX[1] + nxt.last
-            live = nxt.ctc > NEG_INF
-            before = torch.ones(k, k, dtype=torch.bool, device=key.device).tril(-1)  # j < i
-            dup = ((key[:, :, None] == key[:, None, :]) & before & live[:, None, :]).any(2)
-            nxt.pb = nxt.pb.masked_fill(dup, NEG_INF)
-            nxt.pnb = nxt.pnb.masked_fill(dup, NEG_INF)
-    return nxt, parent, torch.where(kept, -1, new)
+    return nxt, parent, kept, new
+
+
+def _lm_update(nxt: _Beams, parent: torch.Tensor, kept: torch.Tensor, new: torch.Tensor,
+               fusion: LMFusion, lm: _LMTerms, recombine: bool, device: torch.device) -> None:
+    """The chosen prefixes' LM side: the words their extensions closed, the spelling of the
+    word in progress, and (``recombine``) of prefixes the LM cannot tell apart from here on,
+    only the best kept."""
+    _, sp = fusion.tables(device)
+    opens = lookup(sp.starts, new)
+    if lm.closing:
+        assert lm.closed is not None and lm.closed_state is not None
+        word = opens & ~kept  # the extension closed its parent's word
+        nxt.lm = torch.where(word, nxt.lm + lm.closed.gather(1, parent), nxt.lm)
+        nxt.state = torch.where(word, lm.closed_state.gather(1, parent), nxt.state)
+    grown = torch.where(opens, lookup(sp.start_node, new), sp.step(nxt.node, new))
+    nxt.node = torch.where(kept, nxt.node, grown)
+    spelt = lookup(sp.length, new) + torch.where(opens, 0, nxt.spelt)
+    nxt.spelt = torch.where(kept, nxt.spelt, spelt)
+    nxt.oov = fusion.oov(nxt.node, nxt.spelt, device)
+    nxt.wh = torch.where(kept, nxt.wh, torch.where(opens, 0, nxt.wh) * _HASH + new + 1)
+    if recombine:
+        k = nxt.pb.shape[1]
+        key = (nxt.state * _MIX[0] + nxt.wh) * _MIX[1] + nxt.last
+        live = nxt.ctc > NEG_INF
+        before = torch.ones(k, k, dtype=torch.bool, device=key.device).tril(-1)  # j < i
+        dup = ((key[:, :, None] == key[:, None, :]) & before & live[:, None, :]).any(2)
+        nxt.pb = nxt.pb.masked_fill(dup, NEG_INF)
+        nxt.pnb = nxt.pnb.masked_fill(dup, NEG_INF)
 
 
 def _rank_ruled_out(score: torch.Tensor, ctc: torch.Tensor) -> torch.Tensor:
