@@ -75,31 +75,45 @@ class ClientError(Exception):
 def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model",
                endpoint: Endpoint | None = Endpoint()) -> Starlette:
     """``endpoint`` None: one segment per stream, ended by the stop message."""
-    sr = asr.info.features.sample_rate
-    streaming = asr.streams
-    worker = anyio.CapacityLimiter(limits.workers)
-    active = {"streams": 0}
+    server = Server(asr, limits, name, endpoint)
+    return Starlette(routes=[Route("/", server.page), Route("/healthz", server.healthz),
+                             Route("/v1/transcribe", server.transcribe, methods=["POST"]),
+                             WebSocketRoute("/v1/stream", server.stream)])
 
-    async def run(fn, *args):
-        return await anyio.to_thread.run_sync(fn, *args, limiter=worker)
 
-    async def page(request: Request) -> FileResponse:
+class Server:
+    """The routes' handlers around one model; ``streams`` counts the open WebSocket streams."""
+
+    def __init__(self, asr: Transcriber, limits: Limits, name: str,
+                 endpoint: Endpoint | None) -> None:
+        self.asr, self.limits, self.name, self.endpoint = asr, limits, name, endpoint
+        self.sr = asr.info.features.sample_rate
+        self.streaming = asr.streams  # else its segments are re-decoded
+        self.worker = anyio.CapacityLimiter(limits.workers)
+        self.streams = 0
+
+    async def run(self, fn, *args):
+        """``fn(*args)`` in a decoding thread (``limits.workers`` at a time)."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.worker)
+
+    async def page(self, request: Request) -> FileResponse:
         return FileResponse(PAGE, media_type="text/html")
 
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": name, "sample_rate": sr,
-                             "streaming": streaming, "streams": active["streams"]})
+    async def healthz(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "model": self.name, "sample_rate": self.sr,
+                             "streaming": self.streaming, "streams": self.streams})
 
-    async def transcribe(request: Request) -> JSONResponse:
-        cap = int(limits.max_upload_mb * 2**20)
+    async def transcribe(self, request: Request) -> JSONResponse:
+        cap = int(self.limits.max_upload_mb * 2**20)
+        too_big = f"the upload is over the limit of {self.limits.max_upload_mb:g} MB"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            return error(413, f"the upload is over the limit of {limits.max_upload_mb:g} MB")
+            return error(413, too_big)
         body = bytearray()
         async for part in request.stream():
             body += part
             if len(body) > cap:
-                return error(413, f"the upload is over the limit of {limits.max_upload_mb:g} MB")
+                return error(413, too_big)
         if not body:
             return error(400, "send the audio file as the request body")
         try:
@@ -109,89 +123,95 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model",
         if data.shape[0] == 0:
             return error(415, "the audio file holds no samples")
         try:
-            result = await run(asr.transcribe, data, rate, "upload")
+            result = await self.run(self.asr.transcribe, data, rate, "upload")
         except CtcasrError as e:
             return error(422, str(e))
         return JSONResponse(result.to_dict())
 
-    async def stream(ws: WebSocket) -> None:
+    async def stream(self, ws: WebSocket) -> None:
         await ws.accept()
-        if active["streams"] >= limits.max_streams:
-            await close_with(ws, ClientError(f"busy: {limits.max_streams} streams already; try "
-                                             "again later", 1013))
+        if self.streams >= self.limits.max_streams:
+            await close_with(ws, ClientError(f"busy: {self.limits.max_streams} streams already; "
+                                             "try again later", 1013))
             return
-        active["streams"] += 1
+        self.streams += 1
         try:
-            await _session(ws)
+            await StreamSession(self, ws).run()
         except WebSocketDisconnect:
             log.info("a client left mid-stream")
         except ClientError as e:
             await close_with(ws, e)
         finally:
-            active["streams"] -= 1
+            self.streams -= 1
 
-    async def _session(ws: WebSocket) -> None:
-        start = await receive(ws)
-        dtype, scale = parse_start(start.get("text"), sr)
-        session = (Live(asr, endpoint) if streaming
-                   else Redecode(asr, sr, limits.partial_seconds, endpoint))
-        samples, compute, segments = 0, 0.0, 0
 
-        async def timed(fn, *args):
-            nonlocal compute
-            t = time.perf_counter()
-            out = await run(fn, *args)
-            compute += time.perf_counter() - t  # includes waiting for the worker: what a
-            return out  # stream costs under load
+class StreamSession:
+    """One WebSocket stream: the start message, audio messages, the stop (module doc)."""
 
-        async def send_final(t: Transcript, last: bool) -> None:
-            nonlocal segments
-            await ws.send_json({"type": "final", **t.to_dict(), "start": round(t.start, 3),
-                                "segment": segments, "last": last,
-                                "compute_s": round(compute, 4)})
-            segments += 1
+    def __init__(self, server: Server, ws: WebSocket) -> None:
+        self.server, self.ws = server, ws
+        self.samples, self.compute, self.segments = 0, 0.0, 0
 
+    async def run(self) -> None:
+        srv = self.server
+        dtype, scale = parse_start((await self.receive()).get("text"), srv.sr)
+        decoding = (Live(srv.asr, srv.endpoint) if srv.streaming
+                    else Redecode(srv.asr, srv.sr, srv.limits.partial_seconds, srv.endpoint))
         while True:
-            msg = await receive(ws)
+            msg = await self.receive()
             if msg.get("text") is not None:
                 if _json(msg["text"]).get("type") != "stop":
                     raise ClientError('expected binary audio or {"type": "stop"}')
-                finals = await timed(session.finish)
+                finals = await self.timed(decoding.finish)
                 for k, t in enumerate(finals):
-                    await send_final(t, k == len(finals) - 1)
-                await ws.close(1000)
+                    await self.send_final(t, k == len(finals) - 1)
+                await self.ws.close(1000)
                 return
-            data = msg.get("bytes") or b""
-            if len(data) > limits.max_message_kb * 1024:
-                raise ClientError(f"a message of {len(data)} bytes is over the limit of "
-                                  f"{limits.max_message_kb:g} KB", 1009)
-            width = np.dtype(dtype).itemsize
-            if len(data) % width:
-                raise ClientError(f"{len(data)} bytes is not a whole number of {width}-byte "
-                                  "samples")
-            chunk = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
-            samples += len(chunk)
-            if samples > limits.max_stream_seconds * sr:
-                raise ClientError(f"the stream is over the limit of {limits.max_stream_seconds:g}"
-                                  " s of audio", 1008)
-            if not np.isfinite(chunk).all():
-                raise ClientError("the audio holds NaN or infinite samples")
-            finals, text = await timed(session.accept, chunk)
+            chunk = self.audio(msg.get("bytes") or b"", dtype, scale)
+            finals, text = await self.timed(decoding.accept, chunk)
             for t in finals:
-                await send_final(t, False)
+                await self.send_final(t, False)
             if text is not None:
-                await ws.send_json({"type": "partial", "text": text,
-                                    "audio_s": round(samples / sr, 4), "segment": segments})
+                await self.ws.send_json({"type": "partial", "text": text,
+                                         "audio_s": round(self.samples / srv.sr, 4),
+                                         "segment": self.segments})
 
-    async def receive(ws: WebSocket) -> dict[str, Any]:
-        msg = await ws.receive()
+    def audio(self, data: bytes, dtype: Any, scale: float) -> np.ndarray:
+        """A binary message's samples, within the limits."""
+        limits, sr = self.server.limits, self.server.sr
+        if len(data) > limits.max_message_kb * 1024:
+            raise ClientError(f"a message of {len(data)} bytes is over the limit of "
+                              f"{limits.max_message_kb:g} KB", 1009)
+        width = np.dtype(dtype).itemsize
+        if len(data) % width:
+            raise ClientError(f"{len(data)} bytes is not a whole number of {width}-byte "
+                              "samples")
+        chunk = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
+        self.samples += len(chunk)
+        if self.samples > limits.max_stream_seconds * sr:
+            raise ClientError(f"the stream is over the limit of {limits.max_stream_seconds:g}"
+                              " s of audio", 1008)
+        if not np.isfinite(chunk).all():
+            raise ClientError("the audio holds NaN or infinite samples")
+        return chunk
+
+    async def timed(self, fn, *args):
+        t = time.perf_counter()
+        out = await self.server.run(fn, *args)
+        self.compute += time.perf_counter() - t  # includes waiting for the worker: what a
+        return out  # stream costs under load
+
+    async def send_final(self, t: Transcript, last: bool) -> None:
+        await self.ws.send_json({"type": "final", **t.to_dict(), "start": round(t.start, 3),
+                                 "segment": self.segments, "last": last,
+                                 "compute_s": round(self.compute, 4)})
+        self.segments += 1
+
+    async def receive(self) -> dict[str, Any]:
+        msg = await self.ws.receive()
         if msg["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(msg.get("code", 1000))
         return msg
-
-    return Starlette(routes=[Route("/", page), Route("/healthz", healthz),
-                             Route("/v1/transcribe", transcribe, methods=["POST"]),
-                             WebSocketRoute("/v1/stream", stream)])
 
 
 def parse_start(text: str | None, sr: int) -> tuple[Any, float]:
