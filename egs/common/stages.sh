@@ -1,34 +1,46 @@
-# Sourced by recipes: the stages every recipe runs the same way, over the CLI.
-#   tokenizer_stage CONFIG DATA TOKENIZER      tokenizer of DATA/train.jsonl's transcripts
-#   train_stage CONFIG DATA EXP TOKENIZER SEED "KEY=VALUE ..."
-#                                              train on DATA/train.jsonl, validate on valid.jsonl
-#                                              (EXP is started afresh; its time -> train_time.txt)
-#   average_stage EXP N                        model.pt = the mean of the N best epochs (WER)
-#   lm_stage DATA                              DATA/lm_3gram.arpa from the training transcripts
+# Sourced by recipes (after their options): the stages every recipe runs the same way, over the
+# CLI. Each prints "== stage N: ..." with the number of the `runs N` that started it.
+#   runs N                                      true when N is within --stage .. --stop-stage
+#   tokenizer_stage CONFIG TRAIN TOKENIZER      tokenizer of the TRAIN manifest's transcripts
+#   train_stage CONFIG TRAIN VALID EXP SEED "KEY=VALUE ..." [ctcasr train options ...]
+#                                               EXP started afresh; its time -> train_time.txt
+#   average_stage EXP N [SELECT]                model.pt = the mean of the N best epochs
+#                                               (SELECT: best, the default, cer, loss or last)
+#   lm_stage TEXT LM                            a word 3-gram LM of TEXT (a manifest's
+#                                               transcripts, or a text file) -> LM
+runs() {
+  stage_now=$1
+  [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]
+}
+
 tokenizer_stage() {
-  echo "== stage 2: tokenizer ($1, training transcripts only -> $3)"
-  ctcasr tokenizer --config "$1" --manifest "$2/train.jsonl" --out "$3"
+  echo "== stage $stage_now: tokenizer ($1, training transcripts only -> $3)"
+  ctcasr tokenizer --config "$1" --manifest "$2" --out "$3"
 }
 
 train_stage() {
-  local config=$1 data=$2 exp=$3 tokenizer=$4 seed=$5 opts=$6 start o
-  echo "== stage 3: train ($config -> $exp)"
+  local config=$1 train=$2 valid=$3 exp=$4 seed=$5 opts=$6 start o
+  shift 6
+  echo "== stage $stage_now: train ($config -> $exp)"
   rm -rf "$exp"
   start=$(date +%s)
-  local set_opts=(--set "tokenizer.path=$tokenizer")
+  local set_opts=()
   [ -n "$seed" ] && set_opts+=(--set "train.seed=$seed")
   for o in $opts; do set_opts+=(--set "$o"); done
-  ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
-    --exp-dir "$exp" "${set_opts[@]}"
+  ctcasr train --config "$config" --train "$train" --valid "$valid" --exp-dir "$exp" \
+    "${set_opts[@]}" "$@"
   echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
 }
 
 average_stage() {
-  echo "== stage 4: average the $2 best epochs -> $1/model.pt"
-  ctcasr average "$1" --num "$2" --select best --out "$1/model.pt"
+  echo "== stage $stage_now: average the $2 best epochs (${3:-best}) -> $1/model.pt"
+  ctcasr average "$1" --num "$2" --select "${3:-best}" --out "$1/model.pt"
 }
 
 lm_stage() {
-  echo "== stage 5: word 3-gram LM on the training transcripts"
-  ctcasr lm --manifest "$1/train.jsonl" --order 3 --out "$1/lm_3gram.arpa"
+  echo "== stage $stage_now: word 3-gram LM of the training transcripts -> $2"
+  case "$1" in
+    *.jsonl) ctcasr lm --manifest "$1" --order 3 --out "$2" ;;
+    *) ctcasr lm --text "$1" --order 3 --out "$2" ;;
+  esac
 }

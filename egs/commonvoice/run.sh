@@ -48,7 +48,6 @@ exp=exp/${exp:-${lang}_$name}
 tokenizer=$data/tokenizer_$name.json
 
 . "$root/egs/common/stages.sh"
-runs() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 if runs 1; then
   if [ -z "$corpus" ]; then
@@ -67,10 +66,13 @@ if runs 1; then
       -o "$data/${pair##*:}.jsonl"
   done
 fi
-if runs 2; then tokenizer_stage "$config" "$data" "$tokenizer"; fi
-if runs 3; then train_stage "$config" "$data" "$exp" "$tokenizer" "$seed" "$train_opts"; fi
+if runs 2; then tokenizer_stage "$config" "$data/train.jsonl" "$tokenizer"; fi
+if runs 3; then
+  train_stage "$config" "$data/train.jsonl" "$data/valid.jsonl" "$exp" "$seed" \
+    "tokenizer.path=$tokenizer $train_opts"
+fi
 if runs 4; then average_stage "$exp" "$average"; fi
-if runs 5; then lm_stage "$data"; fi
+if runs 5; then lm_stage "$data/train.jsonl" "$data/lm_3gram.arpa"; fi
 if runs 6; then
   echo "== stage 6: decode"
   . "$root/egs/common/decode_tuned.sh"

@@ -65,31 +65,23 @@ fi
 data=data/unseen_${test_speakers//,/_}$suffix
 exp=exp/${exp:-$(basename "$config" .yaml)_unseen_${test_speakers//,/_}$suffix}
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+. "$root/egs/common/stages.sh"
+
+if runs 1; then
   echo "== stage 1: prepare ($corpus, unseen: $test_speakers)"
   python local/prepare.py "$corpus" "$data" --test-speakers "$test_speakers" "${so_opts[@]}"
 fi
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "== stage 2: train ($config -> $exp)"
-  rm -rf "$exp"
-  start=$(date +%s)
+if runs 2; then
   init_opts=()
   [ -n "$init" ] && init_opts=(--init "$init" --set "train.init_tokenizer=$init_tokenizer")
   [ -n "$epochs" ] && init_opts+=(--set "train.epochs=$epochs")
-  set_opts=()
-  [ -n "$seed" ] && set_opts=(--set "train.seed=$seed")
-  for o in $train_opts; do set_opts+=(--set "$o"); done
-  ctcasr train --config "$config" --train "$data/train.jsonl" --valid "$data/valid.jsonl" \
-    --exp-dir "$exp" "${init_opts[@]}" "${set_opts[@]}"
-  echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
+  train_stage "$config" "$data/train.jsonl" "$data/valid.jsonl" "$exp" "$seed" "$train_opts" \
+    "${init_opts[@]}"
 fi
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  echo "== stage 3: average the $average best epochs -> $exp/model.pt"
-  ctcasr average "$exp" --num "$average" --select best --out "$exp/model.pt"
-fi
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  echo "== stage 4: LM, its settings chosen on valid (kept in $exp/model.pt), decode"
-  ctcasr lm --manifest "$data/train.jsonl" --order 3 --out "$data/lm_3gram.arpa"
+if runs 3; then average_stage "$exp" "$average"; fi
+if runs 4; then
+  lm_stage "$data/train.jsonl" "$data/lm_3gram.arpa"
+  echo "== stage 4: the LM's settings chosen on valid (kept in $exp/model.pt), decode"
   ctcasr tune-lm "$exp/model.pt" --valid "$data/valid.jsonl" --lm "$data/lm_3gram.arpa" \
     --beam-size 10 --lm-weights "$lm_weights" --word-bonuses "$word_bonuses" --unk-penalties=-inf
   for set in test test_unseen test_speechocean; do
@@ -104,7 +96,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     done
   done
 fi
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+if runs 5; then
   echo "== stage 5: report ($exp)"
   printf "| test set | decoder | WER %% | CER %% | words |\n| --- | --- | --- | --- | --- |\n"
   for d in "$exp"/decode_*/; do

@@ -58,7 +58,10 @@ name=$(basename "$config" .yaml)
 exp=exp/${exp:-$name}
 tokenizer=$data/tokenizer_$name.json
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+. "$root/egs/common/stages.sh"
+. "$root/egs/common/decode_tuned.sh"
+
+if runs 1; then
   echo "== stage 1: prepare ($corpus)"
   python local/prepare.py "$corpus" "$data"
   if [ "$extra" = arctic ]; then
@@ -67,32 +70,15 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     cat "$data/train.jsonl" "$data/arctic/train.jsonl" > "$train"
   fi
 fi
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "== stage 2: tokenizer ($config, training transcripts only -> $tokenizer)"
-  ctcasr tokenizer --config "$config" --manifest "$train" --out "$tokenizer"
+if runs 2; then tokenizer_stage "$config" "$train" "$tokenizer"; fi
+if runs 3; then
+  train_stage "$config" "$train" "$data/valid.jsonl" "$exp" "$seed" \
+    "tokenizer.path=$tokenizer $train_opts"
 fi
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  echo "== stage 3: train ($config -> $exp)"
-  rm -rf "$exp"
-  start=$(date +%s)
-  set_opts=()
-  [ -n "$seed" ] && set_opts=(--set "train.seed=$seed")
-  for o in $train_opts; do set_opts+=(--set "$o"); done
-  ctcasr train --config "$config" --train "$train" --valid "$data/valid.jsonl" \
-    --exp-dir "$exp" --set "tokenizer.path=$tokenizer" "${set_opts[@]}"
-  echo "training took $(( $(date +%s) - start )) s" | tee "$exp/train_time.txt"
-fi
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  echo "== stage 4: average the $average best epochs ($select) -> $exp/model.pt"
-  ctcasr average "$exp" --num "$average" --select "$select" --out "$exp/model.pt"
-fi
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  echo "== stage 5: word 3-gram LM on the training transcripts"
-  ctcasr lm --text "$data/text_train.txt" --order 3 --out "$data/lm_3gram.arpa"
-fi
-if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+if runs 4; then average_stage "$exp" "$average" "$select"; fi
+if runs 5; then lm_stage "$data/text_train.txt" "$data/lm_3gram.arpa"; fi
+if runs 6; then
   echo "== stage 6: decode"
-  . "$root/egs/common/decode_tuned.sh"
   decode_tuned "$exp" "$data" "$beam" "$lm_weights" "$word_bonuses" "$unk_penalties"
   for chunk in $chunk_sizes; do
     c=(--chunk-size "$chunk" --left-chunks "$left_chunks")
@@ -101,7 +87,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     decode_one "$exp" "$data" test "chunk${chunk}_beam_lm" "${c[@]}"
   done
 fi
-if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+if runs 7; then
   echo "== stage 7: report ($exp; test = 63 speakers never heard in training)"
   [ -f "$exp/lm_tuning.txt" ] && cat "$exp/lm_tuning.txt"
   python local/report.py "$exp" --data "$data"

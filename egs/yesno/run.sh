@@ -24,24 +24,19 @@ cd "$here"
 corpus=${corpus:-download}
 exp=exp/${exp:-$(basename "$config" .yaml)}
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+. "$root/egs/common/stages.sh"
+
+if runs 1; then
   echo "== stage 1: prepare ($corpus)"
   python local/prepare.py "$corpus" data
 fi
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "== stage 2: train ($config -> $exp)"
-  rm -rf "$exp"
-  start=$(date +%s)
-  set_opts=()
-  [ -n "$seed" ] && set_opts=(--set "train.seed=$seed")
-  for o in $train_opts; do set_opts+=(--set "$o"); done
-  ctcasr train --config "$config" --train data/train.jsonl --valid data/valid.jsonl --exp-dir "$exp" "${set_opts[@]}"
-  echo "training took $(( $(date +%s) - start )) s"
+if runs 2; then
+  train_stage "$config" data/train.jsonl data/valid.jsonl "$exp" "$seed" "$train_opts"
 fi
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+if runs 3; then
   echo "== stage 3: decode"
   ctcasr decode --checkpoint "$exp/model.pt" --manifest data/test.jsonl --out-dir "$exp/decode_test"
-  ctcasr lm --manifest data/train.jsonl --order 3 --out data/lm_3gram.arpa
+  lm_stage data/train.jsonl data/lm_3gram.arpa
   # the model carries beam 10 + the LM from here on (one setting: yesno's valid set is 4 files)
   ctcasr tune-lm "$exp/model.pt" --valid data/valid.jsonl --lm data/lm_3gram.arpa \
     --lm-weights 0.5 --word-bonuses 0 --unk-penalties 0
