@@ -66,13 +66,8 @@ if runs 1; then
       -o "$data/${pair##*:}.jsonl"
   done
 fi
-if runs 2; then tokenizer_stage "$config" "$data/train.jsonl" "$tokenizer"; fi
-if runs 3; then
-  train_stage "$config" "$data/train.jsonl" "$data/valid.jsonl" "$exp" "$seed" \
-    "tokenizer.path=$tokenizer $train_opts"
-fi
-if runs 4; then average_stage "$exp" "$average"; fi
-if runs 5; then lm_stage "$data/train.jsonl" "$data/lm_3gram.arpa"; fi
+model_stages "$config" "$data/train.jsonl" "$data/valid.jsonl" "$tokenizer" "$exp" "$seed" \
+  "$train_opts" "$average" best "$data/train.jsonl" "$data/lm_3gram.arpa"
 if runs 6; then
   echo "== stage 6: decode"
   . "$root/egs/common/decode_tuned.sh"

@@ -85,13 +85,8 @@ if runs 1; then
     for t in $tests; do cp "$data/${t%%:*}.jsonl" "$data/${t##*:}.jsonl"; done
   fi
 fi
-if runs 2; then tokenizer_stage "$config" "$data/train.jsonl" "$tokenizer"; fi
-if runs 3; then
-  train_stage "$config" "$data/train.jsonl" "$data/valid.jsonl" "$exp" "$seed" \
-    "tokenizer.path=$tokenizer $train_opts"
-fi
-if runs 4; then average_stage "$exp" "$average"; fi
-if runs 5; then lm_stage "$data/train.jsonl" "$data/lm_3gram.arpa"; fi
+model_stages "$config" "$data/train.jsonl" "$data/valid.jsonl" "$tokenizer" "$exp" "$seed" \
+  "$train_opts" "$average" best "$data/train.jsonl" "$data/lm_3gram.arpa"
 extra=""
 for t in $tests; do [ "${t##*:}" = test ] || extra="$extra ${t##*:}"; done
 if runs 6; then

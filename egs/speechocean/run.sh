@@ -70,13 +70,8 @@ if runs 1; then
     cat "$data/train.jsonl" "$data/arctic/train.jsonl" > "$train"
   fi
 fi
-if runs 2; then tokenizer_stage "$config" "$train" "$tokenizer"; fi
-if runs 3; then
-  train_stage "$config" "$train" "$data/valid.jsonl" "$exp" "$seed" \
-    "tokenizer.path=$tokenizer $train_opts"
-fi
-if runs 4; then average_stage "$exp" "$average" "$select"; fi
-if runs 5; then lm_stage "$data/text_train.txt" "$data/lm_3gram.arpa"; fi
+model_stages "$config" "$train" "$data/valid.jsonl" "$tokenizer" "$exp" "$seed" "$train_opts" \
+  "$average" "$select" "$data/text_train.txt" "$data/lm_3gram.arpa"
 if runs 6; then
   echo "== stage 6: decode"
   decode_tuned "$exp" "$data" "$beam" "$lm_weights" "$word_bonuses" "$unk_penalties"
