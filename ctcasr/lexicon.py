@@ -11,8 +11,7 @@ Words the lexicon lacks get a pronunciation from :meth:`Lexicon.guess`, in this 
 2. two known words joined (``sunflower``, ``weekend``): the longest first part that leaves a
    known second part;
 3. letter to sound: spelling patterns (``ch``, ``sh``, ``th``, ``ee``, ...) and one phone per
-   other letter. Crude, and used for names: 6 word types of speechocean762's test set (0.07 %
-   of its running words) reach it or step 1.
+   other letter. Crude: meant for the few names a corpus has.
 ``Lexicon.guessed`` counts the words each step answered, for the recipe's report.
 """
 

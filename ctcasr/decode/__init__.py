@@ -30,8 +30,8 @@ class DecodeOptions:
     beam: int = 10  # prefixes kept per frame
     nbest: int = 1  # hypotheses returned per utterance
     topk: int = 0  # expand only the k most probable tokens of each frame (0: beam + 1)
-    prune: float = 5.0  # expand only tokens within this many nats of the frame's best (5 and 10
-    # give the same WER on speechocean's 1,260 test utterances; 5 is 1.2-1.7x faster)
+    prune: float = 5.0  # expand only tokens within this many nats of the frame's best
+    # (docs/decoding.md: what 5 and 10 cost and give)
     lm: str | NGramLM | None = None  # word n-gram LM (an ARPA file, or read) for shallow fusion
     lm_weight: float = 0.5
     word_bonus: float = 0.0  # added per word (counters the LM's preference for short outputs)

@@ -11,8 +11,8 @@ beam and no pruning this is exact: the prefix probability is the sum over all CT
 Each frame, for ``[B, beam]`` prefixes and the ``W`` tokens worth expanding, the candidates are
 the ``beam`` prefixes themselves (blank / merged repeat) and the ``beam * W`` extensions; one
 ``topk`` keeps the best ``beam``. Only the ``M`` (utterance, token) pairs that are worth expanding
-are scored (``[M, beam]``): padding every utterance to the batch's widest frame would do 4-6 times
-the work on speechocean. Prefixes are identified by a 64-bit rolling hash of their tokens:
+are scored (``[M, beam]``), not every utterance padded to the batch's widest frame. Prefixes
+are identified by a 64-bit rolling hash of their tokens:
 an extension ``A + c`` that is already in the beam as ``B`` (``hash(A) == parent_hash(B)`` and
 ``c == last(B)``) is added into ``B`` instead of competing with it. Token histories are kept as
 back-pointers and read back once at the end.
@@ -32,7 +32,7 @@ Hypothesis pruning (pyctcdecode's ``beam_prune_logp``): after each frame, prefix
 (with the LM terms) is more than ``beam_prune`` below the frame's best are dropped. With the LM,
 prefixes that the LM cannot tell apart from here on (the same LM state, the same tokens of the
 word being spelled, the same last token) are recombined: only the best stays, and the beam
-holds more distinct word sequences (``recombine``; on speechocean, -0.1 to -0.35 WER points).
+holds more distinct word sequences (``recombine``; what it is worth: docs/decoding.md).
 
 Shallow fusion with a word n-gram LM, the out-of-vocabulary penalty and an open vocabulary:
 :mod:`ctcasr.decode.fusion` (the LM's words spelled in a trie over the model's tokens); here

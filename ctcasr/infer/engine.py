@@ -167,7 +167,7 @@ def _onnx_session(path: Path, threads: int) -> tuple[Any, ModelInfo]:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     # no busy-waiting after a run: those threads would take the cores from torch's fbank and
-    # decoding, which run between the runs (it made batch-1 transcription 5x slower)
+    # decoding, which run between the runs
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -9,8 +9,8 @@ the :class:`~ctcasr.infer.engine.ModelInfo` (features, subsampling, tokenizer) a
 export. After writing, the file is run on a batch of lengths it was not exported with and compared
 with the checkpoint's model (:func:`check_export`).
 
-No TorchScript: every ``torch.jit`` call (trace, script, save and load) is deprecated in torch
-2.14 and warns; so is the TorchScript-based ONNX exporter and ``torch.ao`` quantisation. LSTM and
+No TorchScript (``torch.jit`` is deprecated, as are the TorchScript-based ONNX exporter and
+``torch.ao`` quantisation: docs/inference.md). LSTM and
 GRU layers export as ONNX ``LSTM`` / ``GRU`` nodes (:mod:`ctcasr.infer.onnx_rnn`); a packed
 BiLSTM / BiGRU exports as its equivalent padded form (:func:`exportable`).
 """
@@ -45,7 +45,7 @@ from ctcasr.infer.wavegraph import WaveModel
 from ctcasr.models.rnn import RNNEncoder
 
 FORMATS = ("onnx",)
-CHECK_TOLERANCE = 1e-3  # max |log-prob difference| of a float export (measured: ~1e-6)
+CHECK_TOLERANCE = 1e-3  # max |log-prob difference| of a float export
 MAX_HOURS = 1  # the longest input the exported graph accepts, per utterance
 
 
@@ -130,7 +130,7 @@ def _onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
 
             root = logging.getLogger()
             level = root.level
-            root.setLevel(logging.ERROR)  # its advice to pre-process (measured: no faster)
+            root.setLevel(logging.ERROR)  # its advice to pre-process (it did not pay)
             # the fbank's DFT and mel tables stay float (int8 spectra lose the quiet bands),
             # as do the front end's convolutions; matrix products with weights go to int8
             fbank_nodes = [n.name for n in onnx.load(tmp).graph.node

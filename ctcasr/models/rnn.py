@@ -7,7 +7,7 @@ Two implementations, equal in value (tested), chosen by ``impl``:
   (``reverse_padded``), so in both directions the real frames come first and the padding
   after them, where it cannot influence any real output. This uses the fused dense kernel.
 - ``"packed"``: ``torch.nn.utils.rnn.pack_padded_sequence`` with a bidirectional RNN.
-  On CPU its backward pass is 6-27x slower than the dense kernel (docs/design.md), so it is
+  On CPU its backward pass is much slower than the dense kernel (docs/design.md), so it is
   kept for reference and for GPUs, where cuDNN runs packed sequences natively.
 
 Padded output frames are zero in both.

@@ -8,8 +8,7 @@ Positions (``pos_enc``): ``rotary`` rotates queries and keys in every attention 
 position (RoPE; attention then depends on relative offsets only); ``abs`` adds sinusoids to the
 scaled input once (``x * sqrt(d_model) + PE``, "Attention Is All You Need"); ``none`` adds
 nothing (a Conformer still sees order through its convolutions; a Transformer does not).
-``benchmarks/posenc.py`` measures them: ``rotary``, the default, left CTC's all-blank plateau
-first on every seed; ``abs`` with its ``sqrt(d_model)`` input scale was the slowest by far.
+``rotary`` is the default (``benchmarks/posenc.py`` compares them; docs/experiments.md).
 
 Padding never reaches a real frame:
 

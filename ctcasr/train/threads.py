@@ -2,17 +2,16 @@
 
 torch's threads meet at a barrier at the end of every parallel operation. When another process
 takes one of the cores, the thread that shares it runs only part of the time and the others wait
-for it at each barrier: on 2 cores with one busy process beside it, BiLSTM training with 2
-threads fell to 22 % of its unloaded speed, while 1 thread kept 62 % (``benchmarks/
-train_throughput.py --background 0 1 2``, docs/training.md). No fixed setting is best both
+for it at each barrier, and training slows to a fraction of its speed (measured in
+docs/training.md, "Threads"). No fixed setting is best both
 alone and under load, so :class:`ThreadGovernor` watches: every ``interval`` seconds it reads
 how much CPU the rest of the machine used (``/proc/stat``'s busy time minus this process's and
 its children's) and sets torch's intra-op threads to the cores left free, at least 1 and at most
 the number it started with. It steps down as soon as others hold half a core or more, and back
 up only when they leave it (a quarter core's slack), so a short blip does not make it flap.
 
-The thread count changes the last digits (convolutions and matrix products sum in another order:
-1 and 2 threads differ by up to ~1e-7 after a few epochs, measured), so a governed run is
+The thread count changes the last digits (convolutions and matrix products sum in another
+order), so a governed run is
 reproducible to rounding, not bitwise; ``train.num_threads: N`` fixes N threads and turns the
 governor off, for bitwise-reproducible runs. It is off where ``/proc`` is not (macOS, Windows):
 torch's default there.
