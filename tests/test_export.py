@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import test_transcribe
 import torch
 from test_transcribe import SR, make_checkpoint, run, write_utterances
@@ -157,6 +158,30 @@ def test_exported_and_int8_models_transcribe_like_the_checkpoint(trained, export
         assert [t.text for t in asr.transcribe(list(refs))] == want
         assert diff < (1.0 if int8 else 1e-4)  # int8: against the float model
     assert [t.text for t in ctcasr.load(trained, int8=True).transcribe(list(refs))] == want
+
+
+def test_decode_scores_a_checkpoint_and_its_export_alike(trained, exported, tmp_path):
+    """``ctcasr decode`` of a checkpoint and of its ONNX export: one code path, the same
+    hypotheses and report (beam search, n-best and word times included)."""
+    import json
+    import subprocess
+    import sys
+
+    refs = write_utterances(tmp_path / "audio", 8, seed=1200)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"u{i}", "audio": p, "text": t,
+                                            "duration": sf.info(p).duration}) + "\n"
+                                for i, (p, t) in enumerate(refs.items())))
+    out = {}
+    for name, model in (("ckpt", trained), ("onnx", exported[False][0])):
+        r = subprocess.run([sys.executable, "-m", "ctcasr", "decode", "--checkpoint", model,
+                            "--manifest", manifest, "--out-dir", tmp_path / name, "--decoder",
+                            "beam", "--nbest", "2", "--timestamps"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        out[name] = {f: (tmp_path / name / f).read_text()
+                     for f in ("hyp.txt", "nbest.txt", "summary.txt")}
+    assert out["ckpt"] == out["onnx"] and out["ckpt"]["hyp.txt"].count("\n") == 8
 
 
 def test_int8_checkpoint_is_the_int8_export(trained, exported):

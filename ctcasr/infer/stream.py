@@ -35,22 +35,21 @@ encoder's state runs on, so the log-probs stay those of the whole stream. A sile
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ctcasr.data.features import fbank, num_frames, window_hop
+from ctcasr.decode import Decoder
 from ctcasr.decode.timestamps import word_times
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import EagerEngine, Engine
 from ctcasr.infer.transcript import Transcript
 from ctcasr.models.ctc import StreamState
 from ctcasr.tokenizer import BLANK_ID
-
-if TYPE_CHECKING:
-    from ctcasr.infer.transcriber import Transcriber
 
 
 @dataclass(frozen=True)
@@ -69,9 +68,11 @@ class Stream:
     """One utterance (or, with an :class:`Endpoint`, a conversation of segments) recognised as
     its audio arrives."""
 
-    def __init__(self, transcriber: Transcriber, name: str = "<stream>", chunk_size: int = 0,
+    def __init__(self, engine: Engine, decoder: Decoder, text_of: Callable[[list[int]], str],
+                 timestamps: bool = True, name: str = "<stream>", chunk_size: int = 0,
                  left_chunks: int = -1, endpoint: Endpoint | None = None) -> None:
-        engine = transcriber.engine
+        """``decoder`` (greedy, or a beam search, which runs frame-synchronously) and
+        ``text_of`` (its tokens as text) as :class:`~ctcasr.infer.Transcriber` makes them."""
         if chunk_size and isinstance(engine, EagerEngine):
             from ctcasr.models import set_chunking
 
@@ -80,13 +81,14 @@ class Stream:
         if problem:
             raise CtcasrError(problem)
         assert isinstance(engine, EagerEngine)
-        self.model, self.info, self.asr, self.name = engine.model, engine.info, transcriber, name
+        self.model, self.info, self.name = engine.model, engine.info, name
+        self.decoder, self.text_of, self.timestamps = decoder, text_of, timestamps
         self.sr = self.info.features.sample_rate
         self.win, self.hop = window_hop(self.info.features)
         self.wave = torch.zeros(0)  # samples not yet in a frame
         self.state: StreamState | None = None  # the model's
         self.samples = self.frames = 0  # audio in, output frames out
-        self.greedy = transcriber.decoder_name == "greedy"
+        self.greedy = not hasattr(decoder, "search")
         self.finished = False
         self.endpoint = endpoint
         self.segments: list[Transcript] = []  # closed by the endpoint rule, in order
@@ -97,7 +99,7 @@ class Stream:
         self.log_probs: list[torch.Tensor] = []  # [n, V] per chunk, the segment's
         self.tokens: list[int] = []  # greedy: the labels so far, and the last frame's label
         self.last = BLANK_ID
-        self.search = None if self.greedy else self.asr.decoder.search(1)  # the beam's
+        self.search = None if self.greedy else self.decoder.search(1)  # the beam's
         self.voiced = False  # some frame's best label was not blank
         self.silent = 0  # frames since the last such frame (or the segment's start)
 
@@ -167,10 +169,10 @@ class Stream:
 
     def _result(self, final: bool) -> Transcript:
         tokens = self.tokens if self.search is None else self.search.best(1)[0][0].tokens
-        words, text = [], self.asr.text_of(tokens)
-        if final and self.asr.timestamps and tokens:  # (partials need no log-probs)
+        words, text = [], self.text_of(tokens)
+        if final and self.timestamps and tokens:  # (partials need no log-probs)
             lp = torch.cat(self.log_probs)
-            words = word_times(lp, tokens, self.asr.tokenizer, self.info.frame_s, text)
+            words = word_times(lp, tokens, self.info.tokenizer, self.info.frame_s, text)
         conf = sum(w.confidence for w in words) / len(words) if words else None
         start = self.start * self.info.frame_s
         if start:  # a later segment: times from the start of the stream

@@ -135,7 +135,6 @@ class Transcriber:
         self.settings = engine.info.decoding if settings is None else settings
         self.decoder = make_decoder(self.settings.decoder, self.settings.options, self.tokenizer)
         self.text_of = output_text(self.decoder, self.tokenizer)[0]  # tokens -> text
-        self.decoder_name = self.settings.decoder
         self.nbest = self.settings.options.nbest
         self.timestamps = timestamps
         self.sr = self.info.features.sample_rate
@@ -175,7 +174,8 @@ class Transcriber:
         """Recognition as the audio arrives (a streaming model: :mod:`ctcasr.infer.stream`);
         ``chunk_size`` > 0 sets a chunked-attention model's chunk (for the whole model);
         ``endpoint`` splits the stream into segments at pauses."""
-        return Stream(self, name, chunk_size, left_chunks, endpoint)
+        return Stream(self.engine, self.decoder, self.text_of, self.timestamps, name, chunk_size,
+                      left_chunks, endpoint)
 
     def source(self, audio: Any, sample_rate: int | None = None,
                name: str = "<array>") -> Source:
