@@ -217,8 +217,8 @@ def tune_lm(
                                                "words).")] = "0 -5 -inf",
     vocab: VocabOpt = None,
     device: DeviceOpt = "cpu",
-    max_frames: Annotated[int, typer.Option("--max-frames", help="Padded frames per batch "
-                                            "(0: at least 20000).")] = 0,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="Padded feature frames per "
+                                            "batch (0: 20000).")] = 0,
 ) -> None:
     """Choose the LM weight, word bonus and OOV penalty on a validation set, and store them
     with the LM in the model, so decode, transcribe, serve and export use them by default.
