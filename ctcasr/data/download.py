@@ -83,7 +83,7 @@ def corpus_dir(name: str, given: str | Path | None = None) -> Path:
         return Path(local) / name
     c = CORPORA[name]
     dest = downloads_root() / name
-    where = f"{local}/{name}" if local else f"${DATA_ENV}/{name}"
+    where = f"{local}/{name}" if local else f"DIR/{name} and set {DATA_ENV}=DIR"
     fetch(c.urls, dest, c.what, c.archive, c.sha256, instead=f"put a copy in {where}")
     return _top(dest)
 
