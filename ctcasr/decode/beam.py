@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ctcasr.decode.context import ContextGraph
 from ctcasr.decode.fusion import NEG_INF, LMFusion
 from ctcasr.decode.greedy import Hypothesis
 from ctcasr.lm.ngram import lookup
@@ -76,14 +77,19 @@ class _Beams:
     state: torch.Tensor  # LM state
     spelt: torch.Tensor  # characters of the word being spelled
     wh: torch.Tensor  # hash of the tokens of the word being spelled
+    cst: torch.Tensor  # hotwords: the state in the context graph ...
+    csc: torch.Tensor  # ... and the context score so far (partial matches included)
 
     EMPTY = {"pb": NEG_INF, "pnb": NEG_INF, "last": -1}  # fill of new slots; the rest 0
 
     @classmethod
-    def start(cls, b: int, lm_state: int, device: torch.device) -> _Beams:
+    def start(cls, b: int, lm_state: int, device: torch.device,
+              context: ContextGraph | None = None) -> _Beams:
         f, i = dict(dtype=torch.float64, device=device), dict(dtype=torch.int64, device=device)
         z, zi = torch.zeros((b, 1), **f), torch.zeros((b, 1), **i)
-        return cls(z, z - math.inf, z, z, zi - 1, zi, zi, zi, zi + lm_state, zi, zi)
+        cst = zi + (context.start if context is not None else 0)
+        csc = context.unfinished(cst) if context is not None else z
+        return cls(z, z - math.inf, z, z, zi - 1, zi, zi, zi, zi + lm_state, zi, zi, cst, csc)
 
     def fields(self) -> dict[str, torch.Tensor]:
         return dict(vars(self))
@@ -119,12 +125,14 @@ def prefix_beam_search(
     fusion: LMFusion | None = None,
     beam_prune: float = math.inf,
     recombine: bool = True,
+    context: ContextGraph | None = None,
 ) -> list[list[Hypothesis]]:
-    """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best."""
+    """``log_probs [B, T, V]``, ``lengths [B]`` -> for each utterance its ``nbest`` best
+    (``context``: hotwords, :mod:`ctcasr.decode.context`)."""
     if log_probs.shape[0] == 0:
         return []
     search = BeamSearch(log_probs.shape[0], beam, topk, prune, fusion, beam_prune, recombine,
-                        log_probs.device)
+                        log_probs.device, context)
     search.advance(log_probs, lengths)
     return search.best(nbest)
 
@@ -137,11 +145,13 @@ class BeamSearch:
 
     def __init__(self, batch: int, beam: int = 10, topk: int = 0, prune: float = math.inf,
                  fusion: LMFusion | None = None, beam_prune: float = math.inf,
-                 recombine: bool = True, device: torch.device | str = "cpu") -> None:
+                 recombine: bool = True, device: torch.device | str = "cpu",
+                 context: ContextGraph | None = None) -> None:
         self.beam, self.topk, self.prune, self.fusion = beam, topk, prune, fusion
         self.beam_prune, self.recombine, self.device = beam_prune, recombine, torch.device(device)
+        self.context = context.to(self.device) if context is not None else None
         self.beams = _Beams.start(batch, fusion.tables(self.device)[0].start if fusion else 0,
-                                  self.device)
+                                  self.device, self.context)
         self.parents: list[torch.Tensor] = []  # per busy frame: each slot's parent slot
         self.emitted: list[torch.Tensor] = []  # ... the label each slot appended (-1: none)
         self.frames: list[torch.Tensor] = []  # [B, T'] per chunk: those frames' numbers
@@ -165,7 +175,7 @@ class BeamSearch:
                 beams = beams.grow(min(beam, k * (1 + w)) - k)
             nxt, parent, new = _step(beams, lp_all[:, j].to(torch.float64),
                                      cand[:, j, :w].to(torch.float64), tok[:, j, :w],
-                                     self.fusion, self.beam_prune, self.recombine)
+                                     self.fusion, self.beam_prune, self.recombine, self.context)
             if j >= everyone:  # utterances that have ended keep their beams
                 active = (j < n)[:, None]
                 nxt = nxt.where(active, beams)
@@ -185,6 +195,8 @@ class BeamSearch:
         sentence end scored by the LM, as at the end of the audio)."""
         beams, dev = self.beams, self.device
         score = beams.ctc + beams.lm
+        if self.context is not None:  # completed hotwords count; a partial match does not
+            score = score + beams.csc - self.context.unfinished(beams.cst)
         if self.fusion is not None:
             closed, closed_state = self.fusion.close(beams.node, beams.state, dev)
             score = score + closed + self.fusion.end(closed_state, dev)
@@ -194,8 +206,8 @@ class BeamSearch:
 
 
 def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor,
-          fusion: LMFusion | None, beam_prune: float, recombine: bool
-          ) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
+          fusion: LMFusion | None, beam_prune: float, recombine: bool,
+          context: ContextGraph | None = None) -> tuple[_Beams, torch.Tensor, torch.Tensor]:
     """One frame: ``lp [B, V]`` log-probs, ``tok [B, W]`` the tokens that may make new
     prefixes and ``cand`` their log-probs (best first; -inf: none) -> the new beams (without
     those more than ``beam_prune`` below the best), each slot's parent slot, and the label each
@@ -203,7 +215,15 @@ def _step(beams: _Beams, lp: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor
     c = _ctc_candidates(beams, lp, cand, tok)
     lm = _with_lm(beams, c, fusion, lp.device) if fusion is not None else None
     kept_score, ext_score = (c.stay, c.ext) if lm is None else (lm.kept, lm.ext)
-    nxt, parent, kept, new = _select(beams, c, kept_score, ext_score, tok, beam_prune)
+    if context is not None:  # hotwords: each prefix's context score, and the extension's change
+        c_state, c_delta = context.step(c.at_row(beams.cst), c.tok[:, None])
+        kept_score = kept_score + beams.csc
+        ext_score = ext_score + c.at_row(beams.csc) + c_delta
+    nxt, parent, kept, new, flat = _select(beams, c, kept_score, ext_score, tok, beam_prune)
+    if context is not None:
+        chosen = flat.clamp(min=0)
+        nxt.cst = torch.where(kept, nxt.cst, c_state.view(-1)[chosen])
+        nxt.csc = torch.where(kept, nxt.csc, nxt.csc + c_delta.view(-1)[chosen])
     if fusion is not None:
         assert lm is not None
         _lm_update(nxt, parent, kept, new, fusion, lm, recombine, lp.device)
@@ -300,9 +320,10 @@ def _with_lm(bm: _Beams, c: _Candidates, fusion: LMFusion, device: torch.device)
 
 def _select(bm: _Beams, c: _Candidates, kept_score: torch.Tensor, ext_score: torch.Tensor,
             tok: torch.Tensor, beam_prune: float
-            ) -> tuple[_Beams, torch.Tensor, torch.Tensor, torch.Tensor]:
+            ) -> tuple[_Beams, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``K`` best of the staying prefixes and the extensions: (the new beams, each slot's
-    parent slot, whether the slot's prefix stayed, the token it appended)."""
+    parent slot, whether the slot's prefix stayed, the token it appended, the index of its
+    extension in the flattened ``[M, K]`` candidates, -1 where none)."""
     b, k = bm.pb.shape
     w = tok.shape[1]
     score = torch.full((b, k + k * w), NEG_INF, dtype=c.ext.dtype, device=c.ext.device)
@@ -315,8 +336,9 @@ def _select(bm: _Beams, c: _Candidates, kept_score: torch.Tensor, ext_score: tor
     parent = torch.where(kept, sel, a)
     new = tok.gather(1, j)
     real = ~kept & (j < c.width[:, None])  # else a -inf filler the topk had to take
+    flat = torch.where(real, (c.first[:, None] + j) * k + a, -1)
     ext_pnb = F.pad(c.ext.view(-1), (0, 1), value=NEG_INF)  # [M * K + 1]: the last is -inf
-    ext_pnb = ext_pnb[torch.where(real, (c.first[:, None] + j) * k + a, len(ext_pnb) - 1)]
+    ext_pnb = ext_pnb[torch.where(real, flat, len(ext_pnb) - 1)]
     hp = bm.h.gather(1, parent)
     nxt = _Beams(pb=torch.where(kept, c.stay_pb.gather(1, parent), NEG_INF),
                  pnb=torch.where(kept, c.stay_pnb.gather(1, parent), ext_pnb),
@@ -325,11 +347,12 @@ def _select(bm: _Beams, c: _Candidates, kept_score: torch.Tensor, ext_score: tor
                  h=torch.where(kept, hp, hp * _HASH + new + 1),
                  ph=torch.where(kept, bm.ph.gather(1, parent), hp),
                  node=bm.node.gather(1, parent), state=bm.state.gather(1, parent),
-                 spelt=bm.spelt.gather(1, parent), wh=bm.wh.gather(1, parent))
+                 spelt=bm.spelt.gather(1, parent), wh=bm.wh.gather(1, parent),
+                 cst=bm.cst.gather(1, parent), csc=bm.csc.gather(1, parent))
     if math.isfinite(beam_prune):  # too far below the best: the slot is emptied
         cut = top < top[:, :1] - beam_prune
         nxt.pb, nxt.pnb = nxt.pb.masked_fill(cut, NEG_INF), nxt.pnb.masked_fill(cut, NEG_INF)
-    return nxt, parent, kept, new
+    return nxt, parent, kept, new, flat
 
 
 def _lm_update(nxt: _Beams, parent: torch.Tensor, kept: torch.Tensor, new: torch.Tensor,
@@ -352,7 +375,7 @@ def _lm_update(nxt: _Beams, parent: torch.Tensor, kept: torch.Tensor, new: torch
     nxt.wh = torch.where(kept, nxt.wh, torch.where(opens, 0, nxt.wh) * _HASH + new + 1)
     if recombine:
         k = nxt.pb.shape[1]
-        key = (nxt.state * _MIX[0] + nxt.wh) * _MIX[1] + nxt.last
+        key = ((nxt.state * _MIX[0] + nxt.wh) * _MIX[1] + nxt.last) * _MIX[0] + nxt.cst
         live = nxt.ctc > NEG_INF
         before = torch.ones(k, k, dtype=torch.bool, device=key.device).tril(-1)  # j < i
         dup = ((key[:, :, None] == key[:, None, :]) & before & live[:, None, :]).any(2)
