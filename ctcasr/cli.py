@@ -116,6 +116,12 @@ VocabOpt = Annotated[Path | None, typer.Option(
     "--vocab", help="Beam + LM: open vocabulary, a file of words (one per line, each with "
     "an optional count) the search may output besides the LM's, each as the LM's <unk> x its "
     "share of the counts, + --unk-penalty (docs/decoding.md).")]
+HotwordsOpt = Annotated[Path | None, typer.Option(
+    "--hotwords", help="Beam: a file of words or phrases to prefer, one per line, each with an "
+    "optional boost per token ('new york:3'); their words are allowed outside the LM. Given "
+    "alone, it means --decoder beam (docs/decoding.md).")]
+HotwordBoostOpt = Annotated[float, typer.Option(
+    "--hotword-boost", help="Score added per matched token of a hotword without its own.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 # padded feature frames per batch when decoding a manifest: the batched beam search does each
 # frame's work once for the whole batch, so larger batches than training's are faster
@@ -143,6 +149,8 @@ def decode(
     word_bonus: WordBonusOpt = None,
     unk_penalty: UnkPenaltyOpt = None,
     vocab: VocabOpt = None,
+    hotwords: HotwordsOpt = None,
+    hotword_boost: HotwordBoostOpt = 2.0,
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write words.ctm (word "
                                              "start, duration, confidence).")] = False,
     device: DeviceOpt = "cpu",
@@ -161,13 +169,14 @@ def decode(
     """Decode a manifest and write the hypotheses and a WER/CER report; prints the WER.
 
     It decodes as the model carries (see tune-lm) unless options say otherwise."""
+    from ctcasr.decode.settings import hotword_list
     from ctcasr.infer.manifest import decode_manifest
 
     asr = _manifest_transcriber(
         checkpoint, device, max_frames, num_workers, chunk_size, left_chunks, timestamps,
         decoder=decoder, lm=lm, vocab=vocab, beam=beam, nbest=nbest, topk=topk, prune=prune,
         beam_prune=beam_prune, lm_weight=lm_weight, word_bonus=word_bonus,
-        unk_penalty=unk_penalty)
+        unk_penalty=unk_penalty, hotwords=hotword_list(hotwords, hotword_boost))
     typer.echo(f"decoder: {asr.settings.describe()}", err=True)
     s = decode_manifest(asr, manifest, out_dir, timestamps, skip_bad)
     typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")
@@ -274,6 +283,8 @@ def transcribe(
     word_bonus: WordBonusOpt = None,
     unk_penalty: UnkPenaltyOpt = None,
     vocab: VocabOpt = None,
+    hotwords: HotwordsOpt = None,
+    hotword_boost: HotwordBoostOpt = 2.0,
     int8: Int8Opt = False,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: the "
                                          "library's default, all cores).")] = 0,
@@ -292,13 +303,15 @@ def transcribe(
     It decodes as the model carries (see tune-lm) unless options say otherwise."""
     import json
 
+    from ctcasr.decode.settings import hotword_list
     from ctcasr.infer import Transcriber, open_engine
     from ctcasr.infer.transcriber import expand_inputs
 
     engine = open_engine(model, int8=int8, threads=threads, device=device)
     settings = engine.info.decoding.override(
         decoder, lm, vocab, beam=beam, topk=topk, prune=prune, beam_prune=beam_prune,
-        lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty)
+        lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty,
+        hotwords=hotword_list(hotwords, hotword_boost))
     asr = Transcriber(engine, settings, json_lines, chunk_seconds, overlap_seconds,
                       batch_seconds)
     failed = 0
@@ -331,8 +344,15 @@ def serve(
     word_bonus: WordBonusOpt = None,
     unk_penalty: UnkPenaltyOpt = None,
     vocab: VocabOpt = None,
+    hotwords: HotwordsOpt = None,
+    hotword_boost: HotwordBoostOpt = 2.0,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: all "
                                          "cores).")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Decoding threads at once (torch "
+                                         "already uses the cores: 1 suits a CPU).")] = 1,
+    partial_seconds: Annotated[float, typer.Option("--partial-seconds", help="A full-context "
+                                                   "model re-decodes the open segment after "
+                                                   "this much new audio.")] = 1.0,
     max_streams: Annotated[int, typer.Option("--max-streams", help="WebSocket streams at "
                                              "once.")] = 8,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest upload.")]
@@ -361,13 +381,16 @@ def serve(
     except ImportError:
         raise CtcasrError("ctcasr serve needs starlette, uvicorn and websockets: pip install "
                           "-e '.[serve]' (from a checkout)") from None
+    from ctcasr.decode.settings import hotword_list
     from ctcasr.infer import load
 
     asr = load(model, decoder=decoder, beam=beam, lm=lm, lm_weight=lm_weight,
                word_bonus=word_bonus, unk_penalty=unk_penalty, vocab=vocab,
-               threads=threads)
+               hotwords=hotword_list(hotwords, hotword_boost), threads=threads)
+    if workers < 1 or not partial_seconds > 0:
+        raise CtcasrError("--workers must be >= 1 and --partial-seconds > 0")
     limits = Limits(max_upload_mb=max_upload_mb, max_stream_seconds=max_stream_seconds,
-                    max_streams=max_streams)
+                    max_streams=max_streams, workers=workers, partial_seconds=partial_seconds)
     if chunk_size:
         from ctcasr.models import set_chunking
 

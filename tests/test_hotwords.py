@@ -133,3 +133,50 @@ def test_hotword_files(tmp_path):
     f.write_text("# nothing\n")
     with pytest.raises(CtcasrError, match="has no phrases"):
         read_hotwords(f)
+
+
+def spelled(tok: CharTokenizer, text: str, frames_per_token: int = 2) -> torch.Tensor:
+    """Log-probs that say ``text`` clearly: each token for a few frames, blanks between."""
+    ids = tok.encode(text)
+    lp = torch.full((len(ids) * (frames_per_token + 1) + 1, tok.vocab_size), -8.0)
+    lp[:, BLANK_ID] = -0.01
+    for k, i in enumerate(ids):
+        for f in range(frames_per_token):
+            row = k * (frames_per_token + 1) + f
+            lp[row] = -8.0
+            lp[row, i] = -0.01
+    return lp.log_softmax(-1)
+
+
+def test_a_hotword_the_lm_lacks_is_admitted_without_the_oov_penalty():
+    from ctcasr.decode import DecodeOptions, make_decoder
+    from ctcasr.lm import train_kneser_ney
+
+    tok = CharTokenizer(list("abcdkx▁"))
+    lm = train_kneser_ney(["ab", "ab cd", "cd ab"], 2)
+    lp = spelled(tok, "ab xkcd")
+    lens = torch.tensor([lp.shape[0]])
+    closed = DecodeOptions(beam=16, lm=lm, lm_weight=1.0, unk_penalty=-math.inf)
+    plain = make_decoder("beam", closed, tok)(lp[None], lens)[0][0]
+    assert tok.decode(plain.tokens) != "ab xkcd"  # only the LM's words may come out
+    hot = DecodeOptions(beam=16, lm=lm, lm_weight=1.0, unk_penalty=-math.inf,
+                        hotwords=(Hotword("xkcd", 2.0),))
+    best = make_decoder("beam", hot, tok)(lp[None], lens)[0][0]
+    assert tok.decode(best.tokens) == "ab xkcd"
+    with pytest.raises(CtcasrError, match="--hotwords needs --decoder beam"):
+        make_decoder("greedy", DecodeOptions(hotwords=(Hotword("xkcd"),)), tok)
+
+
+def test_hotwords_through_the_api_and_per_call(tmp_path):
+    from ctcasr.decode.settings import DecodeSettings, hotword_list
+
+    assert hotword_list(["New York", "x"], 3.0) == (Hotword("new york", 3.0), Hotword("x", 3.0))
+    f = tmp_path / "h.txt"
+    f.write_text("alpha:1.5\n")
+    assert hotword_list(f) == (Hotword("alpha", 1.5),)
+    assert hotword_list(None) is None
+    with pytest.raises(CtcasrError, match="expected phrases"):
+        hotword_list([3])
+    s = DecodeSettings().override(hotwords=hotword_list(["alpha"]))
+    assert s.decoder == "beam" and s.describe() == "beam 10 + 1 hotword(s)"
+    assert DecodeSettings().override(hotwords=()).decoder == "greedy"  # an empty list: no change

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ctcasr.decode.beam import BeamSearch, LMFusion, prefix_beam_search
+from ctcasr.decode.context import ContextGraph, Hotword
 from ctcasr.decode.greedy import Hypothesis, greedy_search
 from ctcasr.errors import CtcasrError
 from ctcasr.tokenizer import PhoneTokenizer, Tokenizer
@@ -40,6 +41,8 @@ class DecodeOptions:
     vocab: str | Mapping[str, float] | None = None  # open vocabulary: a file of words (with
     # counts, or read) the search may spell besides the LM's, each of the LM's <unk> class
     # (+ unk_penalty); others ruled out
+    hotwords: tuple[Hotword, ...] = ()  # phrases to prefer (ctcasr.decode.context); their
+    # words are admitted by the LM search without the OOV penalty
 
     def __post_init__(self) -> None:
         if self.unk_penalty > 0 or math.isnan(self.unk_penalty):
@@ -59,16 +62,18 @@ class BeamDecoder:
     opts: DecodeOptions
     fusion: LMFusion | None = None
     phones: bool = False  # a phone model: with the LM, its hypotheses are read as words
+    context: ContextGraph | None = None  # the hotwords
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         o = self.opts
         return prefix_beam_search(log_probs, lengths, beam=o.beam, nbest=o.nbest, topk=o.topk,
-                                  prune=o.prune, fusion=self.fusion, beam_prune=o.beam_prune)
+                                  prune=o.prune, fusion=self.fusion, beam_prune=o.beam_prune,
+                                  context=self.context)
 
     def search(self, batch: int = 1, device: torch.device | str = "cpu") -> BeamSearch:
         o = self.opts
         return BeamSearch(batch, o.beam, o.topk, o.prune, self.fusion, o.beam_prune,
-                          device=device)
+                          device=device, context=self.context)
 
     @property
     def words(self) -> Callable[[list[int]], str] | None:
@@ -96,9 +101,11 @@ def _beam(opts: DecodeOptions, tokenizer: Tokenizer) -> Decoder:
         if opts.vocab and math.isfinite(opts.unk_penalty):  # (-inf: only LM words, as without)
             extra = read_vocab(opts.vocab) if isinstance(opts.vocab, str) else dict(opts.vocab)
         lm = NGramLM.read_arpa(opts.lm) if isinstance(opts.lm, str) else opts.lm
+        free = tuple(sorted({w for h in opts.hotwords for w in h.phrase.split()}))
         fusion = LMFusion(lm, pieces, opts.lm_weight, opts.word_bonus, opts.unk_penalty, spell,
-                          extra)
-    return BeamDecoder(opts, fusion, isinstance(tokenizer, PhoneTokenizer))
+                          extra, free)
+    context = ContextGraph.build(opts.hotwords, tokenizer) if opts.hotwords else None
+    return BeamDecoder(opts, fusion, isinstance(tokenizer, PhoneTokenizer), context)
 
 
 DECODERS: dict[str, Callable[[DecodeOptions, Tokenizer], Decoder]] = {
@@ -112,6 +119,8 @@ def make_decoder(name: str, opts: DecodeOptions, tokenizer: Tokenizer) -> Decode
         raise CtcasrError(f"unknown decoder {name!r} (choose {', '.join(DECODERS)})")
     if opts.lm and name != "beam":
         raise CtcasrError("--lm needs --decoder beam")
+    if opts.hotwords and name != "beam":
+        raise CtcasrError("--hotwords needs --decoder beam")
     if opts.vocab and not opts.lm:
         raise CtcasrError("--vocab needs --lm (it opens the LM search's vocabulary)")
     return DECODERS[name](opts, tokenizer)

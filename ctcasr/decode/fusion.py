@@ -64,17 +64,20 @@ class Spelling:
     extra_logp: torch.Tensor | None = None  # [len(names)] ... and its ln P(word | <unk>)
     ahead: torch.Tensor | None = None  # [N] the best ln P(word | <unk>) of the extra words a
     # node leads to; inf where it leads to an LM word (no look-ahead: as without extra words)
+    free: torch.Tensor | None = None  # [len(names)] bool: an extra word closed without the OOV
+    # penalty or a share (a hotword the LM lacks)
 
     DENSE_MAX = 1 << 24  # entries (64 MB): a character or 1000-piece vocabulary over ~10k words
 
     @classmethod
     def build(cls, tables: LMTables, pieces: Sequence[str], spell=None,
-              extra: Mapping[str, float] | None = None) -> Spelling:
+              extra: Mapping[str, float] | None = None,
+              free: Sequence[str] = ()) -> Spelling:
         """``spell``: word -> its spellings in the alphabet of ``pieces`` (default: itself);
         given (a phone model), every word begins with a word-start token: nothing continues
         the empty spelling (characters: the first word has no ``▁`` before it). ``extra``:
         word -> count, words outside the LM that the trie spells too (where no LM word has the
-        spelling)."""
+        spelling); ``free``: more such words, closed without the OOV penalty (hotwords)."""
         nodes, spelled, other = {"": 0}, {}, {}
         spell_of = spell if spell is not None else (lambda w: [w])
 
@@ -91,6 +94,7 @@ class Spelling:
         extra = {w: c for w, c in (extra or {}).items() if w not in tables.words and c > 0}
         names = tuple(sorted(extra, key=lambda w: (-extra[w], w)))  # the most frequent first
         total = sum(extra.values())
+        names += tuple(sorted({w for w in free if w not in tables.words and w not in extra}))
         for k, w in enumerate(names):
             for sp in spell_of(w):
                 if sp not in spelled and sp not in other:
@@ -118,12 +122,12 @@ class Spelling:
             dense[keys + v] = child.to(torch.int32)  # row 0 is DEAD's
         alts = tuple(torch.tensor([spelled[s][h] if len(spelled.get(s, ())) > h else -1
                                    for s in nodes]) for h in range(1, most))
-        share = [math.log(extra[w] / total) for w in names]  # ln P(word | <unk>)
+        share = [math.log(extra[w] / total) if w in extra else 0.0 for w in names]
         ahead = None
         if names:  # from the longest spellings up: a node's best word below it
             best = dict.fromkeys(nodes, NEG_INF)
             for sp_, k in other.items():
-                best[sp_] = share[k]
+                best[sp_] = share[k] if names[k] in extra else math.inf
             for sp_ in spelled:
                 best[sp_] = math.inf
             for s in sorted(nodes, key=len, reverse=True)[:-1]:
@@ -137,7 +141,8 @@ class Spelling:
                                  for i, (p, s) in enumerate(zip(pieces, starts, strict=True))]),
                    dense, alts,
                    torch.tensor([other.get(s, -1) for s in nodes]) if names else None, names,
-                   torch.tensor(share, dtype=torch.float64) if names else None, ahead)
+                   torch.tensor(share, dtype=torch.float64) if names else None, ahead,
+                   torch.tensor([w not in extra for w in names]) if names else None)
 
     def to(self, device: torch.device) -> Spelling:
         return Spelling(*(None if getattr(self, f) is None else getattr(self, f).to(device)
@@ -145,7 +150,7 @@ class Spelling:
                                     "length", "dense")), tuple(a.to(device) for a in self.alts),
                         None if self.extra is None else self.extra.to(device), self.names,
                         *(None if x is None else x.to(device)
-                          for x in (self.extra_logp, self.ahead)))
+                          for x in (self.extra_logp, self.ahead, self.free)))
 
     def step(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """The node after appending ``token`` (which does not start a word) to ``node``."""
@@ -168,6 +173,8 @@ class LMFusion:
     spell: Callable[[str], list[str]] | None = None  # word -> spellings in the pieces' alphabet
     extra: Mapping[str, float] | None = None  # word -> count: words outside the LM that the
     # search may spell too (open vocabulary)
+    free: tuple[str, ...] = ()  # words outside the LM the search may spell without the OOV
+    # penalty (the words of hotwords)
 
     @property
     def dead_penalty(self) -> float:
@@ -184,7 +191,7 @@ class LMFusion:
         if device not in self._tables:
             lm = self.lm.tables
             self._tables[device] = (lm.to(device), Spelling.build(
-                lm, self.pieces, self.spell, self.extra).to(device))
+                lm, self.pieces, self.spell, self.extra, self.free).to(device))
         return self._tables[device]
 
     def pick(self, node: torch.Tensor, state: torch.Tensor, device: torch.device
@@ -216,7 +223,8 @@ class LMFusion:
         if sp.extra is not None:  # a word outside the LM: of the <unk> class, + the penalty
             k = torch.where(node != DEAD, lookup(sp.extra, at), -1)
             share = lookup(sp.extra_logp, k.clamp(min=0))
-            other = torch.where(k >= 0, score + self.weight * share + self.unk_penalty, other)
+            penalty = torch.where(lookup(sp.free, k.clamp(min=0)), 0.0, self.unk_penalty)
+            other = torch.where(k >= 0, score + self.weight * share + penalty, other)
         score = torch.where(known, score, other)
         spelled = node != 0
         return torch.where(spelled, score, 0.0), torch.where(spelled, after, state)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ctcasr.decode import DecodeOptions
+from ctcasr.decode.context import DEFAULT_BOOST, Hotword, read_hotwords
 from ctcasr.errors import CtcasrError, first_line
 
 NO_LM = "none"  # --lm none: beam search without the model's LM
@@ -36,6 +37,8 @@ class DecodeSettings:
         if o.lm is not None:
             text += (f" + LM (weight {o.lm_weight:g}, word bonus {o.word_bonus:g}, "
                      f"unk penalty {o.unk_penalty:g})")
+        if o.hotwords:
+            text += f" + {len(o.hotwords)} hotword(s)"
         return text
 
     def state_dict(self) -> dict[str, Any]:
@@ -65,9 +68,12 @@ class DecodeSettings:
     def override(self, decoder: str | None = None, lm: str | Path | None = None,
                  vocab: str | Path | None = None, **given: Any) -> DecodeSettings:
         """These settings with what the user gave (``None``: not given) on top. ``lm`` ``none``
-        drops the LM; a given ``lm`` without ``decoder`` means beam search; ``decoder``
-        ``greedy`` drops the carried LM."""
+        drops the LM; a given ``lm`` or hotwords without ``decoder`` means beam search;
+        ``decoder`` ``greedy`` drops the carried LM."""
         changes = {k: v for k, v in given.items() if v is not None}
+        if changes.get("hotwords") is not None:
+            changes["hotwords"] = tuple(changes["hotwords"])
+            decoder = decoder or ("beam" if changes["hotwords"] else None)
         if lm is not None:
             changes["lm"] = None if str(lm) == NO_LM else str(lm)
             if changes["lm"] is None:
@@ -82,6 +88,25 @@ class DecodeSettings:
             raise CtcasrError("--nbest needs --decoder beam")
         opts = dataclasses.replace(self.options, **changes)
         return DecodeSettings(chosen, opts, self.note if opts == self.options else "")
+
+
+def hotword_list(items: Any, boost: float | None = None) -> tuple[Hotword, ...] | None:
+    """Hotwords as an API or a request gives them: a file (path), phrases, or
+    :class:`Hotword` s; None stays None (not given)."""
+    if items is None:
+        return None
+    boost = DEFAULT_BOOST if boost is None else boost
+    if isinstance(items, (str, Path)):
+        return tuple(read_hotwords(items, boost))
+    out = []
+    for h in items:
+        if isinstance(h, Hotword):
+            out.append(h)
+        elif isinstance(h, str) and h.split():
+            out.append(Hotword(" ".join(h.lower().split()), boost))
+        else:
+            raise CtcasrError(f"hotwords: expected phrases (strings), got {h!r}")
+    return tuple(out)
 
 
 def parse_grid(text: str, what: str) -> list[float]:

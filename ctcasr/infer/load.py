@@ -7,10 +7,13 @@ from __future__ import annotations
 import logging
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from ctcasr.decode.context import Hotword
+from ctcasr.decode.settings import hotword_list
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import EagerEngine, Engine, OnnxEngine
 from ctcasr.infer.export import export
@@ -73,6 +76,7 @@ def load(
     word_bonus: float | None = None,
     unk_penalty: float | None = None,
     vocab: str | Path | None = None,
+    hotwords: str | Path | Sequence[str | Hotword] | None = None,
     int8: bool = False,
     threads: int = 0,
     device: str = "cpu",
@@ -90,7 +94,8 @@ def load(
     prefixes, CLI ``--beam-size``), ``lm`` a word n-gram LM in ARPA format (``"none"``: beam
     search without the carried LM), ``lm_weight``, ``word_bonus`` (added per word),
     ``unk_penalty`` (added per word the LM does not know; ``-inf``: only its words), ``vocab``
-    a file of words, with counts, it may output besides the LM's.
+    a file of words, with counts, it may output besides the LM's; ``hotwords`` phrases to
+    prefer (a hotwords file, or a list of phrases; :mod:`ctcasr.decode.context`).
     ``int8``: dynamic int8 quantisation of a checkpoint's model (through an int8 ONNX export).
     ``threads`` > 0 sets the intra-op threads. Inputs longer than ``chunk_seconds`` are decoded
     in windows overlapping by ``overlap_seconds``; a batch holds at most ``batch_seconds`` of
@@ -98,6 +103,7 @@ def load(
     """
     engine = open_engine(model, int8=int8, threads=threads, device=device)
     settings = engine.info.decoding.override(decoder, lm, vocab, beam=beam, lm_weight=lm_weight,
-                                             word_bonus=word_bonus, unk_penalty=unk_penalty)
+                                             word_bonus=word_bonus, unk_penalty=unk_penalty,
+                                             hotwords=hotword_list(hotwords))
     return Transcriber(engine, settings, timestamps, chunk_seconds, overlap_seconds,
                        batch_seconds)

@@ -38,7 +38,7 @@ from ctcasr.data.audio import audio_duration, load_audio, to_mono
 from ctcasr.data.features import window_hop
 from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.decode import Hypothesis, make_decoder, output_text
-from ctcasr.decode.settings import DecodeSettings
+from ctcasr.decode.settings import DecodeSettings, hotword_list
 from ctcasr.decode.timestamps import WordTime, word_times
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import Engine
@@ -147,6 +147,7 @@ class Transcriber:
         self.batch_samples = max(round(batch_seconds * self.sr), self.window)
         self.max_batch = max_batch
         self.workers = workers
+        self.chunk_seconds, self.overlap_seconds = chunk_seconds, overlap_seconds
 
     @property
     def max_unchunked_seconds(self) -> float:
@@ -160,14 +161,25 @@ class Transcriber:
         return stream_problem(self.engine) is None
 
     # ----------------------------------------------------------------------- public API
-    def transcribe(self, audio: Any, sample_rate: int | None = None,
-                   name: str = "<array>") -> Transcript | list[Transcript]:
+    def transcribe(self, audio: Any, sample_rate: int | None = None, name: str = "<array>",
+                   hotwords: Any = None) -> Transcript | list[Transcript]:
         """A path, an array or tensor (``[samples]`` or ``[samples, channels]``, at
-        ``sample_rate``), or a list of these -> a :class:`Transcript` (a list for a list)."""
+        ``sample_rate``), or a list of these -> a :class:`Transcript` (a list for a list).
+        ``hotwords``: phrases to prefer for this call (see :meth:`with_hotwords`)."""
+        if hotwords is not None:
+            return self.with_hotwords(hotwords).transcribe(audio, sample_rate, name)
         if isinstance(audio, (list, tuple)):
             return list(self.transcribe_iter(self.source(a, sample_rate, f"{name}[{i}]")
                                              for i, a in enumerate(audio)))
         return next(self.transcribe_iter([self.source(audio, sample_rate, name)]))
+
+    def with_hotwords(self, hotwords: Any) -> Transcriber:
+        """This transcriber, decoding with ``hotwords`` (a hotwords file, or phrases) instead of
+        its own (the engine is shared)."""
+        settings = self.settings.override(hotwords=hotword_list(hotwords))
+        return Transcriber(self.engine, settings, self.timestamps, self.chunk_seconds,
+                           self.overlap_seconds, self.batch_samples / self.sr, self.max_batch,
+                           self.workers)
 
     def stream(self, name: str = "<stream>", chunk_size: int = 0, left_chunks: int = -1,
                endpoint: Endpoint | None = None) -> Stream:
