@@ -371,6 +371,12 @@ def serve(
     = 0,
     left_chunks: Annotated[int, typer.Option("--left-chunks", help="With --chunk-size: chunks "
                                              "of left context (-1: all).")] = -1,
+    ssl_certfile: Annotated[Path | None, typer.Option("--ssl-certfile", help="Serve HTTPS with "
+                                                      "this certificate (PEM): browsers give "
+                                                      "the microphone only to HTTPS pages "
+                                                      "(and localhost).")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option("--ssl-keyfile", help="Its private key "
+                                                     "(PEM).")] = None,
 ) -> None:
     """Serve recognition over HTTP and WebSocket: a page at /, POST /v1/transcribe, WS
     /v1/stream (docs/serving.md). Needs the serve extra."""
@@ -398,11 +404,19 @@ def serve(
             raise CtcasrError("--chunk-size: stream a checkpoint, not an export")
         set_chunking(asr.engine.model, chunk_size, left_chunks)
     endpoint = Endpoint(endpoint_silence, max_segment) if endpoint_silence > 0 else None
-    typer.echo(f"serving {model} ({asr.settings.describe()}) at http://{host}:{port}/ "
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise CtcasrError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+    for f in (ssl_certfile, ssl_keyfile):
+        if f is not None and not f.is_file():
+            raise CtcasrError(f"{f}: no such file")
+    scheme = "https" if ssl_certfile else "http"
+    typer.echo(f"serving {model} ({asr.settings.describe()}) at {scheme}://{host}:{port}/ "
                "(Ctrl-C stops)")
     uvicorn.run(create_app(asr, limits, model.name, endpoint), host=host, port=port,
                 log_level="warning", ws="websockets-sansio",
-                ws_max_size=int(4 * limits.max_message_kb * 1024))
+                ws_max_size=int(4 * limits.max_message_kb * 1024),
+                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
 
 
 @app.command()

@@ -158,6 +158,70 @@ def test_upload_errors(full):
     assert httpx.get(url).status_code == 405
 
 
+def flac(wave: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, SR, format="FLAC")
+    return buf.getvalue()
+
+
+def test_form_uploads_as_curl_and_openai_clients_send_them(full):
+    """``curl -F file=@a.flac`` and the multipart body an OpenAI-style client sends (file,
+    model, response_format, ...): the same text as ``transcribe``, in each response format."""
+    server, asr = full
+    wave = recording(4)
+    audio = flac(wave)
+    want = asr.transcribe(sf.read(io.BytesIO(audio), dtype="float32")[0], SR)
+    r = httpx.post(f"{server.http}/v1/transcribe", files={"file": ("a.flac", audio)})
+    assert r.status_code == 200 and r.json()["text"] == want.text, r.text
+    url = f"{server.http}/v1/audio/transcriptions"
+    fields = {"model": "whisper-1", "language": "en", "temperature": "0"}  # accepted, ignored
+    got = {}
+    for fmt in ("json", "text", "srt", "vtt", "verbose_json"):
+        r = httpx.post(url, files={"file": ("a.flac", audio, "audio/flac")},
+                       data={**fields, "response_format": fmt})
+        assert r.status_code == 200, r.text
+        got[fmt] = r.json() if fmt.endswith("json") else r.text
+    assert got["json"] == {"text": want.text} and got["text"] == want.text + "\n"
+    v = got["verbose_json"]
+    assert v["text"] == want.text and [w["word"] for w in v["words"]] == want.text.split()
+    assert " ".join(seg["text"] for seg in v["segments"]) == want.text
+    assert got["srt"].startswith("1\n00:00:0") and " --> " in got["srt"]
+    assert got["vtt"].startswith("WEBVTT\n\n00:00:0")
+    cues = [line for line in got["srt"].splitlines() if line and " --> " not in line
+            and not line.isdigit()]
+    assert " ".join(cues) == want.text
+    r = httpx.post(url, files={"file": ("a.flac", audio)}, data={"response_format": "xml"})
+    assert r.status_code == 400 and "response_format 'xml'" in r.json()["error"]
+    assert httpx.post(url, content=audio).status_code == 400  # not a form
+    r = httpx.post(url, data={"model": "x"}, files={"other": ("a", b"1")})
+    assert r.status_code == 400 and "no 'file' field" in r.json()["error"]
+    r = httpx.post(url, content=b"--x\r\nbroken", headers={
+        "content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400, r.text
+    r = httpx.post(f"{server.http}/v1/transcribe", files={"file": ("a.wav", b"RIFF....junk")})
+    assert r.status_code == 415 and "object at 0x" not in r.json()["error"], r.json()
+    assert httpx.get(f"{server.http}/healthz").status_code == 200  # still serving
+
+
+def test_hotwords_per_request(full):
+    server, asr = full
+    wave = recording(5)
+    audio = flac(wave)
+    samples = sf.read(io.BytesIO(audio), dtype="float32")[0]
+    hot = asr.transcribe(samples, SR, hotwords=["ab ba"])
+    r = httpx.post(f"{server.http}/v1/transcribe?hotwords=ab%20ba", content=audio)
+    assert r.status_code == 200 and r.json()["text"] == hot.text
+    r = httpx.post(f"{server.http}/v1/transcribe", files={"file": ("a.flac", audio)},
+                   data={"hotwords": "ab ba\n"})
+    assert r.status_code == 200 and r.json()["text"] == hot.text
+    _, final = stream(server.ws, wave, start={"type": "start", "sample_rate": SR,
+                                              "hotwords": ["ab ba"]})
+    assert final["text"] == asr.with_hotwords(["ab ba"]).transcribe(as_sent(wave), SR).text
+    err = expect_error(server.ws, json.dumps({"type": "start", "sample_rate": SR,
+                                              "hotwords": "ab"}))
+    assert "hotwords must be a list" in err
+
+
 def expect_error(url: str, first, then=(), code: int = 1003) -> str:
     """Send ``first`` (a start message) and ``then``; returns the error text, checks the code."""
     with connect(url) as ws:

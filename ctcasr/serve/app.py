@@ -40,18 +40,19 @@ import numpy as np
 import soundfile as sf
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ctcasr.errors import CtcasrError
+from ctcasr.errors import CtcasrError, first_line
 from ctcasr.infer.stream import Endpoint
 from ctcasr.infer.transcriber import Transcriber
 from ctcasr.infer.transcript import Transcript
+from ctcasr.serve.formats import FORMATS, render
 
 log = logging.getLogger("ctcasr.serve")
 PAGE = Path(__file__).parent / "static" / "index.html"
-FORMATS = {"s16le": (np.int16, 1 / 32768.0), "f32le": (np.float32, 1.0)}
+PCM_FORMATS = {"s16le": (np.int16, 1 / 32768.0), "f32le": (np.float32, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,14 @@ class Limits:
     max_streams: int = 8  # WebSocket streams at once
     workers: int = 1  # decoding threads
     partial_seconds: float = 1.0  # full-context models: new audio between partial results
+
+
+@dataclass
+class Upload:
+    data: np.ndarray  # [samples, channels]
+    rate: int
+    hotwords: list[str] | None  # this request's (None: the server's)
+    fields: dict[str, str]  # a form's text fields
 
 
 class ClientError(Exception):
@@ -78,6 +87,8 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model",
     server = Server(asr, limits, name, endpoint)
     return Starlette(routes=[Route("/", server.page), Route("/healthz", server.healthz),
                              Route("/v1/transcribe", server.transcribe, methods=["POST"]),
+                             Route("/v1/audio/transcriptions", server.openai_transcriptions,
+                                   methods=["POST"]),
                              WebSocketRoute("/v1/stream", server.stream)])
 
 
@@ -103,30 +114,78 @@ class Server:
         return JSONResponse({"status": "ok", "model": self.name, "sample_rate": self.sr,
                              "streaming": self.streaming, "streams": self.streams})
 
-    async def transcribe(self, request: Request) -> JSONResponse:
+    async def transcribe(self, request: Request) -> Response:
+        """The audio as the request body or a form's ``file`` field -> the transcript."""
+        upload = await self.upload(request)
+        if isinstance(upload, Response):
+            return upload
+        try:
+            result = await self.run(self.asr.transcribe, upload.data, upload.rate, "upload",
+                                    upload.hotwords)
+        except CtcasrError as e:
+            return error(422, str(e))
+        return JSONResponse(result.to_dict())
+
+    async def openai_transcriptions(self, request: Request) -> Response:
+        """``POST /v1/audio/transcriptions`` as OpenAI-style clients send it: a form with
+        ``file`` and ``response_format`` (other fields are accepted and ignored)."""
+        upload = await self.upload(request, form_only=True)
+        if isinstance(upload, Response):
+            return upload
+        fmt = upload.fields.get("response_format") or "json"
+        if fmt not in FORMATS:
+            return error(400, f"response_format {fmt!r}: choose {', '.join(FORMATS)}")
+        try:
+            t = await self.run(self.asr.transcribe, upload.data, upload.rate, "upload",
+                               upload.hotwords)
+        except CtcasrError as e:
+            return error(422, str(e))
+        body, media = render(t, fmt)
+        if isinstance(body, dict):
+            return JSONResponse(body)
+        return Response(body, media_type=media)
+
+    async def upload(self, request: Request, form_only: bool = False) -> Upload | Response:
+        """The audio of a request (its body, or a form's ``file``), or the error response."""
         cap = int(self.limits.max_upload_mb * 2**20)
         too_big = f"the upload is over the limit of {self.limits.max_upload_mb:g} MB"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             return error(413, too_big)
-        body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > cap:
-                return error(413, too_big)
+        fields: dict[str, str] = {}
+        hotwords = request.query_params.getlist("hotwords") or None
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            try:
+                form = await request.form(max_files=1, max_fields=50, max_part_size=cap)
+            except Exception as e:  # python-multipart's and Starlette's errors  # noqa: BLE001
+                return error(413 if "exceed" in str(e).lower() else 400,
+                             f"a malformed form upload ({first_line(e)})")
+            file = form.get("file")
+            if file is None or isinstance(file, str):
+                return error(400, "the form has no 'file' field with the audio")
+            body = await file.read()
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            if fields.get("hotwords"):
+                hotwords = [h for h in fields["hotwords"].splitlines() if h.strip()]
+        elif form_only:
+            return error(400, "send a multipart form with the audio in its 'file' field")
+        else:
+            body = bytearray()
+            async for part in request.stream():
+                body += part
+                if len(body) > cap:
+                    return error(413, too_big)
         if not body:
-            return error(400, "send the audio file as the request body")
+            return error(400, "send the audio file as the request body, or as a form's 'file'")
+        if len(body) > cap:
+            return error(413, too_big)
         try:
             data, rate = sf.read(io.BytesIO(bytes(body)), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
-            return error(415, f"not audio that soundfile reads ({str(e).splitlines()[0]})")
+            return error(415, f"not audio that soundfile reads ({_reason(e)})")
         if data.shape[0] == 0:
             return error(415, "the audio file holds no samples")
-        try:
-            result = await self.run(self.asr.transcribe, data, rate, "upload")
-        except CtcasrError as e:
-            return error(422, str(e))
-        return JSONResponse(result.to_dict())
+        return Upload(data, rate, hotwords, fields)
 
     async def stream(self, ws: WebSocket) -> None:
         await ws.accept()
@@ -154,9 +213,13 @@ class StreamSession:
 
     async def run(self) -> None:
         srv = self.server
-        dtype, scale = parse_start((await self.receive()).get("text"), srv.sr)
-        decoding = (Live(srv.asr, srv.endpoint) if srv.streaming
-                    else Redecode(srv.asr, srv.sr, srv.limits.partial_seconds, srv.endpoint))
+        dtype, scale, hotwords = parse_start((await self.receive()).get("text"), srv.sr)
+        try:
+            asr = srv.asr.with_hotwords(hotwords) if hotwords is not None else srv.asr
+        except CtcasrError as e:
+            raise ClientError(f"hotwords: {e}") from None
+        decoding = (Live(asr, srv.endpoint) if srv.streaming
+                    else Redecode(asr, srv.sr, srv.limits.partial_seconds, srv.endpoint))
         while True:
             msg = await self.receive()
             if msg.get("text") is not None:
@@ -214,8 +277,9 @@ class StreamSession:
         return msg
 
 
-def parse_start(text: str | None, sr: int) -> tuple[Any, float]:
-    """The (dtype, scale) of the stream's PCM, from its start message."""
+def parse_start(text: str | None, sr: int) -> tuple[Any, float, list[str] | None]:
+    """The (dtype, scale) of the stream's PCM and its hotwords (None: the server's), from its
+    start message."""
     if text is None:
         raise ClientError('the first message must be the JSON start message {"type": "start", '
                           f'"sample_rate": {sr}, "format": "s16le"}}')
@@ -229,9 +293,13 @@ def parse_start(text: str | None, sr: int) -> tuple[Any, float]:
         raise ClientError(f"sample_rate {rate}: this model takes {sr} Hz (resample before "
                           "sending; the page does)")
     fmt = start.get("format", "s16le")
-    if fmt not in FORMATS:
-        raise ClientError(f"format {fmt!r}: choose {', '.join(FORMATS)}")
-    return FORMATS[fmt]
+    if fmt not in PCM_FORMATS:
+        raise ClientError(f"format {fmt!r}: choose {', '.join(PCM_FORMATS)}")
+    hotwords = start.get("hotwords")
+    if hotwords is not None and (not isinstance(hotwords, list) or len(hotwords) > 1000
+                                 or not all(isinstance(h, str) for h in hotwords)):
+        raise ClientError("hotwords must be a list of at most 1000 phrases (strings)")
+    return (*PCM_FORMATS[fmt], hotwords)
 
 
 def _json(text: str) -> dict[str, Any]:
@@ -242,6 +310,12 @@ def _json(text: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ClientError("a text message must be a JSON object")
     return obj
+
+
+def _reason(e: Exception) -> str:
+    """libsndfile's reason, without the Python object it names ("Error opening <...>: ")."""
+    text = first_line(e)
+    return text.rsplit(": ", 1)[-1].strip() if ": " in text else text
 
 
 def error(status: int, message: str) -> JSONResponse:
