@@ -571,6 +571,67 @@ def import_kaldi(
 
 
 @app.command()
+def align(
+    model: Annotated[Path, typer.Argument(help="A checkpoint (model.pt) or ONNX export.")],
+    audio: Annotated[Path | None, typer.Argument(help="An audio file (and TEXT), or use "
+                                                 "--manifest.")] = None,
+    text: Annotated[str | None, typer.Argument(help="AUDIO's transcript.")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Align every line of a "
+                                                  "manifest (its 'text').")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="ctm / json: the file to write; "
+                                      "textgrid: a folder (ID.TextGrid per utterance).")]
+    = Path("-"),
+    fmt: Annotated[str, typer.Option("--format", help="ctm, json (lines) or textgrid.")]
+    = "ctm",
+    units: Annotated[bool, typer.Option("--units", help="ctm: one line per unit (character, "
+                                        "piece or phone) instead of per word.")] = False,
+    device: DeviceOpt = "cpu",
+    skip_bad: SkipBadOpt = False,
+) -> None:
+    """Force-align a transcript to its audio: each word's (and unit's) start, end and score,
+    as CTM, JSON lines or Praat TextGrids (docs/align.md)."""
+    from ctcasr.data.manifest import iter_manifest
+    from ctcasr.infer import Transcriber, open_engine
+    from ctcasr.infer import align as A
+    from ctcasr.infer.manifest import source
+    from ctcasr.infer.transcriber import Source
+
+    if fmt not in A.FORMATS:
+        raise CtcasrError(f"--format {fmt!r}: choose {', '.join(A.FORMATS)}")
+    if (manifest is None) == (audio is None) or (audio is not None and text is None):
+        raise CtcasrError("ctcasr align: give AUDIO and TEXT, or --manifest")
+    if fmt == "textgrid" and str(out) == "-":
+        raise CtcasrError("--format textgrid writes a folder: give it with --out")
+    asr = Transcriber(open_engine(model, device=device), timestamps=False)
+    items = [(Source(str(audio), audio), text or "")] if audio is not None else \
+        ((source(u), u.text) for u in iter_manifest(manifest, require_text=True))
+    failed = []
+
+    def report(e: CtcasrError) -> None:
+        failed.append(e)
+        print(f"skipped: {e}", file=sys.stderr, flush=True)
+
+    results = A.align_sources(asr, items, report if skip_bad else None)
+    if fmt == "textgrid":
+        out.mkdir(parents=True, exist_ok=True)
+        for src, duration, words in results:
+            (out / f"{A.safe_name(src.name)}.TextGrid").write_text(A.textgrid(duration, words),
+                                                                 encoding="utf-8")
+    else:
+        f = sys.stdout if str(out) == "-" else out.open("w", encoding="utf-8")
+        try:
+            for src, duration, words in results:
+                lines = A.ctm_lines(src.name, words, units) if fmt == "ctm" else \
+                    [A.json_line(src.name, duration, words)]
+                f.writelines(line + "\n" for line in lines)
+        finally:
+            if f is not sys.stdout:
+                f.close()
+    if failed:
+        print(f"{len(failed)} utterance(s) could not be aligned", file=sys.stderr)
+
+
+@app.command()
 def split(
     manifest: Annotated[Path, typer.Argument(help="The manifest to split (JSONL, with "
                                              "'speaker' on every line).")],

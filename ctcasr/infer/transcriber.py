@@ -266,10 +266,18 @@ class Transcriber:
                 yield done.pop(i)
 
     def _long(self, src: Source, total: int) -> Transcript:
+        pieces = []
+        for cut, lp in self._windows(src, total):
+            pieces += self._decode_batch(lp[None], torch.tensor([lp.shape[0]]), cut)
+        return self._transcript(src.name, total, pieces)
+
+    def _windows(self, src: Source, total: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """A long input's log-probs piece by piece, (its first output frame, ``[n, V]``): the
+        windows of the module doc, cut between them at a blank."""
         starts = list(range(0, max(total - self.window, 0) + self.stride, self.stride))
         per_batch = max(1, self.batch_samples // self.window)
         overlap = round(self.window / self.out_hop) - self.stride_out  # output frames
-        pieces, cut = [], 0  # cut: the output frame where the next piece starts
+        cut = 0  # the output frame where the next piece starts
         for b in range(0, len(starts), per_batch):
             batch = starts[b : b + per_batch]
             waves = [src.read(self.sr, s, min(self.window, total - s)) for s in batch]
@@ -282,10 +290,15 @@ class Transcriber:
                     hi = min(max(lo + 1, first + self.stride_out + overlap - overlap // 4), end)
                     lo = min(lo, hi - 1)
                     end = lo + int(lp[lo - first : hi - first, BLANK_ID].argmax())
-                piece = lp[cut - first : end - first]
-                pieces += self._decode_batch(piece[None], torch.tensor([piece.shape[0]]), cut)
+                yield cut, lp[cut - first : end - first]
                 cut = end
-        return self._transcript(src.name, total, pieces)
+
+    def log_probs_of(self, src: Source) -> torch.Tensor:
+        """The whole input's log-probs ``[T, V]`` (a long one: its windows' pieces joined)."""
+        total = src.num_samples(self.sr)
+        if not self.window or total <= self.window:
+            return self.engine.log_probs([self._padded(src.read(self.sr))])[0]
+        return torch.cat([lp for _, lp in self._windows(src, total)])
 
     def _padded(self, wave: torch.Tensor) -> torch.Tensor:
         """Zero-pad a waveform too short for the front end (silence decodes to nothing)."""

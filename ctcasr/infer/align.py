@@ -1,0 +1,87 @@
+"""``ctcasr align``: given audio and its transcript, where each word and unit is.
+
+The audio goes through the model as ``transcribe`` runs it (long files in windows, their
+log-probs joined: :meth:`Transcriber.log_probs_of`); the transcript is normalised as the recipes
+normalise text and force-aligned (:func:`ctcasr.decode.align.align`). An utterance that cannot
+be aligned (a word the model cannot spell, too little audio for the text) is reported, never
+guessed. Output formats: CTM (``id 1 start duration word score``, with ``--units`` one line per
+unit), JSON lines (``{"id", "words": [{"word", "start", "end", "score", "units": [...]}]}``) and
+Praat TextGrids (a words tier and a units tier; one file per utterance).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+
+from ctcasr.data.text import normalise
+from ctcasr.decode.align import AlignedWord, Span, align
+from ctcasr.errors import CtcasrError
+from ctcasr.infer.transcriber import Source, Transcriber
+
+FORMATS = ("ctm", "json", "textgrid")
+
+
+def align_sources(asr: Transcriber, items: Iterable[tuple[Source, str]],
+                  on_error: Callable[[CtcasrError], None] | None = None
+                  ) -> Iterator[tuple[Source, float, list[AlignedWord]]]:
+    """(the source, its duration in seconds, its aligned words) for each (source, transcript);
+    a failure raises, or with ``on_error`` is handed to it (naming the source) and left out."""
+    for src, text in items:
+        try:
+            words = normalise(text).split()
+            if not words:
+                raise CtcasrError("the transcript is empty")
+            lp = asr.log_probs_of(src)
+            aligned = align(lp, words, asr.tokenizer, asr.info.frame_s)
+            yield src, src.num_samples(asr.sr) / asr.sr, aligned
+        except CtcasrError as e:
+            err = CtcasrError(f"{src.where or src.name}: cannot align: {e}")
+            if on_error is None:
+                raise err from None
+            on_error(err)
+
+
+def ctm_lines(uid: str, words: list[AlignedWord], units: bool = False) -> list[str]:
+    spans: list[Span] = [u for w in words for u in w.units] if units else list(words)
+    return [f"{uid} 1 {s.start:.3f} {s.end - s.start:.3f} {s.unit} {s.score:.3f}"
+            for s in spans]
+
+
+def json_line(uid: str, duration: float, words: list[AlignedWord]) -> str:
+    def span(s: Span) -> dict:
+        return {"start": round(s.start, 3), "end": round(s.end, 3), "score": round(s.score, 4)}
+
+    return json.dumps({"id": uid, "duration": round(duration, 3), "words": [
+        {"word": w.unit, **span(w), "units": [{"unit": u.unit, **span(u)} for u in w.units]}
+        for w in words]}, ensure_ascii=False)
+
+
+def textgrid(duration: float, words: list[AlignedWord]) -> str:
+    """A Praat TextGrid (long text format) with a ``words`` and a ``units`` interval tier;
+    the gaps between spans are empty intervals, as Praat wants the tier covered."""
+    tiers = [("words", list(words)), ("units", [u for w in words for u in w.units])]
+    out = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0",
+           f"xmax = {duration:.3f}", "tiers? <exists>", f"size = {len(tiers)}", "item []:"]
+    for n, (name, spans) in enumerate(tiers, 1):
+        cells, t = [], 0.0
+        for s in spans:
+            if s.start > t:
+                cells.append((t, s.start, ""))
+            cells.append((s.start, s.end, s.unit))
+            t = s.end
+        if t < duration:
+            cells.append((t, duration, ""))
+        out += [f"    item [{n}]:", '        class = "IntervalTier"', f'        name = "{name}"',
+                "        xmin = 0", f"        xmax = {duration:.3f}",
+                f"        intervals: size = {len(cells)}"]
+        for k, (a, b, text) in enumerate(cells, 1):
+            out += [f"        intervals [{k}]:", f"            xmin = {a:.3f}",
+                    f"            xmax = {b:.3f}",
+                    f'            text = "{text.replace(chr(34), chr(34) * 2)}"']
+    return "\n".join(out) + "\n"
+
+
+def safe_name(uid: str) -> str:
+    """A file name for an utterance id (nothing in it is used as a path)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in uid).lstrip(".") or "utt"
