@@ -6,6 +6,7 @@ Chromium is not installed (``make test`` installs it when it can)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -37,7 +38,8 @@ def browser(tmp_path):
                      "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
                      "--use-fake-device-for-media-stream",
                      f"--use-file-for-fake-audio-capture={wav}%noloop",
-                     "--autoplay-policy=no-user-gesture-required", "--window-size=900,900"):
+                     "--autoplay-policy=no-user-gesture-required", "--window-size=900,900",
+                     "--ignore-certificate-errors"):  # the HTTPS run's self-signed one
             opts.add_argument(flag)
         d = webdriver.Chrome(options=opts, service=Service(DRIVER))
         drivers.append(d)
@@ -58,8 +60,20 @@ def wait_for(fn, timeout=60.0):
     raise AssertionError(f"timed out after {timeout} s")
 
 
+def self_signed(folder) -> tuple:
+    """A certificate for 127.0.0.1 and its key, made here with openssl."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
 def test_page_records_the_microphone_and_shows_the_transcript(trained, browser,  # noqa: F811
-                                                              tmp_path):
+                                                              tmp_path, scheme):
+    """Over HTTPS too, as a page served to other machines must be: browsers give the
+    microphone only to HTTPS pages and localhost."""
     from selenium.webdriver.common.by import By
 
     asr = ctcasr.load(trained)
@@ -70,7 +84,10 @@ def test_page_records_the_microphone_and_shows_the_transcript(trained, browser, 
     sf.write(wav, wave, SR, subtype="PCM_16")
     want = [asr.transcribe(p, SR).text for p in phrases]
     assert [len(w.split()) for w in want] == [3, 2]
-    server = Server(asr, Endpoint(silence_s=1.0))  # as `ctcasr serve` runs
+    if scheme == "https" and not shutil.which("openssl"):
+        pytest.skip("no openssl to make a certificate with")
+    tls = self_signed(tmp_path) if scheme == "https" else None
+    server = Server(asr, Endpoint(silence_s=1.0), tls)  # as `ctcasr serve` runs
     try:
         d = browser(wav)
         d.get(server.http + "/")

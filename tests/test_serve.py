@@ -35,14 +35,16 @@ LIMITS = Limits(max_upload_mb=0.25, max_stream_seconds=20, max_message_kb=64, ma
 class Server:
     """uvicorn in a thread on a free loopback port; stops when the test module ends."""
 
-    def __init__(self, asr, endpoint: Endpoint | None = None) -> None:
+    def __init__(self, asr, endpoint: Endpoint | None = None, ssl: tuple | None = None) -> None:
+        """``ssl``: (certificate, key) PEM files: HTTPS and WSS."""
         import uvicorn
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        tls = dict(ssl_certfile=str(ssl[0]), ssl_keyfile=str(ssl[1])) if ssl else {}
         config = uvicorn.Config(create_app(asr, LIMITS, "test", endpoint), log_level="warning",
-                                ws="websockets-sansio", ws_max_size=1 << 20)
+                                ws="websockets-sansio", ws_max_size=1 << 20, **tls)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
@@ -51,8 +53,8 @@ class Server:
             if self.server.started:
                 break
             time.sleep(0.05)
-        self.http = f"http://127.0.0.1:{self.port}"
-        self.ws = f"ws://127.0.0.1:{self.port}/v1/stream"
+        self.http = f"{'https' if ssl else 'http'}://127.0.0.1:{self.port}"
+        self.ws = f"{'wss' if ssl else 'ws'}://127.0.0.1:{self.port}/v1/stream"
 
     def stop(self) -> None:
         self.server.should_exit = True
