@@ -1,0 +1,117 @@
+"""Forced alignment against known word boundaries, and an hour of audio in one pass.
+
+    .venv/bin/python benchmarks/align_truth.py --checkpoint MODEL [--fsdd DIR] [--speaker george]
+        [--utts 100] [--hour 1.0]
+
+Truth: FSDD recordings (one spoken digit each, trimmed to the word) joined into strings of 3-8
+digits with 0.1-0.5 s of low noise between them, so every word's start and end is known to the
+sample. Each string is aligned with its transcript (``ctcasr.decode.align``); the table gives
+the mean, median and 90th-percentile error of word starts and ends, in ms. Then about ``--hour``
+hours of such strings as ONE file, aligned with its whole transcript: the time, the real-time
+factor and the process's peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+import ctcasr
+from ctcasr.data.audio import to_mono
+from ctcasr.decode.align import align
+from ctcasr.infer.transcriber import Source
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+NAME = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$")
+
+
+def recordings(fsdd: Path, speaker: str, sr: int) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for p in sorted(fsdd.rglob("*.wav")):
+        m = NAME.match(p.name)
+        if m and m.group(2) == speaker:
+            data, rate = sf.read(p, dtype="float32", always_2d=True)
+            out.append((WORDS[int(m.group(1))], to_mono(data, rate, sr).numpy()))
+    return out
+
+
+def string(recs, rng: random.Random, sr: int, n: int):
+    """(wave, words, [(start s, end s)])"""
+    parts, words, spans, t = [], [], [], 0
+    gen = np.random.default_rng(rng.getrandbits(32))
+    for k in range(n):
+        gap = (0.25 if k == 0 else rng.uniform(0.1, 0.5))
+        pause = (1e-3 * gen.standard_normal(int(gap * sr))).astype(np.float32)
+        word, wave = rng.choice(recs)
+        parts += [pause, wave]
+        t += len(pause)
+        spans.append((t / sr, (t + len(wave)) / sr))
+        t += len(wave)
+        words.append(word)
+    parts.append((1e-3 * gen.standard_normal(int(0.25 * sr))).astype(np.float32))
+    return np.concatenate(parts), words, spans
+
+
+def peak_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmHWM")) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--fsdd", type=Path, default=Path(os.environ.get("CTCASR_DATA", ".")) / "fsdd")
+    ap.add_argument("--speaker", default="george")
+    ap.add_argument("--utts", type=int, default=100)
+    ap.add_argument("--hour", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    asr = ctcasr.load(args.checkpoint, threads=args.threads, timestamps=False)
+    sr, frame_s = asr.sr, asr.info.frame_s
+    recs = recordings(args.fsdd, args.speaker, sr)
+    rng = random.Random(0)
+    errs: dict[str, list[float]] = {"start": [], "end": []}
+    for _ in range(args.utts):
+        wave, words, spans = string(recs, rng, sr, rng.randint(3, 8))
+        lp = asr.log_probs_of(Source("s", wave=torch.from_numpy(wave)))
+        for w, (a, b) in zip(align(lp, words, asr.tokenizer, frame_s), spans, strict=True):
+            errs["start"].append(abs(w.start - a) * 1000)
+            errs["end"].append(abs(w.end - b) * 1000)
+    print(f"{args.checkpoint}: {args.utts} strings of {args.speaker}'s digits, "
+          f"{len(errs['start'])} words; output frames of {frame_s * 1000:.0f} ms")
+    print("| boundary | mean ms | median ms | 90th pct ms |\n| --- | --- | --- | --- |")
+    for k, e in errs.items():
+        a = np.array(e)
+        print(f"| word {k} | {a.mean():.1f} | {np.median(a):.1f} | {np.percentile(a, 90):.1f} |")
+    if args.hour > 0:
+        waves, words, seconds = [], [], 0.0
+        while seconds < args.hour * 3600:
+            wave, ws, _ = string(recs, rng, sr, 8)
+            waves.append(wave)
+            words += ws
+            seconds += len(wave) / sr
+        long = torch.from_numpy(np.concatenate(waves))
+        del waves
+        t0 = time.perf_counter()
+        lp = asr.log_probs_of(Source("hour", wave=long))
+        t1 = time.perf_counter()
+        aligned = align(lp, words, asr.tokenizer, frame_s)
+        t2 = time.perf_counter()
+        print(f"\none file of {seconds / 3600:.2f} h, {len(words)} words: log-probs "
+              f"{t1 - t0:.1f} s, alignment {t2 - t1:.1f} s, RTF {(t2 - t0) / seconds:.4f}, "
+              f"peak RSS {peak_mib():.0f} MiB (the audio itself "
+              f"{long.numel() * 4 / 2**20:.0f} MiB); last word at "
+              f"{aligned[-1].start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

