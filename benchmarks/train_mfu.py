@@ -1,0 +1,156 @@
+"""How far training is from what the cores can do: model-FLOPs utilisation per encoder.
+
+    .venv/bin/python benchmarks/train_mfu.py [--threads 2] [--steps 20] [--batch 4x375]
+        [--models lstm gru uni-lstm conformer transformer chunked] [--profile] [--compile]
+
+For each encoder at the speechocean recipe's sizes (80 mel bins, x4 conv front end, characters),
+on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feature frames;
+1500-frame budget: 4 x 375 by default):
+
+- **GFLOP per training step** (forward + backward): ``torch.utils.flop_counter.FlopCounterMode``
+  counts the matrix products and convolutions; the recurrent layers, which it does not see
+  (``aten::lstm`` / ``aten::gru``), are counted analytically: per layer, direction and frame,
+  ``2 x gates x H x (input + H)`` for the input and recurrent products, forward, and twice that
+  backward;
+- **step ms**: the mean of ``--steps`` full training steps (``train_step``: forward, CTC loss,
+  backward, clipping, AdamW) after two warm-up steps;
+- **MFU**: the achieved GFLOP/s over the **peak** the same threads reach on a large fp32 matrix
+  product (2048 x 2048, the best of 5), the ceiling of dense arithmetic on these cores;
+- with ``--profile``, where the time goes: the profiler's top operators by self CPU time.
+
+``--compile``: the same with ``train.compile`` (``torch.compile`` of the encoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ctcasr.config import FrontendConfig, ModelConfig
+from ctcasr.data.dataset import Batch
+from ctcasr.models import build_model
+from ctcasr.train.trainer import train_step
+
+VOCAB = 30
+CONFORMER = {"d_model": 144, "num_layers": 8, "num_heads": 4, "ffn_dim": 576,
+             "conv_kernel": 15, "dropout": 0.1}
+MODELS = {  # name -> (encoder, front-end dim, encoder_conf, channels)
+    "lstm": ("lstm", 256, {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, 32),
+    "gru": ("gru", 256, {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, 32),
+    "uni-lstm": ("lstm", 256, {"hidden_size": 256, "num_layers": 3, "dropout": 0.2,
+                               "bidirectional": False}, 32),
+    "conformer": ("conformer", 144, CONFORMER, 144),
+    "transformer": ("transformer", 256, {"d_model": 256, "num_layers": 6, "num_heads": 4,
+                                         "ffn_dim": 1024, "dropout": 0.1}, 32),
+    "chunked": ("conformer", 144, {**CONFORMER, "causal": True, "dynamic_chunk": True}, 144),
+}
+
+
+def batch(b: int, t: int, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor([t - 7 * k for k in range(b)])
+    u = t // 12  # about 8 characters a second at 100 feature frames a second
+    tokens = torch.randint(1, VOCAB, (b, u), generator=g)
+    return Batch(torch.randn(b, t, 80, generator=g), lens, tokens, torch.full((b,), u),
+                 [f"u{k}" for k in range(b)], list(range(b)), [])
+
+
+def rnn_flops(model: torch.nn.Module, b: int, t_out: int) -> float:
+    """Forward + backward FLOPs of the recurrent layers (analytic)."""
+    total = 0.0
+    for m in model.modules():
+        if isinstance(m, (torch.nn.LSTM, torch.nn.GRU)):
+            gates = 4 if isinstance(m, torch.nn.LSTM) else 3
+            dirs = 2 if m.bidirectional else 1
+            for layer in range(m.num_layers):
+                inp = m.input_size if layer == 0 else m.hidden_size * dirs
+                total += dirs * 2 * gates * m.hidden_size * (inp + m.hidden_size) * b * t_out
+    return 3 * total  # forward, and backward's two products per forward one
+
+
+def gemm_peak(threads: int, n: int = 2048) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def measure(name: str, b: int, t: int, steps: int, profile: bool, compile_: bool) -> dict:
+    encoder, dim, conf, channels = MODELS[name]
+    cfg = ModelConfig(frontend=FrontendConfig(subsampling=4, channels=channels, dim=dim),
+                      encoder=encoder, encoder_conf=conf)
+    torch.manual_seed(0)
+    model = build_model(cfg, 80, VOCAB, torch.zeros(80), torch.ones(80))
+    if compile_:
+        model.encoder = torch.compile(model.encoder, dynamic=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = batch(b, t)
+    with FlopCounterMode(display=False) as counter:
+        out = model(x.feats, x.feat_lens, x.tokens, x.token_lens)
+        out.loss.sum().backward()
+    t_out = int(out.out_lens.max())
+    flops = counter.get_total_flops() + rnn_flops(model, b, t_out)
+    opt.zero_grad()
+    for _ in range(2):
+        train_step(model, opt, [x], b, 5.0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, opt, [x], b, 5.0)
+    step_s = (time.perf_counter() - t0) / steps
+    top = []
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                train_step(model, opt, [x], b, 5.0)
+        by_op: dict[str, float] = defaultdict(float)
+        for e in prof.key_averages():
+            by_op[e.key] += e.self_cpu_time_total
+        total = sum(by_op.values())
+        top = [(k, v / total) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:8]]
+    params = sum(p.numel() for p in model.parameters())
+    return {"name": name, "params": params, "gflop": flops / 1e9, "step_ms": step_s * 1000,
+            "audio_s_per_s": b * t / 100 / step_s, "top": top}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch", default="4x375", help="utterances x feature frames")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    args = ap.parse_args()
+    b, t = map(int, args.batch.split("x"))
+    peak = gemm_peak(args.threads)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads; batch {b} x {t} frames "
+          f"({b * t / 100:.1f} s of audio); fp32 GEMM peak {peak:.1f} GFLOP/s"
+          f"{'; torch.compile' if args.compile else ''}")
+    print("| encoder | parameters | GFLOP / step | step ms | GFLOP/s | MFU | audio s / s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
+    for name in args.models:
+        r = measure(name, b, t, args.steps, args.profile, args.compile)
+        rows.append(r)
+        rate = r["gflop"] / (r["step_ms"] / 1000)
+        print(f"| {name} | {r['params'] / 1e6:.2f} M | {r['gflop']:.2f} | {r['step_ms']:.0f} | "
+              f"{rate:.1f} | {100 * rate / peak:.1f} % | {r['audio_s_per_s']:.0f} |", flush=True)
+    if args.profile:
+        print("\nwhere the time goes (self CPU time, top operators):")
+        for r in rows:
+            print(f"- {r['name']}: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["top"]))
+
+
+if __name__ == "__main__":
+    main()
