@@ -381,9 +381,7 @@ def serve(
     """Serve recognition over HTTP and WebSocket: a page at /, POST /v1/transcribe, WS
     /v1/stream (docs/serving.md). Needs the serve extra."""
     try:
-        import uvicorn
-
-        from ctcasr.serve.app import Endpoint, Limits, create_app
+        from ctcasr.serve.app import Endpoint, Limits, create_app, run_server
     except ImportError:
         raise CtcasrError("ctcasr serve needs starlette, uvicorn and websockets: pip install "
                           "-e '.[serve]' (from a checkout)") from None
@@ -404,19 +402,9 @@ def serve(
             raise CtcasrError("--chunk-size: stream a checkpoint, not an export")
         set_chunking(asr.engine.model, chunk_size, left_chunks)
     endpoint = Endpoint(endpoint_silence, max_segment) if endpoint_silence > 0 else None
-    if (ssl_certfile is None) != (ssl_keyfile is None):
-        raise CtcasrError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
-    for f in (ssl_certfile, ssl_keyfile):
-        if f is not None and not f.is_file():
-            raise CtcasrError(f"{f}: no such file")
-    scheme = "https" if ssl_certfile else "http"
-    typer.echo(f"serving {model} ({asr.settings.describe()}) at {scheme}://{host}:{port}/ "
-               "(Ctrl-C stops)")
-    uvicorn.run(create_app(asr, limits, model.name, endpoint), host=host, port=port,
-                log_level="warning", ws="websockets-sansio",
-                ws_max_size=int(4 * limits.max_message_kb * 1024),
-                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+    run_server(create_app(asr, limits, model.name, endpoint), host, port, limits,
+               ssl_certfile, ssl_keyfile,
+               f"serving {model} ({asr.settings.describe()})")
 
 
 @app.command()

@@ -92,6 +92,25 @@ def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model",
                              WebSocketRoute("/v1/stream", server.stream)])
 
 
+def run_server(app: Starlette, host: str, port: int, limits: Limits,
+               certfile: Path | None = None, keyfile: Path | None = None,
+               banner: str = "serving") -> None:
+    """Run ``app`` with uvicorn until Ctrl-C (HTTPS with ``certfile`` and ``keyfile``)."""
+    import uvicorn
+
+    if (certfile is None) != (keyfile is None):
+        raise CtcasrError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+    for f in (certfile, keyfile):
+        if f is not None and not f.is_file():
+            raise CtcasrError(f"{f}: no such file")
+    scheme = "https" if certfile else "http"
+    print(f"{banner} at {scheme}://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws="websockets-sansio",
+                ws_max_size=int(4 * limits.max_message_kb * 1024),
+                ssl_certfile=str(certfile) if certfile else None,
+                ssl_keyfile=str(keyfile) if keyfile else None)
+
+
 class Server:
     """The routes' handlers around one model; ``streams`` counts the open WebSocket streams."""
 
