@@ -235,6 +235,12 @@ class OptimConfig:
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW's moment decays
     eps: float = 1e-9  # AdamW's denominator term
+    impl: str = "foreach"  # AdamW's implementation: foreach (grouped tensor ops), fused (one
+    #                        kernel per step) or loop (one parameter at a time)
+
+    def __post_init__(self) -> None:
+        if self.impl not in ("foreach", "fused", "loop"):
+            raise CtcasrError(f"optim.impl: unknown {self.impl!r} (foreach, fused or loop)")
 
 
 @dataclass(frozen=True)
@@ -274,6 +280,7 @@ class TrainConfig:
     average: int = 0  # > 0: model.pt = the average of this many epoch checkpoints ...
     average_select: str = "best"  # ... the best by validation WER (best), CER, loss, or the last
     tensorboard: bool = True  # also write TensorBoard events when tensorboard is installed
+    compile: bool = False  # torch.compile the encoder (ctcasr.train.compile; docs/training.md)
     # fine-tuning (ctcasr.train.finetune; `ctcasr train --init CKPT` sets init)
     init: str = ""  # start from this checkpoint's weights (those whose name and shape match)
     init_tokenizer: bool = False  # use init's tokenizer instead of training one (keeps its head)

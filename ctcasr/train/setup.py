@@ -30,6 +30,7 @@ from ctcasr.models import CTCModel, build_model
 from ctcasr.models.frontend import Conv2dSubsampling
 from ctcasr.tokenizer import Tokenizer, make_tokenizer, tokenizer_from_state
 from ctcasr.train import distributed as D
+from ctcasr.train.compile import compile_encoder
 from ctcasr.train.features import choose_feature_cache, reuse_or_rebuild_store, scan, store_for
 from ctcasr.train.finetune import freezing_summary, init_from, log_init
 from ctcasr.train.monitor import trim_log
@@ -147,10 +148,14 @@ def build_model_and_optimizer(cfg: Config, data: Data, ckpt: dict[str, Any] | No
     model.to(device)
     if dist.enabled:
         torch.manual_seed(tc.seed + dist.rank)  # dropout differs between processes
+    impl = cfg.optim.impl
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=lr_at(1, cfg.scheduler, data.total_steps), betas=cfg.optim.betas,
         eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
+        foreach=impl == "foreach", fused=True if impl == "fused" else None,
     )
+    if tc.compile:
+        compile_encoder(model)
     autocast, scaler = _amp(tc.amp, device)
     state = TrainState(unreadable=data.unreadable)
     if ckpt is not None:
