@@ -235,12 +235,14 @@ class OptimConfig:
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW's moment decays
     eps: float = 1e-9  # AdamW's denominator term
-    impl: str = "foreach"  # AdamW's implementation: foreach (grouped tensor ops), fused (one
-    #                        kernel per step) or loop (one parameter at a time)
+    impl: str = "auto"  # AdamW's implementation: auto (torch's choice: a loop over the
+    #                     parameters on the CPU, foreach on CUDA), foreach (grouped tensor ops),
+    #                     fused (one kernel per step) or loop
 
     def __post_init__(self) -> None:
-        if self.impl not in ("foreach", "fused", "loop"):
-            raise CtcasrError(f"optim.impl: unknown {self.impl!r} (foreach, fused or loop)")
+        if self.impl not in ("auto", "foreach", "fused", "loop"):
+            raise CtcasrError(f"optim.impl: unknown {self.impl!r} (auto, foreach, fused or "
+                              "loop)")
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,8 @@ def build_model_and_optimizer(cfg: Config, data: Data, ckpt: dict[str, Any] | No
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=lr_at(1, cfg.scheduler, data.total_steps), betas=cfg.optim.betas,
         eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
-        foreach=impl == "foreach", fused=True if impl == "fused" else None,
+        foreach={"foreach": True, "loop": False}.get(impl),
+        fused=True if impl == "fused" else None,
     )
     if tc.compile:
         compile_encoder(model)
