@@ -9,6 +9,11 @@ sample. Each string is aligned with its transcript (``ctcasr.decode.align``); th
 the mean, median and 90th-percentile error of word starts and ends, in ms. Then about ``--hour``
 hours of such strings as ONE file, aligned with its whole transcript: the time, the real-time
 factor and the process's peak RSS (VmHWM).
+
+``--find``: each string's transcript made wrong twice over, one spoken word left out of it and
+one word that is not spoken put in at a random place, then aligned with ``find``: how many of
+the put-in words it reports missing, how many right words it leaves out, how many left-out
+spoken words fall in an unmatched stretch, and the boundary errors of the words it found.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 
 import ctcasr
 from ctcasr.data.audio import to_mono
-from ctcasr.decode.align import align
+from ctcasr.decode.align import Find, align, find
 from ctcasr.infer.transcriber import Source
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -74,6 +79,7 @@ def main() -> None:
     ap.add_argument("--utts", type=int, default=100)
     ap.add_argument("--hour", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--find", action="store_true")
     args = ap.parse_args()
     asr = ctcasr.load(args.checkpoint, threads=args.threads, timestamps=False)
     sr, frame_s = asr.sr, asr.info.frame_s
@@ -92,6 +98,8 @@ def main() -> None:
     for k, e in errs.items():
         a = np.array(e)
         print(f"| word {k} | {a.mean():.1f} | {np.median(a):.1f} | {np.percentile(a, 90):.1f} |")
+    if args.find:
+        find_truth(asr, recs, args.utts, random.Random(1))
     if args.hour > 0:
         waves, words, seconds = [], [], 0.0
         while seconds < args.hour * 3600:
@@ -111,6 +119,41 @@ def main() -> None:
               f"peak RSS {peak_mib():.0f} MiB (the audio itself "
               f"{long.numel() * 4 / 2**20:.0f} MiB); last word at "
               f"{aligned[-1].start:.1f} s")
+
+
+def find_truth(asr, recs, utts: int, rng: random.Random) -> None:
+    sr, frame_s = asr.sr, asr.info.frame_s
+    put_in = found_put_in = right = right_lost = dropped = dropped_seen = 0
+    errs: list[float] = []
+    for _ in range(utts):
+        wave, words, spans = string(recs, rng, sr, rng.randint(3, 8))
+        drop = rng.randrange(len(words))
+        text = [w for i, w in enumerate(words) if i != drop]
+        truth = [s for i, s in enumerate(spans) if i != drop]
+        at = rng.randrange(len(text) + 1)
+        text.insert(at, rng.choice(WORDS))
+        truth.insert(at, None)
+        lp = asr.log_probs_of(Source("s", wave=torch.from_numpy(wave)))
+        got = find(lp, text, asr.tokenizer, frame_s, Find())
+        put_in += 1
+        found_put_in += at in got.missing
+        right += len(text) - 1
+        right_lost += len([i for i in got.missing if i != at])
+        dropped += 1
+        a, b = spans[drop]
+        dropped_seen += any(s < b and e > a for s, e in got.unmatched)
+        for w in got.words:
+            if truth[w.index] is not None:
+                errs += [abs(w.start - truth[w.index][0]) * 1000,
+                         abs(w.end - truth[w.index][1]) * 1000]
+    e = np.array(errs)
+    print(f"\n--find, {utts} strings, each with one spoken word left out of its transcript and "
+          "one unspoken word put in:")
+    print("| put-in words reported missing | right words left out | left-out spoken words "
+          "in an unmatched stretch | boundary error of found words: mean / 90th pct ms |\n"
+          "| --- | --- | --- | --- |")
+    print(f"| {found_put_in} / {put_in} | {right_lost} / {right} | {dropped_seen} / {dropped} "
+          f"| {e.mean():.1f} / {np.percentile(e, 90):.1f} |")
 
 
 if __name__ == "__main__":

@@ -76,12 +76,38 @@ def audio(manifest: Path | None, sr: int, seconds: float) -> np.ndarray:
     return np.concatenate(parts)[:need]
 
 
+def start_server(ckpt: Path, *args: str) -> tuple[subprocess.Popen, str, dict]:
+    """``ctcasr serve CKPT ARGS`` as its own process on a free loopback port, once it answers:
+    (the process, its http://127.0.0.1:PORT, its /healthz)."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "ctcasr", "serve", str(ckpt), "--port",
+                               str(port), *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        try:
+            return server, f"http://127.0.0.1:{port}", \
+                httpx.get(f"http://127.0.0.1:{port}/healthz").json()
+        except httpx.HTTPError:
+            if server.poll() is not None:
+                sys.exit(f"error: the server stopped: {server.stderr.read()[-2000:]}")
+            time.sleep(0.1)
+    server.kill()
+    sys.exit("error: the server did not answer in 60 s")
+
+
 def client(url: str, wave: np.ndarray, sr: int, chunk: int, out: dict) -> None:
+    """Stream ``wave`` in real time; ``out`` gets partial_ms (a list), final_ms, rtf, text and
+    ``partials_at`` (wall time of each partial), or ``error``."""
     from websockets.sync.client import connect
 
     pcm = (np.clip(wave, -1, 1) * 32767).astype("<i2")
     sent_at: list[tuple[float, float]] = []  # (seconds of audio sent, wall time)
     partial_ms: list[float] = []
+    partials_at: list[float] = []
     try:
         with connect(url, max_size=None) as ws:
             ws.send(json.dumps({"type": "start", "sample_rate": sr, "format": "s16le"}))
@@ -97,6 +123,7 @@ def client(url: str, wave: np.ndarray, sr: int, chunk: int, out: dict) -> None:
                         t = next((w for a, w in sent_at if a >= covered - 1e-6), None)
                         if t is not None:
                             partial_ms.append(1000 * (now - t))
+                            partials_at.append(time.time())
                     else:
                         final.update(msg, received=now)
                 done.set()
@@ -116,7 +143,8 @@ def client(url: str, wave: np.ndarray, sr: int, chunk: int, out: dict) -> None:
         if final.get("type") != "final":
             out["error"] = final.get("error", "no final result")
             return
-        out.update(partial_ms=partial_ms, final_ms=1000 * (final["received"] - stop),
+        out.update(partial_ms=partial_ms, partials_at=partials_at, text=final["text"],
+                   final_ms=1000 * (final["received"] - stop),
                    rtf=final["compute_s"] / (len(wave) / sr))
     except Exception as e:  # noqa: BLE001 (a benchmark counts every failure)
         out["error"] = repr(e)
@@ -149,25 +177,10 @@ def main() -> None:
     if manifest is None and args.checkpoint is None and not args.random:
         found = sorted((ROOT / "egs/digits/data").glob("*/test_unseen.jsonl"))
         manifest = found[0] if found else None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "ctcasr", "serve", str(ckpt), "--port",
-                               str(port), "--max-streams", str(max(args.streams)),
-                               "--chunk-size", str(args.chunk_size)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server, base, info = start_server(ckpt, "--max-streams", str(max(args.streams)),
+                                      "--chunk-size", str(args.chunk_size))
     rows = []
     try:
-        import httpx
-
-        for _ in range(600):
-            try:
-                info = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
-                break
-            except httpx.HTTPError:
-                if server.poll() is not None:
-                    sys.exit(f"error: the server stopped: {server.stderr.read()[-2000:]}")
-                time.sleep(0.1)
         sr = info["sample_rate"]
         wave = audio(manifest, sr, args.seconds)
         chunk = sr * args.chunk_ms // 1000
@@ -180,7 +193,7 @@ def main() -> None:
         for n in args.streams:
             outs = [{} for _ in range(n)]
             threads = [threading.Thread(target=client, args=(
-                f"ws://127.0.0.1:{port}/v1/stream", wave, sr, chunk, o)) for o in outs]
+                base.replace("http", "ws") + "/v1/stream", wave, sr, chunk, o)) for o in outs]
             for t in threads:
                 t.start()
             for t in threads:

@@ -330,13 +330,16 @@ def transcribe(
         print(f"skipped {failed} unreadable input(s)", file=sys.stderr)
 
 
+def _opt(flag: str, text: str, kind: type = float):
+    return Annotated[kind, typer.Option(flag, help=text)]
+
+
 @app.command()
 def serve(
     model: Annotated[Path, typer.Argument(help="A checkpoint (model.pt) or ONNX export.")],
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this "
-                                      "machine only; 0.0.0.0: every interface).")]
-    = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    host: _opt("--host", "Address to listen on (127.0.0.1: this machine only; 0.0.0.0: "
+               "every interface: give it an API key).", str) = "127.0.0.1",
+    port: _opt("--port", "TCP port.", int) = 8000,
     decoder: DecoderOpt = None,
     beam: BeamOpt = None,
     lm: LmOpt = None,
@@ -346,42 +349,42 @@ def serve(
     vocab: VocabOpt = None,
     hotwords: HotwordsOpt = None,
     hotword_boost: HotwordBoostOpt = 2.0,
-    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: all "
-                                         "cores).")] = 0,
-    workers: Annotated[int, typer.Option("--workers", help="Decoding threads at once (torch "
-                                         "already uses the cores: 1 suits a CPU).")] = 1,
-    partial_seconds: Annotated[float, typer.Option("--partial-seconds", help="A full-context "
-                                                   "model re-decodes the open segment after "
-                                                   "this much new audio.")] = 1.0,
-    max_streams: Annotated[int, typer.Option("--max-streams", help="WebSocket streams at "
-                                             "once.")] = 8,
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest upload.")]
-    = 50.0,
-    max_stream_seconds: Annotated[float, typer.Option("--max-stream-seconds", help="Longest "
-                                                      "stream (seconds of audio).")] = 600.0,
-    endpoint_silence: Annotated[float, typer.Option("--endpoint-silence", help="A stream's "
-                                                    "segment ends after this many seconds of "
-                                                    "silence after speech (0: only at the "
-                                                    "stop).")] = 1.0,
-    max_segment: Annotated[float, typer.Option("--max-segment", help="... or when it is this "
-                                               "many seconds long.")] = 20.0,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", help="A Conformer / Transformer "
-                                            "trained with dynamic chunks: attention in chunks "
-                                            "of this many output frames (it then streams).")]
-    = 0,
-    left_chunks: Annotated[int, typer.Option("--left-chunks", help="With --chunk-size: chunks "
-                                             "of left context (-1: all).")] = -1,
-    ssl_certfile: Annotated[Path | None, typer.Option("--ssl-certfile", help="Serve HTTPS with "
-                                                      "this certificate (PEM): browsers give "
-                                                      "the microphone only to HTTPS pages "
-                                                      "(and localhost).")] = None,
-    ssl_keyfile: Annotated[Path | None, typer.Option("--ssl-keyfile", help="Its private key "
-                                                     "(PEM).")] = None,
+    threads: _opt("--threads", "Intra-op threads (0: all cores).", int) = 0,
+    workers: _opt("--workers", "Decoding threads at once (torch already uses the cores: 1 "
+                  "suits a CPU).", int) = 1,
+    partial_seconds: _opt("--partial-seconds", "A full-context model re-decodes the open "
+                          "segment after this much new audio.") = 1.0,
+    max_streams: _opt("--max-streams", "WebSocket streams at once.", int) = 8,
+    max_upload_mb: _opt("--max-upload-mb", "Largest upload.") = 50.0,
+    max_stream_seconds: _opt("--max-stream-seconds", "Longest stream (seconds of audio).")
+    = 600.0,
+    idle_seconds: _opt("--idle-seconds", "A stream that sends nothing for this long is "
+                       "closed.") = 60.0,
+    shutdown_seconds: _opt("--shutdown-seconds", "On SIGTERM / Ctrl-C, open streams get this "
+                           "long to finish (their final result, a normal close).") = 10.0,
+    endpoint_silence: _opt("--endpoint-silence", "A stream's segment ends after this many "
+                           "seconds of silence after speech (0: only at the stop).") = 1.0,
+    max_segment: _opt("--max-segment", "... or when it is this many seconds long.") = 20.0,
+    chunk_size: _opt("--chunk-size", "A Conformer / Transformer trained with dynamic chunks: "
+                     "attention in chunks of this many output frames (it then streams).",
+                     int) = 0,
+    left_chunks: _opt("--left-chunks", "With --chunk-size: chunks of left context (-1: all).",
+                      int) = -1,
+    api_key_file: _opt("--api-key-file", "Ask every request but /healthz for this key "
+                       "(Authorization: Bearer KEY; also $CTCASR_API_KEY).", Path | None)
+    = None,
+    allow_origin: _opt("--allow-origin", "A site whose pages may call the API (repeatable; "
+                       "default: this server's own pages only).", list[str] | None) = None,
+    ssl_certfile: _opt("--ssl-certfile", "Serve HTTPS with this certificate (PEM): browsers "
+                       "give the microphone only to HTTPS pages and localhost.", Path | None)
+    = None,
+    ssl_keyfile: _opt("--ssl-keyfile", "Its private key (PEM).", Path | None) = None,
 ) -> None:
     """Serve recognition over HTTP and WebSocket: a page at /, POST /v1/transcribe, WS
     /v1/stream (docs/serving.md). Needs the serve extra."""
     try:
-        from ctcasr.serve.app import Endpoint, Limits, create_app, run_server
+        from ctcasr.serve.app import Endpoint, Limits, create_app
+        from ctcasr.serve.run import run_server
     except ImportError:
         raise CtcasrError("ctcasr serve needs starlette, uvicorn and websockets: pip install "
                           "-e '.[serve]' (from a checkout)") from None
@@ -391,10 +394,11 @@ def serve(
     asr = load(model, decoder=decoder, beam=beam, lm=lm, lm_weight=lm_weight,
                word_bonus=word_bonus, unk_penalty=unk_penalty, vocab=vocab,
                hotwords=hotword_list(hotwords, hotword_boost), threads=threads)
-    if workers < 1 or not partial_seconds > 0:
-        raise CtcasrError("--workers must be >= 1 and --partial-seconds > 0")
     limits = Limits(max_upload_mb=max_upload_mb, max_stream_seconds=max_stream_seconds,
-                    max_streams=max_streams, workers=workers, partial_seconds=partial_seconds)
+                    max_streams=max_streams, workers=workers, partial_seconds=partial_seconds,
+                    idle_seconds=idle_seconds, shutdown_seconds=shutdown_seconds,
+                    api_key=_api_key(api_key_file, host),
+                    allow_origins=tuple(allow_origin or ()))
     if chunk_size:
         from ctcasr.models import set_chunking
 
@@ -403,8 +407,27 @@ def serve(
         set_chunking(asr.engine.model, chunk_size, left_chunks)
     endpoint = Endpoint(endpoint_silence, max_segment) if endpoint_silence > 0 else None
     run_server(create_app(asr, limits, model.name, endpoint), host, port, limits,
-               ssl_certfile, ssl_keyfile,
-               f"serving {model} ({asr.settings.describe()})")
+               ssl_certfile, ssl_keyfile, f"serving {model} ({asr.settings.describe()})")
+
+
+def _api_key(path: Path | None, host: str) -> str | None:
+    """The server's API key (a file's first line, or $CTCASR_API_KEY); a warning when it
+    listens beyond this machine without one."""
+    import os
+
+    key = None
+    if path is not None:
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise CtcasrError(f"{path}: cannot read the API key: {e.strerror}") from None
+        if not key:
+            raise CtcasrError(f"{path}: the API key file is empty")
+    key = key or os.environ.get("CTCASR_API_KEY") or None
+    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {host} without an API key: anyone who reaches this port "
+              "can use it (--api-key-file)", file=sys.stderr)
+    return key
 
 
 @app.command()
@@ -573,12 +596,20 @@ def align(
     = "ctm",
     units: Annotated[bool, typer.Option("--units", help="ctm: one line per unit (character, "
                                         "piece or phone) instead of per word.")] = False,
+    find: _opt("--find", "The transcript may be imperfect (a long recording's): leave out its "
+               "words that are not in the audio, pass over speech it lacks, align the rest.",
+               bool) = False,
+    skip_penalty: _opt("--skip-penalty", "--find: the cost of leaving a word out (nats).")
+    = 6.0,
+    garbage_penalty: _opt("--garbage-penalty", "--find: the cost of a frame of speech that is "
+                          "not in the transcript (nats below its best unit).") = 4.0,
     device: DeviceOpt = "cpu",
     skip_bad: SkipBadOpt = False,
 ) -> None:
     """Force-align a transcript to its audio: each word's (and unit's) start, end and score,
     as CTM, JSON lines or Praat TextGrids (docs/align.md)."""
     from ctcasr.data.manifest import iter_manifest
+    from ctcasr.decode.align import Find
     from ctcasr.infer import Transcriber, open_engine
     from ctcasr.infer import align as A
     from ctcasr.infer.manifest import source
@@ -599,18 +630,19 @@ def align(
         failed.append(e)
         print(f"skipped: {e}", file=sys.stderr, flush=True)
 
-    results = A.align_sources(asr, items, report if skip_bad else None)
+    how = Find(skip_penalty, garbage_penalty) if find else None
+    results = A.align_sources(asr, items, report if skip_bad else None, how)
     if fmt == "textgrid":
         out.mkdir(parents=True, exist_ok=True)
-        for src, duration, words in results:
-            (out / f"{A.safe_name(src.name)}.TextGrid").write_text(A.textgrid(duration, words),
-                                                                 encoding="utf-8")
+        for a in results:
+            (out / f"{A.safe_name(a.source.name)}.TextGrid").write_text(
+                A.textgrid(a.duration, a.words), encoding="utf-8")
     else:
         f = sys.stdout if str(out) == "-" else out.open("w", encoding="utf-8")
         try:
-            for src, duration, words in results:
-                lines = A.ctm_lines(src.name, words, units) if fmt == "ctm" else \
-                    [A.json_line(src.name, duration, words)]
+            for a in results:
+                lines = A.ctm_lines(a.source.name, a.words, units) if fmt == "ctm" else \
+                    [A.json_line(a.source.name, a)]
                 f.writelines(line + "\n" for line in lines)
         finally:
             if f is not sys.stdout:

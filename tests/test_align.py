@@ -13,7 +13,7 @@ import torch
 import torchaudio.functional as AF
 from test_transcribe import trained, utterance  # noqa: F401
 
-from ctcasr.decode.align import align, viterbi
+from ctcasr.decode.align import GARBAGE, Find, align, find, viterbi
 from ctcasr.errors import CtcasrError
 from ctcasr.tokenizer import CharTokenizer
 
@@ -64,6 +64,87 @@ def test_words_and_units_in_time():
     assert all(0.9 < w.score <= 1.0 for w in words)
 
 
+def reference_find(lp: torch.Tensor, per_word: list[list[int]], how: Find) -> float:
+    """The best score of :func:`find`'s graph (its doc), by a plain max-plus pass over an
+    explicit list of arcs."""
+    tokens = [t for w in per_word for t in w]
+    labels = [0] + [x for t in tokens for x in (t, 0)]
+    starts = [sum(len(w) for w in per_word[:i]) for i in range(len(per_word))]
+    bounds = [2 * k for k in starts] + [len(labels) - 1]
+    arcs = {s: [(s, 0.0)] + ([(s - 1, 0.0)] if s else []) for s in range(len(labels))}
+    for s in range(3, len(labels), 2):
+        if labels[s] != labels[s - 2]:
+            arcs[s].append((s - 2, 0.0))
+    for j, b in enumerate(bounds):
+        arcs[b] += [(bounds[i], -how.skip_penalty * (j - i)) for i in range(j)]
+
+    def emit(t: int, s: int) -> float:
+        e = float(lp[t, labels[s]])
+        return max(e, float(lp[t, 1:].max()) - how.garbage_penalty) if s in bounds else e
+
+    col = [0.0] + [float("-inf")] * (len(labels) - 1)
+    for t in range(lp.shape[0]):
+        col = [max(col[p] + c for p, c in arcs[s]) + emit(t, s) for s in range(len(labels))]
+    return max(col[-1], col[-2]) if tokens else col[-1]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_find_is_the_best_path_of_its_graph(seed):
+    """Words left out and garbage frames: the path :func:`find` takes scores what the best
+    path of the graph scores, with any checkpoint spacing."""
+    g = torch.Generator().manual_seed(seed)
+    t_len, v = 10 + seed, 5
+    lp = torch.randn(t_len, v, generator=g).mul(3).log_softmax(-1)
+    tok = CharTokenizer(list("abcd"))
+    words = ["".join("abcd"[int(i)] for i in torch.randint(0, 4, (1 + k % 2,), generator=g))
+             for k in range(3 + seed % 3)]
+    per_word = [tok.encode(w) for w in words]
+    tokens = [t for w in per_word for t in w]
+    how = Find(skip_penalty=1.0 + seed % 3, garbage_penalty=0.5 + seed % 2)
+    want = reference_find(lp, per_word, how)
+    starts = [sum(len(w) for w in per_word[:i]) for i in range(len(words))]
+    for checkpoint in (1, 4, 1000):
+        on = viterbi(lp, tokens, checkpoint, starts, how).tolist()
+        score = sum(float(lp[t, 1:].max()) - how.garbage_penalty if k == GARBAGE
+                    else float(lp[t, 0 if k < 0 else tokens[k]]) for t, k in enumerate(on))
+        kept = {k for k in on if k >= 0}
+        left_out = [i for i, s in enumerate(starts) if s not in kept]
+        assert score - how.skip_penalty * len(left_out) == pytest.approx(want, abs=1e-4)
+        spelled = [k for i, k in enumerate(on) if k >= 0 and (i == 0 or on[i - 1] != k)]
+        assert spelled == sorted(kept)  # tokens in order, each once
+        for i in left_out:  # a word is kept whole or left out whole
+            assert not kept & set(range(starts[i], starts[i] + len(per_word[i])))
+
+
+def spoken(tok, words: list[str], frames: int = 3) -> torch.Tensor:
+    """Log-probs of ``words`` said one after another: a confident spike per unit, blanks
+    between units and between words."""
+    rows = [0] * frames
+    for w in words:
+        for t in tok.encode(w):
+            rows += [t, 0]
+        rows += [0] * frames
+    lp = torch.full((len(rows), tok.vocab_size), -12.0)
+    lp[torch.arange(len(rows)), torch.tensor(rows)] = -0.001
+    return lp.log_softmax(-1)
+
+
+def test_find_leaves_out_what_is_not_said_and_marks_what_is_not_written():
+    tok = CharTokenizer(list("efhinortuvw"))
+    lp = spoken(tok, ["one", "four", "three"])
+    got = find(lp, ["one", "two", "three"], tok, 0.1)
+    assert [(w.unit, w.index) for w in got.words] == [("one", 0), ("three", 2)]
+    assert got.missing == [1]
+    assert len(got.unmatched) == 1  # "four": 4 spikes at frames 12, 14, 16, 18
+    assert got.unmatched[0] == pytest.approx((1.2, 1.9))
+    full = find(lp, ["one", "four", "three"], tok, 0.1)  # nothing to find: forced alignment
+    assert full.missing == [] and full.unmatched == []
+    assert [(w.start, w.end) for w in full.words] == \
+        [(w.start, w.end) for w in align(lp, ["one", "four", "three"], tok, 0.1)]
+    none = find(lp[:3], ["one", "two", "three"], tok, 0.1)  # too little audio: nothing found
+    assert none.words == [] and none.missing == [0, 1, 2]
+
+
 def test_align_command(trained, tmp_path):  # noqa: F811
     import numpy as np
     import soundfile as sf
@@ -105,3 +186,14 @@ def test_align_command(trained, tmp_path):  # noqa: F811
     r = subprocess.run([sys.executable, "-m", "ctcasr", "align", trained, tmp_path / "u0.wav"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "give AUDIO and TEXT, or --manifest" in r.stderr
+    # --find: three words the audio does not hold put in front of u1's transcript
+    extra = ["ba ab ba " + lines[1]["text"], lines[1]["text"]]
+    for k, text in enumerate(extra):
+        r = subprocess.run([*cmd[:4], tmp_path / "u1.wav", text, "--find", "--format", "json"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert [w["word"] for w in got["words"]] == lines[1]["text"].split()
+        assert len(got["missing"]) == 3 - 3 * k and got["unmatched"] == []
+        if k == 1:  # a right transcript: every word found, in its place
+            assert [w["index"] for w in got["words"]] == list(range(len(got["words"])))

@@ -5,6 +5,7 @@ Chromium is not installed (``make test`` installs it when it can)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import time
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from test_serve import Endpoint, Server
+from test_serve import LIMITS, Endpoint, Server
 from test_transcribe import SR, trained, utterance  # noqa: F401
 
 import ctcasr
@@ -72,8 +73,8 @@ def self_signed(folder) -> tuple:
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_page_records_the_microphone_and_shows_the_transcript(trained, browser,  # noqa: F811
                                                               tmp_path, scheme):
-    """Over HTTPS too, as a page served to other machines must be: browsers give the
-    microphone only to HTTPS pages and localhost."""
+    """Over HTTPS with an API key too, as a page served to other machines must be: browsers
+    give the microphone only to HTTPS pages and localhost; the page asks for the key."""
     from selenium.webdriver.common.by import By
 
     asr = ctcasr.load(trained)
@@ -87,11 +88,17 @@ def test_page_records_the_microphone_and_shows_the_transcript(trained, browser, 
     if scheme == "https" and not shutil.which("openssl"):
         pytest.skip("no openssl to make a certificate with")
     tls = self_signed(tmp_path) if scheme == "https" else None
-    server = Server(asr, Endpoint(silence_s=1.0), tls)  # as `ctcasr serve` runs
+    key = "s3cret-key" if tls else None
+    server = Server(asr, Endpoint(silence_s=1.0), tls, dataclasses.replace(LIMITS, api_key=key))
     try:
         d = browser(wav)
         d.get(server.http + "/")
         record = d.find_element(By.ID, "record")
+        if key:
+            field = wait_for(lambda: d.find_element(By.ID, "key").is_displayed()
+                             and d.find_element(By.ID, "key"))
+            assert not record.is_enabled()
+            field.send_keys(key + "\n")
         wait_for(lambda: record.is_enabled())
         record.click()
         wait_for(lambda: "listening" in d.find_element(By.ID, "status").text)

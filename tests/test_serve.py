@@ -27,25 +27,26 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from ctcasr.serve.app import Endpoint, Limits, create_app  # noqa: E402
+from ctcasr.serve.run import config  # noqa: E402
 
 LIMITS = Limits(max_upload_mb=0.25, max_stream_seconds=20, max_message_kb=64, max_streams=3,
                 partial_seconds=0.5)
 
 
 class Server:
-    """uvicorn in a thread on a free loopback port; stops when the test module ends."""
+    """uvicorn in a thread on a free loopback port, configured as ``ctcasr serve`` runs it."""
 
-    def __init__(self, asr, endpoint: Endpoint | None = None, ssl: tuple | None = None) -> None:
+    def __init__(self, asr, endpoint: Endpoint | None = None, ssl: tuple | None = None,
+                 limits: Limits = LIMITS) -> None:
         """``ssl``: (certificate, key) PEM files: HTTPS and WSS."""
         import uvicorn
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        tls = dict(ssl_certfile=str(ssl[0]), ssl_keyfile=str(ssl[1])) if ssl else {}
-        config = uvicorn.Config(create_app(asr, LIMITS, "test", endpoint), log_level="warning",
-                                ws="websockets-sansio", ws_max_size=1 << 20, **tls)
-        self.server = uvicorn.Server(config)
+        self.app = create_app(asr, limits, "test", endpoint)
+        self.server = uvicorn.Server(config(self.app, limits, "127.0.0.1", self.port,
+                                            *(ssl or (None, None))))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
         self.thread.start()
@@ -134,7 +135,7 @@ def test_healthz_page_and_upload(full):
     server, asr = full
     h = httpx.get(f"{server.http}/healthz").json()
     assert h == {"status": "ok", "model": "test", "sample_rate": SR, "streaming": False,
-                 "streams": 0}
+                 "streams": 0, "auth": False}
     page = httpx.get(server.http + "/")
     assert page.status_code == 200 and "<title>ctcasr</title>" in page.text
     buf = io.BytesIO()

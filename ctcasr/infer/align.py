@@ -7,25 +7,42 @@ be aligned (a word the model cannot spell, too little audio for the text) is rep
 guessed. Output formats: CTM (``id 1 start duration word score``, with ``--units`` one line per
 unit), JSON lines (``{"id", "words": [{"word", "start", "end", "score", "units": [...]}]}``) and
 Praat TextGrids (a words tier and a units tier; one file per utterance).
+
+With a :class:`~ctcasr.decode.align.Find` (``ctcasr align --find``) the transcript may be
+imperfect: words not in the audio are left out (listed in JSON as ``missing``), speech that is
+not in the transcript is passed over (``unmatched``), and what remains is aligned.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from ctcasr.data.text import normalise
-from ctcasr.decode.align import AlignedWord, Span, align
+from ctcasr.decode.align import AlignedWord, Find, Span, align, find
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.transcriber import Source, Transcriber
 
 FORMATS = ("ctm", "json", "textgrid")
 
 
+@dataclass
+class Aligned:
+    """One source's alignment."""
+
+    source: Source
+    duration: float  # seconds
+    words: list[AlignedWord]
+    finding: bool = False  # with a Find: then also ...
+    missing: list[tuple[int, str]] = field(default_factory=list)  # (place, word) not said
+    unmatched: list[tuple[float, float]] = field(default_factory=list)  # speech not written
+
+
 def align_sources(asr: Transcriber, items: Iterable[tuple[Source, str]],
-                  on_error: Callable[[CtcasrError], None] | None = None
-                  ) -> Iterator[tuple[Source, float, list[AlignedWord]]]:
-    """(the source, its duration in seconds, its aligned words) for each (source, transcript);
+                  on_error: Callable[[CtcasrError], None] | None = None,
+                  how: Find | None = None) -> Iterator[Aligned]:
+    """Each (source, transcript) aligned (``how``: finding the transcript's words in the audio);
     a failure raises, or with ``on_error`` is handed to it (naming the source) and left out."""
     for src, text in items:
         try:
@@ -33,8 +50,13 @@ def align_sources(asr: Transcriber, items: Iterable[tuple[Source, str]],
             if not words:
                 raise CtcasrError("the transcript is empty")
             lp = asr.log_probs_of(src)
-            aligned = align(lp, words, asr.tokenizer, asr.info.frame_s)
-            yield src, src.num_samples(asr.sr) / asr.sr, aligned
+            duration = src.num_samples(asr.sr) / asr.sr
+            if how is None:
+                yield Aligned(src, duration, align(lp, words, asr.tokenizer, asr.info.frame_s))
+            else:
+                f = find(lp, words, asr.tokenizer, asr.info.frame_s, how)
+                yield Aligned(src, duration, f.words, True, [(i, words[i]) for i in f.missing],
+                              f.unmatched)
         except CtcasrError as e:
             err = CtcasrError(f"{src.where or src.name}: cannot align: {e}")
             if on_error is None:
@@ -48,13 +70,17 @@ def ctm_lines(uid: str, words: list[AlignedWord], units: bool = False) -> list[s
             for s in spans]
 
 
-def json_line(uid: str, duration: float, words: list[AlignedWord]) -> str:
+def json_line(uid: str, a: Aligned) -> str:
     def span(s: Span) -> dict:
         return {"start": round(s.start, 3), "end": round(s.end, 3), "score": round(s.score, 4)}
 
-    return json.dumps({"id": uid, "duration": round(duration, 3), "words": [
+    line = {"id": uid, "duration": round(a.duration, 3), "words": [
         {"word": w.unit, **span(w), "units": [{"unit": u.unit, **span(u)} for u in w.units]}
-        for w in words]}, ensure_ascii=False)
+        | ({"index": w.index} if a.finding else {}) for w in a.words]}
+    if a.finding:
+        line["missing"] = [{"index": i, "word": w} for i, w in a.missing]
+        line["unmatched"] = [{"start": round(s, 3), "end": round(e, 3)} for s, e in a.unmatched]
+    return json.dumps(line, ensure_ascii=False)
 
 
 def textgrid(duration: float, words: list[AlignedWord]) -> str:

@@ -27,11 +27,11 @@ nothing else notices. Nothing a client sends is used as a path.
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import io
-import json
 import logging
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +47,40 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ctcasr.errors import CtcasrError, first_line
 from ctcasr.infer.stream import Endpoint
 from ctcasr.infer.transcriber import Transcriber
-from ctcasr.infer.transcript import Transcript
 from ctcasr.serve.formats import FORMATS, render
+from ctcasr.serve.session import ClientError, StreamSession, close_with
 
 log = logging.getLogger("ctcasr.serve")
 PAGE = Path(__file__).parent / "static" / "index.html"
-PCM_FORMATS = {"s16le": (np.int16, 1 / 32768.0), "f32le": (np.float32, 1.0)}
 
 
 @dataclass(frozen=True)
 class Limits:
     max_upload_mb: float = 50.0  # POST /v1/transcribe body
+    max_upload_seconds: float = 3600.0  # and the audio in it (a header may claim days)
     max_stream_seconds: float = 600.0  # audio per WebSocket stream
     max_message_kb: float = 1024.0  # one WebSocket message
     max_streams: int = 8  # WebSocket streams at once
     workers: int = 1  # decoding threads
     partial_seconds: float = 1.0  # full-context models: new audio between partial results
+    header_seconds: float = 10.0  # an HTTP request's headers must arrive within this
+    start_seconds: float = 10.0  # a stream's start message within this of its opening
+    idle_seconds: float = 60.0  # and each later message within this of the one before
+    send_seconds: float = 10.0  # a client that takes a message no faster is dropped
+    shutdown_seconds: float = 10.0  # SIGTERM: open streams get this long to finish
+    api_key: str | None = None  # every route but /healthz and the page asks for it
+    allow_origins: tuple[str, ...] = ()  # other sites whose pages may call the API
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.max_streams < 1:
+            raise CtcasrError("workers and max_streams must be at least 1")
+        seconds = ("partial_seconds", "header_seconds", "start_seconds", "idle_seconds",
+                   "send_seconds", "max_stream_seconds")
+        for name in seconds:
+            if not getattr(self, name) > 0:
+                raise CtcasrError(f"{name} must be > 0 (seconds)")
+        if self.api_key is not None and not self.api_key:
+            raise CtcasrError("the API key is empty")
 
 
 @dataclass
@@ -73,42 +91,17 @@ class Upload:
     fields: dict[str, str]  # a form's text fields
 
 
-class ClientError(Exception):
-    """What a client did wrong: sent as an error message, then the stream closes."""
-
-    def __init__(self, message: str, code: int = 1003) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def create_app(asr: Transcriber, limits: Limits = Limits(), name: str = "model",
                endpoint: Endpoint | None = Endpoint()) -> Starlette:
     """``endpoint`` None: one segment per stream, ended by the stop message."""
     server = Server(asr, limits, name, endpoint)
-    return Starlette(routes=[Route("/", server.page), Route("/healthz", server.healthz),
+    app = Starlette(routes=[Route("/", server.page), Route("/healthz", server.healthz),
                              Route("/v1/transcribe", server.transcribe, methods=["POST"]),
                              Route("/v1/audio/transcriptions", server.openai_transcriptions,
                                    methods=["POST"]),
                              WebSocketRoute("/v1/stream", server.stream)])
-
-
-def run_server(app: Starlette, host: str, port: int, limits: Limits,
-               certfile: Path | None = None, keyfile: Path | None = None,
-               banner: str = "serving") -> None:
-    """Run ``app`` with uvicorn until Ctrl-C (HTTPS with ``certfile`` and ``keyfile``)."""
-    import uvicorn
-
-    if (certfile is None) != (keyfile is None):
-        raise CtcasrError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
-    for f in (certfile, keyfile):
-        if f is not None and not f.is_file():
-            raise CtcasrError(f"{f}: no such file")
-    scheme = "https" if certfile else "http"
-    print(f"{banner} at {scheme}://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", ws="websockets-sansio",
-                ws_max_size=int(4 * limits.max_message_kb * 1024),
-                ssl_certfile=str(certfile) if certfile else None,
-                ssl_keyfile=str(keyfile) if keyfile else None)
+    app.state.server = server
+    return app
 
 
 class Server:
@@ -121,6 +114,28 @@ class Server:
         self.streaming = asr.streams  # else its segments are re-decoded
         self.worker = anyio.CapacityLimiter(limits.workers)
         self.streams = 0
+        self.draining = asyncio.Event()  # set on SIGTERM / SIGINT (ctcasr.serve.run)
+
+    def check_key(self, headers: Any, given: str | None = None) -> None:
+        """Raise ClientError (WebSocket code 1008) unless the request carries the API key:
+        ``Authorization: Bearer KEY`` or, for a stream, ``given`` (its start message's)."""
+        key = self.limits.api_key
+        if key is None:
+            return
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else (given or "")
+        if not hmac.compare_digest(token.encode(), key.encode()):
+            raise ClientError("this server asks for an API key: Authorization: Bearer KEY "
+                              '(a stream may send it as "api_key" in its start message)', 1008)
+
+    def origin_allowed(self, headers: Any) -> bool:
+        """A browser page of another site may not open streams unless --allow-origin says so
+        (a WebSocket is not held to the same-origin rule by the browser itself)."""
+        origin = headers.get("origin")
+        if origin is None or "*" in self.limits.allow_origins:
+            return True
+        same = origin.split("://", 1)[-1] == headers.get("host", "")
+        return same or origin in self.limits.allow_origins
 
     async def run(self, fn, *args):
         """``fn(*args)`` in a decoding thread (``limits.workers`` at a time)."""
@@ -130,11 +145,19 @@ class Server:
         return FileResponse(PAGE, media_type="text/html")
 
     async def healthz(self, request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": self.name, "sample_rate": self.sr,
-                             "streaming": self.streaming, "streams": self.streams})
+        """Open to all (no key): 200, or 503 while the server drains (a load balancer then
+        sends new clients elsewhere). ``auth``: whether the other routes ask for a key."""
+        draining = self.draining.is_set()
+        return JSONResponse({"status": "draining" if draining else "ok", "model": self.name,
+                             "sample_rate": self.sr, "streaming": self.streaming,
+                             "streams": self.streams, "auth": self.limits.api_key is not None},
+                            status_code=503 if draining else 200)
 
     async def transcribe(self, request: Request) -> Response:
         """The audio as the request body or a form's ``file`` field -> the transcript."""
+        refused = self.refuse(request)
+        if refused is not None:
+            return refused
         upload = await self.upload(request)
         if isinstance(upload, Response):
             return upload
@@ -148,6 +171,9 @@ class Server:
     async def openai_transcriptions(self, request: Request) -> Response:
         """``POST /v1/audio/transcriptions`` as OpenAI-style clients send it: a form with
         ``file`` and ``response_format`` (other fields are accepted and ignored)."""
+        refused = self.refuse(request)
+        if refused is not None:
+            return refused
         upload = await self.upload(request, form_only=True)
         if isinstance(upload, Response):
             return upload
@@ -163,6 +189,17 @@ class Server:
         if isinstance(body, dict):
             return JSONResponse(body)
         return Response(body, media_type=media)
+
+    def refuse(self, request: Request) -> Response | None:
+        """The answer to a request that may not be served (draining: 503; no key: 401)."""
+        if self.draining.is_set():
+            return error(503, "the server is shutting down")
+        try:
+            self.check_key(request.headers)
+        except ClientError as e:
+            return JSONResponse({"error": str(e)}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        return None
 
     async def upload(self, request: Request, form_only: bool = False) -> Upload | Response:
         """The audio of a request (its body, or a form's ``file``), or the error response."""
@@ -198,16 +235,36 @@ class Server:
             return error(400, "send the audio file as the request body, or as a form's 'file'")
         if len(body) > cap:
             return error(413, too_big)
+        audio = self.read_audio(bytes(body))
+        if isinstance(audio, Response):
+            return audio
+        return Upload(audio[0], audio[1], hotwords, fields)
+
+    def read_audio(self, body: bytes) -> tuple[np.ndarray, int] | Response:
+        """(samples [n, channels], rate) of an uploaded file, or the error response. What
+        its header claims is checked before anything is allocated for it."""
+        most = self.limits.max_upload_seconds
         try:
-            data, rate = sf.read(io.BytesIO(bytes(body)), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+            with sf.SoundFile(io.BytesIO(body)) as f:
+                if f.frames > most * f.samplerate:  # (libsndfile's "unknown": 2**63 - 1)
+                    return error(413, f"the audio is over the limit of {most:g} s (its header "
+                                 f"says {f.frames / f.samplerate:.0f} s)")
+                data = f.read(dtype="float32", always_2d=True)
+                rate = f.samplerate
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, MemoryError) as e:
             return error(415, f"not audio that soundfile reads ({_reason(e)})")
         if data.shape[0] == 0:
             return error(415, "the audio file holds no samples")
-        return Upload(data, rate, hotwords, fields)
+        return data, rate
 
     async def stream(self, ws: WebSocket) -> None:
+        if not self.origin_allowed(ws.headers):
+            await ws.close(1008)  # before accepting: the browser sees a failed handshake
+            return
         await ws.accept()
+        if self.draining.is_set():
+            await close_with(ws, ClientError("the server is shutting down", 1001))
+            return
         if self.streams >= self.limits.max_streams:
             await close_with(ws, ClientError(f"busy: {self.limits.max_streams} streams already; "
                                              "try again later", 1013))
@@ -223,114 +280,6 @@ class Server:
             self.streams -= 1
 
 
-class StreamSession:
-    """One WebSocket stream: the start message, audio messages, the stop (module doc)."""
-
-    def __init__(self, server: Server, ws: WebSocket) -> None:
-        self.server, self.ws = server, ws
-        self.samples, self.compute, self.segments = 0, 0.0, 0
-
-    async def run(self) -> None:
-        srv = self.server
-        dtype, scale, hotwords = parse_start((await self.receive()).get("text"), srv.sr)
-        try:
-            asr = srv.asr.with_hotwords(hotwords) if hotwords is not None else srv.asr
-        except CtcasrError as e:
-            raise ClientError(f"hotwords: {e}") from None
-        decoding = (Live(asr, srv.endpoint) if srv.streaming
-                    else Redecode(asr, srv.sr, srv.limits.partial_seconds, srv.endpoint))
-        while True:
-            msg = await self.receive()
-            if msg.get("text") is not None:
-                if _json(msg["text"]).get("type") != "stop":
-                    raise ClientError('expected binary audio or {"type": "stop"}')
-                finals = await self.timed(decoding.finish)
-                for k, t in enumerate(finals):
-                    await self.send_final(t, k == len(finals) - 1)
-                await self.ws.close(1000)
-                return
-            chunk = self.audio(msg.get("bytes") or b"", dtype, scale)
-            finals, text = await self.timed(decoding.accept, chunk)
-            for t in finals:
-                await self.send_final(t, False)
-            if text is not None:
-                await self.ws.send_json({"type": "partial", "text": text,
-                                         "audio_s": round(self.samples / srv.sr, 4),
-                                         "segment": self.segments})
-
-    def audio(self, data: bytes, dtype: Any, scale: float) -> np.ndarray:
-        """A binary message's samples, within the limits."""
-        limits, sr = self.server.limits, self.server.sr
-        if len(data) > limits.max_message_kb * 1024:
-            raise ClientError(f"a message of {len(data)} bytes is over the limit of "
-                              f"{limits.max_message_kb:g} KB", 1009)
-        width = np.dtype(dtype).itemsize
-        if len(data) % width:
-            raise ClientError(f"{len(data)} bytes is not a whole number of {width}-byte "
-                              "samples")
-        chunk = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
-        self.samples += len(chunk)
-        if self.samples > limits.max_stream_seconds * sr:
-            raise ClientError(f"the stream is over the limit of {limits.max_stream_seconds:g}"
-                              " s of audio", 1008)
-        if not np.isfinite(chunk).all():
-            raise ClientError("the audio holds NaN or infinite samples")
-        return chunk
-
-    async def timed(self, fn, *args):
-        t = time.perf_counter()
-        out = await self.server.run(fn, *args)
-        self.compute += time.perf_counter() - t  # includes waiting for the worker: what a
-        return out  # stream costs under load
-
-    async def send_final(self, t: Transcript, last: bool) -> None:
-        await self.ws.send_json({"type": "final", **t.to_dict(), "start": round(t.start, 3),
-                                 "segment": self.segments, "last": last,
-                                 "compute_s": round(self.compute, 4)})
-        self.segments += 1
-
-    async def receive(self) -> dict[str, Any]:
-        msg = await self.ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(msg.get("code", 1000))
-        return msg
-
-
-def parse_start(text: str | None, sr: int) -> tuple[Any, float, list[str] | None]:
-    """The (dtype, scale) of the stream's PCM and its hotwords (None: the server's), from its
-    start message."""
-    if text is None:
-        raise ClientError('the first message must be the JSON start message {"type": "start", '
-                          f'"sample_rate": {sr}, "format": "s16le"}}')
-    start = _json(text)
-    if start.get("type") != "start":
-        raise ClientError('the first message must have "type": "start"')
-    rate = start.get("sample_rate")
-    if not isinstance(rate, int) or isinstance(rate, bool):
-        raise ClientError(f"sample_rate must be an integer (this model's is {sr}), got {rate!r}")
-    if rate != sr:
-        raise ClientError(f"sample_rate {rate}: this model takes {sr} Hz (resample before "
-                          "sending; the page does)")
-    fmt = start.get("format", "s16le")
-    if fmt not in PCM_FORMATS:
-        raise ClientError(f"format {fmt!r}: choose {', '.join(PCM_FORMATS)}")
-    hotwords = start.get("hotwords")
-    if hotwords is not None and (not isinstance(hotwords, list) or len(hotwords) > 1000
-                                 or not all(isinstance(h, str) for h in hotwords)):
-        raise ClientError("hotwords must be a list of at most 1000 phrases (strings)")
-    return (*PCM_FORMATS[fmt], hotwords)
-
-
-def _json(text: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        raise ClientError("a text message must be JSON") from None
-    if not isinstance(obj, dict):
-        raise ClientError("a text message must be a JSON object")
-    return obj
-
-
 def _reason(e: Exception) -> str:
     """libsndfile's reason, without the Python object it names ("Error opening <...>: ")."""
     text = first_line(e)
@@ -341,77 +290,3 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def close_with(ws: WebSocket, e: ClientError) -> None:
-    try:
-        await ws.send_json({"type": "error", "error": str(e)})
-        await ws.close(e.code)
-    except (WebSocketDisconnect, RuntimeError):
-        pass  # the client is gone already
-
-
-class Live:
-    """A streaming model: each chunk decoded as it comes."""
-
-    def __init__(self, asr: Transcriber, endpoint: Endpoint | None) -> None:
-        self.stream, self.text, self.sent = asr.stream("stream", endpoint=endpoint), "", 0
-
-    def accept(self, chunk: np.ndarray) -> tuple[list[Transcript], str | None]:
-        """(the segments closed by this chunk, the open segment's text if it changed)"""
-        text = self.stream.accept(chunk, self.stream.sr).text
-        finals = self._closed()
-        changed, self.text = text != self.text or bool(finals), text
-        return finals, text if changed and text else None
-
-    def finish(self) -> list[Transcript]:
-        last = self.stream.finish()
-        return self._closed() + [last]
-
-    def _closed(self) -> list[Transcript]:
-        new = self.stream.segments[self.sent :]
-        self.sent = len(self.stream.segments)
-        return new
-
-
-class Redecode:
-    """A full-context model: the open segment's audio decoded every ``every`` seconds of new
-    audio; the segment ends ``endpoint.silence_s`` after its last word (or when it is
-    ``max_segment_s`` long); audio with no word in it is let go after ``silence_s``."""
-
-    def __init__(self, asr: Transcriber, sr: int, every: float,
-                 endpoint: Endpoint | None) -> None:
-        self.asr, self.sr, self.every = asr, sr, max(1, round(every * sr))
-        self.endpoint = endpoint
-        self.chunks: list[np.ndarray] = []
-        self.start = self.samples = self.decoded = 0  # in samples: the segment's start, ...
-        self.text = ""
-
-    def accept(self, chunk: np.ndarray) -> tuple[list[Transcript], str | None]:
-        self.chunks.append(chunk)
-        self.samples += len(chunk)
-        if self.samples - self.decoded < self.every:
-            return [], None
-        self.decoded = self.samples
-        t = self._transcribe()
-        ep, length = self.endpoint, (self.samples - self.start) / self.sr
-        if ep is not None and t.text:
-            quiet = self.samples / self.sr - t.words[-1].end if t.words else 0.0
-            if quiet >= ep.silence_s or length >= ep.max_segment_s:
-                self.chunks, self.start, self.text = [], self.samples, ""
-                return [t], None
-        elif ep is not None and length >= ep.silence_s:  # nothing said: keep the last 0.5 s
-            audio = np.concatenate(self.chunks)[-self.sr // 2 :]
-            self.chunks, self.start = [audio], self.samples - len(audio)
-        changed, self.text = t.text != self.text, t.text
-        return [], t.text if changed else None
-
-    def finish(self) -> list[Transcript]:
-        return [self._transcribe()]
-
-    def _transcribe(self) -> Transcript:
-        # (no audio at all: one silent sample; transcribe pads what is too short)
-        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(1, np.float32)
-        t = self.asr.transcribe(audio, self.sr, "stream")
-        start = self.start / self.sr
-        t.words = [replace(w, start=w.start + start, end=w.end + start) for w in t.words]
-        t.duration, t.start = (self.samples - self.start) / self.sr, start
-        return t

@@ -1,0 +1,262 @@
+"""One WebSocket stream of ``ctcasr serve``: its start message, its audio, its stop, and the
+two ways of decoding it (:class:`Live` for a streaming model, :class:`Redecode` for the
+others). The protocol is in :mod:`ctcasr.serve.app`'s doc and docs/serving.md."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ctcasr.errors import CtcasrError
+from ctcasr.infer.stream import Endpoint
+from ctcasr.infer.transcriber import Transcriber
+from ctcasr.infer.transcript import Transcript
+
+if TYPE_CHECKING:
+    from ctcasr.serve.app import Server
+
+PCM_FORMATS = {"s16le": (np.int16, 1 / 32768.0), "f32le": (np.float32, 1.0)}
+
+
+class ClientError(Exception):
+    """What a client did wrong: sent as an error message, then the stream closes."""
+
+    def __init__(self, message: str, code: int = 1003) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StreamSession:
+    """One WebSocket stream: the start message, audio messages, the stop (module doc). Each
+    wait is bounded: the start message within ``limits.start_seconds``, every later message
+    within ``limits.idle_seconds``, every message sent within ``limits.send_seconds`` (a client
+    that stops reading is dropped); when the server drains (shutdown), the stream's audio so
+    far is decoded, its final sent, and it closes normally."""
+
+    def __init__(self, server: Server, ws: WebSocket) -> None:
+        self.server, self.ws = server, ws
+        self.samples, self.compute, self.segments = 0, 0.0, 0
+
+    async def run(self) -> None:
+        srv = self.server
+        first = await self.receive(srv.limits.start_seconds, "the start message")
+        if first is None:
+            raise ClientError("the server is shutting down", 1001)
+        start = parse_start(first.get("text"), srv.sr)
+        srv.check_key(self.ws.headers, start.api_key)
+        try:
+            asr = srv.asr.with_hotwords(start.hotwords) if start.hotwords is not None \
+                else srv.asr
+        except CtcasrError as e:
+            raise ClientError(f"hotwords: {e}") from None
+        decoding = (Live(asr, srv.endpoint) if srv.streaming
+                    else Redecode(asr, srv.sr, srv.limits.partial_seconds, srv.endpoint))
+        while True:
+            msg = await self.receive(srv.limits.idle_seconds, "audio or the stop message")
+            if msg is None or msg.get("text") is not None:  # (None: the server drains)
+                if msg is not None and _json(msg["text"]).get("type") != "stop":
+                    raise ClientError('expected binary audio or {"type": "stop"}')
+                finals = await self.timed(decoding.finish)
+                for k, t in enumerate(finals):
+                    await self.send_final(t, k == len(finals) - 1)
+                await self.ws.close(1000)
+                return
+            chunk = self.audio(msg.get("bytes") or b"", start.dtype, start.scale)
+            finals, text = await self.timed(decoding.accept, chunk)
+            for t in finals:
+                await self.send_final(t, False)
+            if text is not None:
+                await self.send({"type": "partial", "text": text,
+                                 "audio_s": round(self.samples / srv.sr, 4),
+                                 "segment": self.segments})
+
+    def audio(self, data: bytes, dtype: Any, scale: float) -> np.ndarray:
+        """A binary message's samples, within the limits."""
+        limits, sr = self.server.limits, self.server.sr
+        if len(data) > limits.max_message_kb * 1024:
+            raise ClientError(f"a message of {len(data)} bytes is over the limit of "
+                              f"{limits.max_message_kb:g} KB", 1009)
+        width = np.dtype(dtype).itemsize
+        if len(data) % width:
+            raise ClientError(f"{len(data)} bytes is not a whole number of {width}-byte "
+                              "samples")
+        chunk = np.frombuffer(data, dtype=dtype).astype(np.float32) * scale
+        self.samples += len(chunk)
+        if self.samples > limits.max_stream_seconds * sr:
+            raise ClientError(f"the stream is over the limit of {limits.max_stream_seconds:g}"
+                              " s of audio", 1008)
+        if not np.isfinite(chunk).all():
+            raise ClientError("the audio holds NaN or infinite samples")
+        return chunk
+
+    async def timed(self, fn, *args):
+        t = time.perf_counter()
+        out = await self.server.run(fn, *args)
+        self.compute += time.perf_counter() - t  # includes waiting for the worker: what a
+        return out  # stream costs under load
+
+    async def send_final(self, t: Transcript, last: bool) -> None:
+        await self.send({"type": "final", **t.to_dict(), "start": round(t.start, 3),
+                         "segment": self.segments, "last": last,
+                         "compute_s": round(self.compute, 4)})
+        self.segments += 1
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send, or drop the client when it does not take the message in time."""
+        with anyio.move_on_after(self.server.limits.send_seconds) as scope:
+            await self.ws.send_json(message)
+        if scope.cancelled_caught:
+            raise WebSocketDisconnect(1008, "the client does not read")
+
+    async def receive(self, seconds: float, what: str) -> dict[str, Any] | None:
+        """The next message within ``seconds``; None when the server starts draining."""
+        async with anyio.create_task_group() as tg:
+            got: list[dict[str, Any] | None] = []
+
+            async def message() -> None:
+                with anyio.move_on_after(seconds):
+                    got.append(await self.ws.receive())
+                tg.cancel_scope.cancel()
+
+            async def drain() -> None:
+                await self.server.draining.wait()
+                got.append(None)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(message)
+            tg.start_soon(drain)
+        if not got:
+            raise ClientError(f"nothing within {seconds:g} s: expected {what}", 1008)
+        msg = got[0]
+        if msg is not None and msg["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(msg.get("code", 1000))
+        return msg
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a stream's start message says."""
+
+    dtype: Any
+    scale: float
+    hotwords: list[str] | None  # None: the server's
+    api_key: str | None  # when the server asks for one and no header carried it
+
+
+def parse_start(text: str | None, sr: int) -> Start:
+    """What the stream's start message asks for (raises ClientError naming what is wrong)."""
+    if text is None:
+        raise ClientError('the first message must be the JSON start message {"type": "start", '
+                          f'"sample_rate": {sr}, "format": "s16le"}}')
+    start = _json(text)
+    if start.get("type") != "start":
+        raise ClientError('the first message must have "type": "start"')
+    rate = start.get("sample_rate")
+    if not isinstance(rate, int) or isinstance(rate, bool):
+        raise ClientError(f"sample_rate must be an integer (this model's is {sr}), got {rate!r}")
+    if rate != sr:
+        raise ClientError(f"sample_rate {rate}: this model takes {sr} Hz (resample before "
+                          "sending; the page does)")
+    fmt = start.get("format", "s16le")
+    if fmt not in PCM_FORMATS:
+        raise ClientError(f"format {fmt!r}: choose {', '.join(PCM_FORMATS)}")
+    hotwords = start.get("hotwords")
+    if hotwords is not None and (not isinstance(hotwords, list) or len(hotwords) > 1000
+                                 or not all(isinstance(h, str) for h in hotwords)):
+        raise ClientError("hotwords must be a list of at most 1000 phrases (strings)")
+    key = start.get("api_key")
+    if key is not None and not isinstance(key, str):
+        raise ClientError("api_key must be a string")
+    return Start(*PCM_FORMATS[fmt], hotwords, key)
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ClientError("a text message must be JSON") from None
+    if not isinstance(obj, dict):
+        raise ClientError("a text message must be a JSON object")
+    return obj
+
+
+async def close_with(ws: WebSocket, e: ClientError) -> None:
+    try:
+        await ws.send_json({"type": "error", "error": str(e)})
+        await ws.close(e.code)
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client is gone already
+
+
+class Live:
+    """A streaming model: each chunk decoded as it comes."""
+
+    def __init__(self, asr: Transcriber, endpoint: Endpoint | None) -> None:
+        self.stream, self.text, self.sent = asr.stream("stream", endpoint=endpoint), "", 0
+
+    def accept(self, chunk: np.ndarray) -> tuple[list[Transcript], str | None]:
+        """(the segments closed by this chunk, the open segment's text if it changed)"""
+        text = self.stream.accept(chunk, self.stream.sr).text
+        finals = self._closed()
+        changed, self.text = text != self.text or bool(finals), text
+        return finals, text if changed and text else None
+
+    def finish(self) -> list[Transcript]:
+        last = self.stream.finish()
+        return self._closed() + [last]
+
+    def _closed(self) -> list[Transcript]:
+        new = self.stream.segments[self.sent :]
+        self.sent = len(self.stream.segments)
+        return new
+
+
+class Redecode:
+    """A full-context model: the open segment's audio decoded every ``every`` seconds of new
+    audio; the segment ends ``endpoint.silence_s`` after its last word (or when it is
+    ``max_segment_s`` long); audio with no word in it is let go after ``silence_s``."""
+
+    def __init__(self, asr: Transcriber, sr: int, every: float,
+                 endpoint: Endpoint | None) -> None:
+        self.asr, self.sr, self.every = asr, sr, max(1, round(every * sr))
+        self.endpoint = endpoint
+        self.chunks: list[np.ndarray] = []
+        self.start = self.samples = self.decoded = 0  # in samples: the segment's start, ...
+        self.text = ""
+
+    def accept(self, chunk: np.ndarray) -> tuple[list[Transcript], str | None]:
+        self.chunks.append(chunk)
+        self.samples += len(chunk)
+        if self.samples - self.decoded < self.every:
+            return [], None
+        self.decoded = self.samples
+        t = self._transcribe()
+        ep, length = self.endpoint, (self.samples - self.start) / self.sr
+        if ep is not None and t.text:
+            quiet = self.samples / self.sr - t.words[-1].end if t.words else 0.0
+            if quiet >= ep.silence_s or length >= ep.max_segment_s:
+                self.chunks, self.start, self.text = [], self.samples, ""
+                return [t], None
+        elif ep is not None and length >= ep.silence_s:  # nothing said: keep the last 0.5 s
+            audio = np.concatenate(self.chunks)[-self.sr // 2 :]
+            self.chunks, self.start = [audio], self.samples - len(audio)
+        changed, self.text = t.text != self.text, t.text
+        return [], t.text if changed else None
+
+    def finish(self) -> list[Transcript]:
+        return [self._transcribe()]
+
+    def _transcribe(self) -> Transcript:
+        # (no audio at all: one silent sample; transcribe pads what is too short)
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(1, np.float32)
+        t = self.asr.transcribe(audio, self.sr, "stream")
+        start = self.start / self.sr
+        t.words = [replace(w, start=w.start + start, end=w.end + start) for w in t.words]
+        t.duration, t.start = (self.samples - self.start) / self.sr, start
+        return t
