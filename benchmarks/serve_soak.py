@@ -89,14 +89,11 @@ class Soak:
                 if k % 3 == 0:
                     socket.create_connection(_addr(self.base), timeout=10).close()
                 else:
-                    ws = connect(self.ws, open_timeout=10)
-                    ws.send(start)
-                    ws.send(tenth)
-                    if k % 3 == 1:
-                        ws.close()
-                    else:  # vanish: no close frame
-                        ws.socket.shutdown(socket.SHUT_RDWR)
-                        ws.socket.close()
+                    with connect(self.ws, open_timeout=10, close_timeout=1) as ws:
+                        ws.send(start)
+                        ws.send(tenth)
+                        if k % 3 == 2:  # vanish: the socket shut, no close frame
+                            ws.socket.shutdown(socket.SHUT_RDWR)
                 self.counts["churn"] += 1
             except Exception as e:  # noqa: BLE001 (counted)
                 self.error(f"churn: {type(e).__name__}")
