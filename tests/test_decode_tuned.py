@@ -1,10 +1,10 @@
-"""egs/common/decode_tuned.sh: every (weight, bonus, OOV penalty) of the grid decodes valid, the
-best of them on valid decodes test, and a closed vocabulary (-inf) can be chosen. ``ctcasr`` is
-a stub here that scores each decode by its options, so no model is needed."""
+"""egs/common/decode_tuned.sh: `ctcasr tune-lm` gets the grid and the validation set, then valid
+is decoded greedily and each test set greedily, with the beam alone and as the tuned model
+carries (no decoding options: the model's own). ``ctcasr`` is a stub here that records its
+calls, so no model is needed; tune-lm itself is tested in test_tune.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -12,22 +12,18 @@ import subprocess
 from conftest import REPO
 
 STUB = r"""#!/usr/bin/env python3
-import json, sys
+import sys
 from pathlib import Path
 args = sys.argv[1:]
-out = Path(args[args.index("--out-dir") + 1])
-out.mkdir(parents=True)
-opts = " ".join(args)
-wer = 50.0
-if "--lm" in args:  # the closed vocabulary at weight 0.5 and bonus 1 wins
-    wer = 40.0 if "--lm-weight 0.5 --word-bonus 1 --unk-penalty=-inf" in opts else 45.0
-(out / "summary.json").write_text(json.dumps({"wer": wer}))
-with open(out.parent / "calls.txt", "a") as f:
-    f.write(opts + "\n")
+log = Path(args[args.index("--checkpoint") + 1] if "--checkpoint" in args else args[1])
+with open(log.parent / "calls.txt", "a") as f:
+    f.write(" ".join(args) + "\n")
+if args[0] == "tune-lm":
+    print("LM weight 0.5, word bonus 1, unk penalty -inf (best on valid)")
 """
 
 
-def test_grid_decodes_valid_and_the_best_on_valid_decodes_test(tmp_path):
+def run_script(tmp_path, more: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     stub = bin_dir / "ctcasr"
@@ -36,16 +32,44 @@ def test_grid_decodes_valid_and_the_best_on_valid_decodes_test(tmp_path):
     exp = tmp_path / "exp"
     exp.mkdir()
     script = (f'. "{REPO}/egs/common/decode_tuned.sh"; '
-              f'decode_tuned "{exp}" data 32 "0.3 0.5" "0 1" "0 -5 -inf"')
+              f'decode_tuned "{exp}" data 32 "0.3 0.5" "0 1" "0 -5 -inf" "{more}"')
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     r = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    return r, (exp / "calls.txt").read_text().splitlines()
+
+
+def test_tune_on_valid_then_decode_each_test_set_three_ways(tmp_path):
+    r, calls = run_script(tmp_path, "strings")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "LM weight 0.5, word bonus 1, unk penalty -inf (best on valid)"
-    calls = (exp / "calls.txt").read_text().splitlines()
-    valid_lm = [c for c in calls if "valid.jsonl" in c and "--lm " in c]
-    assert len(valid_lm) == 2 * 2 * 3  # the whole grid, on valid only
-    test = [c for c in calls if "test.jsonl" in c]
-    assert len(test) == 3  # greedy, beam, beam + LM
-    assert test[-1].endswith("--beam-size 32 --lm data/lm_3gram.arpa --lm-weight 0.5 "
-                             "--word-bonus 1 --unk-penalty=-inf")
-    assert json.loads((exp / "decode_test_beam_lm" / "summary.json").read_text())["wer"] == 40.0
+    exp = tmp_path / "exp"
+    assert calls[0] == (f"tune-lm {exp}/model.pt --valid data/valid.jsonl --lm "
+                        "data/lm_3gram.arpa --beam-size 32 --lm-weights 0.3 0.5 --word-bonuses "
+                        "0 1 --unk-penalties=0 -5 -inf")
+    decodes = [c.split(" --out-dir ") for c in calls[1:]]
+    assert all(c[0].startswith(f"decode --checkpoint {exp}/model.pt --manifest ") for c in decodes)
+    got = [(c[0].split("--manifest ")[1], c[1]) for c in decodes]
+    assert got == [
+        ("data/valid.jsonl", f"{exp}/decode_valid_greedy --decoder greedy"),
+        ("data/test.jsonl", f"{exp}/decode_test_greedy --decoder greedy"),
+        ("data/test.jsonl", f"{exp}/decode_test_beam --decoder beam --lm none"),
+        ("data/test.jsonl", f"{exp}/decode_test_beam_lm"),  # as the model carries
+        ("data/strings.jsonl", f"{exp}/decode_strings_greedy --decoder greedy"),
+        ("data/strings.jsonl", f"{exp}/decode_strings_beam --decoder beam --lm none"),
+        ("data/strings.jsonl", f"{exp}/decode_strings_beam_lm"),
+    ]
+
+
+def test_a_failed_tuning_stops_before_any_decode(tmp_path):
+    bin_dir = tmp_path / "bin"
+    r, _ = run_script(tmp_path, "")
+    stub = bin_dir / "ctcasr"
+    stub.write_text(STUB.replace('if args[0] == "tune-lm":\n',
+                                 'if args[0] == "tune-lm":\n    sys.exit(3)\n'))
+    (tmp_path / "exp" / "calls.txt").unlink()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    script = (f'set -e; . "{REPO}/egs/common/decode_tuned.sh"; '
+              f'decode_tuned "{tmp_path}/exp" data 32 "0.3" "0" "0"')
+    r = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert r.returncode == 3
+    assert (tmp_path / "exp" / "calls.txt").read_text().count("\n") == 1  # tune-lm only
