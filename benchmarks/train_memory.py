@@ -59,9 +59,9 @@ def make_corpus(folder: Path, n: int, distinct: int = 16, seed: int = 0) -> Path
     return manifest
 
 
-def config(mode: str, steps: int, workers: int) -> dict:
+def config(mode: str, steps: int, workers: int, speeds: tuple = (0.9, 1.0, 1.1)) -> dict:
     data = {"features": {"sample_rate": SR, "num_mel_bins": 80}, "max_frames_per_batch": 4000,
-            "num_workers": workers, "augment": {"speeds": [0.9, 1.0, 1.1]}}
+            "num_workers": workers, "augment": {"speeds": list(speeds)}}
     if mode != "auto":
         data["feature_cache"] = mode
     return {
@@ -132,7 +132,8 @@ print(json.dumps({"peak_rss_kib": max(peak[0], hwm), "hwm_kib": hwm,
 """
 
 
-def measure(folder: Path, mode: str, n: int, steps: int = 200, workers: int = 0) -> dict:
+def measure(folder: Path, mode: str, n: int, steps: int = 200, workers: int = 0,
+            speeds: tuple = (0.9, 1.0, 1.1)) -> dict:
     """Train on ``n`` synthetic utterances in a fresh process; returns its measurements."""
     manifest = make_corpus(folder, n)
     valid = make_corpus(folder, 8)
@@ -140,7 +141,8 @@ def measure(folder: Path, mode: str, n: int, steps: int = 200, workers: int = 0)
     exp = folder / f"exp_{mode}_{n}"
     shutil.rmtree(exp, ignore_errors=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(config(mode, steps, workers)),
+    raw = json.dumps(config(mode, steps, workers, speeds))
+    r = subprocess.run([sys.executable, "-c", CHILD, raw,
                         str(manifest), str(exp)], capture_output=True, text=True, env=env)
     if r.returncode:
         raise RuntimeError(f"training failed ({mode}, {n}):\n{r.stderr[-3000:]}")

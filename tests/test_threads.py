@@ -73,6 +73,7 @@ def test_off_without_proc_or_with_one_thread(keep_threads):
     assert not g.enabled and g.step() == 1
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(not HAS_PROC, reason="the governor reads /proc (Linux)")
 def test_own_cpu_counts_children_and_machine_counts_all():
     """A busy child is ours, not 'others': a DataLoader worker must not look like load."""
@@ -94,6 +95,7 @@ def busy_process() -> int:
     return int(out)
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(not HAS_PROC or cores() < 2, reason="needs /proc and 2 cores")
 def test_a_real_busy_process_takes_a_thread_and_gives_it_back(keep_threads):
     torch.set_num_threads(cores())
