@@ -154,6 +154,22 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else float("nan")
 
 
+def model_and_audio(args: argparse.Namespace, prefix: str) -> tuple[Path, Path | None]:
+    """The checkpoint (``--checkpoint``, a random ``--random`` one, or the main job's) and the
+    manifest whose audio the clients send (``--manifest``, or the main job's george set)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    ckpt = args.checkpoint or (random_checkpoint(args.random, tmp / "random.pt") if args.random
+                               else DEFAULT_CKPT)
+    if not ckpt.exists():
+        sys.exit(f"error: {ckpt} not found: run `make digits` first, or pass --checkpoint or "
+                 "--random lstm-uni")
+    manifest = args.manifest
+    if manifest is None and args.checkpoint is None and not args.random:
+        found = sorted((ROOT / "egs/digits/data").glob("*/test_unseen.jsonl"))
+        manifest = found[0] if found else None
+    return ckpt, manifest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -167,16 +183,7 @@ def main() -> None:
                     help="ctcasr serve --chunk-size (a dynamic-chunk Conformer then streams)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="ctcasr-serve-load-"))
-    ckpt = args.checkpoint or (random_checkpoint(args.random, tmp / "random.pt") if args.random
-                               else DEFAULT_CKPT)
-    if not ckpt.exists():
-        sys.exit(f"error: {ckpt} not found: run `make digits` first, or pass --checkpoint or "
-                 "--random lstm-uni")
-    manifest = args.manifest
-    if manifest is None and args.checkpoint is None and not args.random:
-        found = sorted((ROOT / "egs/digits/data").glob("*/test_unseen.jsonl"))
-        manifest = found[0] if found else None
+    ckpt, manifest = model_and_audio(args, "ctcasr-serve-load-")
     server, base, info = start_server(ckpt, "--max-streams", str(max(args.streams)),
                                       "--chunk-size", str(args.chunk_size))
     rows = []

@@ -32,15 +32,13 @@ import io
 import json
 import os
 import socket
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from serve_load import DEFAULT_CKPT, ROOT, audio, client, pct, random_checkpoint, start_server
+from serve_load import audio, client, model_and_audio, pct, start_server
 
 from ctcasr.environment import cpu_model
 
@@ -186,16 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sample-seconds", type=float, default=10.0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="ctcasr-serve-soak-"))
-    ckpt = args.checkpoint or (random_checkpoint(args.random, tmp / "random.pt") if args.random
-                               else DEFAULT_CKPT)
-    if not ckpt.exists():
-        sys.exit(f"error: {ckpt} not found: run `make digits` first, or pass --checkpoint or "
-                 "--random lstm-uni")
-    manifest = args.manifest
-    if manifest is None and args.checkpoint is None and not args.random:
-        found = sorted((ROOT / "egs/digits/data").glob("*/test_unseen.jsonl"))
-        manifest = found[0] if found else None
+    ckpt, manifest = model_and_audio(args, "ctcasr-serve-soak-")
     server, base, info = start_server(ckpt, "--max-streams", str(args.streams + 2))
     try:
         sr = info["sample_rate"]

@@ -26,6 +26,7 @@ pytest.importorskip("uvicorn")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
+from ctcasr.decode.settings import hotword_list  # noqa: E402
 from ctcasr.serve.app import Endpoint, Limits, create_app  # noqa: E402
 from ctcasr.serve.run import config  # noqa: E402
 
@@ -321,3 +322,36 @@ def test_segments_end_at_pauses(model, request):
     # partials come before their segment's final, each tagged with its segment
     order = [(m["type"], m["segment"]) for m in msgs]
     assert order.index(("final", 0)) < order.index(("partial", 1))
+
+
+def test_partials_are_greedy_and_finals_decode_as_the_model_carries(full):
+    """A full-context model re-decodes the open segment for every partial: greedily (beam + LM
+    each second outran two cores at four streams); the final decodes as the model carries.
+    Here the carried decoder is a beam with a strongly boosted hotword, so it differs."""
+    from ctcasr.serve.session import Redecode
+
+    _, asr = full
+    carried = asr.with_settings(asr.settings.override(
+        decoder="beam", hotwords=hotword_list(["ab"], boost=30.0)))
+    greedy = asr.with_settings(asr.settings.override(decoder="greedy"))
+
+    def differ(w: np.ndarray) -> bool:  # on the whole and on a prefix a partial decodes
+        return all(carried.transcribe(w[:n], SR).text != greedy.transcribe(w[:n], SR).text
+                   for n in (len(w), len(w) // SR * SR))
+
+    wave = next((w for w in (as_sent(recording(seed)) for seed in (7, 1, 2, 3)) if differ(w)),
+                None)
+    assert wave is not None  # the boost changes the text of one of these recordings at least
+    dec = Redecode(carried, SR, every=0.5, endpoint=None)
+    partials, sent = [], 0
+    for i in range(0, len(wave), SR // 4):
+        chunk = wave[i : i + SR // 4]
+        sent += len(chunk)
+        finals, text = dec.accept(chunk)
+        assert finals == []
+        if text is not None:
+            partials.append((sent, text))
+    assert len(partials) >= 2
+    for n, text in partials:
+        assert text == greedy.transcribe(wave[:n], SR).text
+    assert dec.finish()[0].text == carried.transcribe(wave, SR).text

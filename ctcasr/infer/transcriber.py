@@ -176,7 +176,10 @@ class Transcriber:
     def with_hotwords(self, hotwords: Any) -> Transcriber:
         """This transcriber, decoding with ``hotwords`` (a hotwords file, or phrases) instead of
         its own (the engine is shared)."""
-        settings = self.settings.override(hotwords=hotword_list(hotwords))
+        return self.with_settings(self.settings.override(hotwords=hotword_list(hotwords)))
+
+    def with_settings(self, settings: DecodeSettings) -> Transcriber:
+        """This transcriber, decoding as ``settings`` say (the engine is shared)."""
         return Transcriber(self.engine, settings, self.timestamps, self.chunk_seconds,
                            self.overlap_seconds, self.batch_samples / self.sr, self.max_batch,
                            self.workers)

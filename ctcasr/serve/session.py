@@ -218,13 +218,18 @@ class Live:
 
 
 class Redecode:
-    """A full-context model: the open segment's audio decoded every ``every`` seconds of new
-    audio; the segment ends ``endpoint.silence_s`` after its last word (or when it is
-    ``max_segment_s`` long); audio with no word in it is let go after ``silence_s``."""
+    """A full-context model: the open segment's audio decoded greedily every ``every`` seconds
+    of new audio (a partial); the segment ends ``endpoint.silence_s`` after its last word (or
+    when it is ``max_segment_s`` long) and is decoded once more as ``asr`` decodes (the model's
+    carried beam search and LM: the final); audio with no word in it is let go after
+    ``silence_s``. Partials are greedy because each re-decodes the whole open segment: with
+    beam + LM, four real-time streams already outran two cores."""
 
     def __init__(self, asr: Transcriber, sr: int, every: float,
                  endpoint: Endpoint | None) -> None:
         self.asr, self.sr, self.every = asr, sr, max(1, round(every * sr))
+        self.partial = asr if asr.settings.decoder == "greedy" else \
+            asr.with_settings(asr.settings.override(decoder="greedy", hotwords=()))
         self.endpoint = endpoint
         self.chunks: list[np.ndarray] = []
         self.start = self.samples = self.decoded = 0  # in samples: the segment's start, ...
@@ -236,13 +241,14 @@ class Redecode:
         if self.samples - self.decoded < self.every:
             return [], None
         self.decoded = self.samples
-        t = self._transcribe()
+        t = self._transcribe(self.partial)
         ep, length = self.endpoint, (self.samples - self.start) / self.sr
         if ep is not None and t.text:
             quiet = self.samples / self.sr - t.words[-1].end if t.words else 0.0
             if quiet >= ep.silence_s or length >= ep.max_segment_s:
+                final = t if self.partial is self.asr else self._transcribe(self.asr)
                 self.chunks, self.start, self.text = [], self.samples, ""
-                return [t], None
+                return [final], None
         elif ep is not None and length >= ep.silence_s:  # nothing said: keep the last 0.5 s
             audio = np.concatenate(self.chunks)[-self.sr // 2 :]
             self.chunks, self.start = [audio], self.samples - len(audio)
@@ -250,12 +256,12 @@ class Redecode:
         return [], t.text if changed else None
 
     def finish(self) -> list[Transcript]:
-        return [self._transcribe()]
+        return [self._transcribe(self.asr)]
 
-    def _transcribe(self) -> Transcript:
+    def _transcribe(self, asr: Transcriber) -> Transcript:
         # (no audio at all: one silent sample; transcribe pads what is too short)
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(1, np.float32)
-        t = self.asr.transcribe(audio, self.sr, "stream")
+        t = asr.transcribe(audio, self.sr, "stream")
         start = self.start / self.sr
         t.words = [replace(w, start=w.start + start, end=w.end + start) for w in t.words]
         t.duration, t.start = (self.samples - self.start) / self.sr, start
