@@ -32,6 +32,7 @@ import io
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -202,10 +203,15 @@ def main(argv: list[str] | None = None) -> dict:
         last = soak.sample()
         if server.poll() is not None:
             soak.error(f"the server exited with status {server.returncode}")
+        row = summary(soak, t0, 60 * args.window_minutes, 60 * args.window_minutes, last)
     finally:
         server.terminate()
-        server.wait(60)
-    row = summary(soak, t0, 60 * args.window_minutes, 60 * args.window_minutes, last)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            soak.error("the server took over 60 s to stop after SIGTERM")
+            row["errors"], row["error_count"] = dict(soak.errors), sum(soak.errors.values())
     print(f"model {ckpt.name}{' (random ' + args.random + ')' if args.random else ''}, "
           f"{args.streams} real-time streams of {args.stream_seconds:g} s, churn every 0.5 s, "
           f"an upload every 2 s, CPU {cpu_model()}")

@@ -120,5 +120,7 @@ def config(app: Starlette, limits, host: str = "127.0.0.1", port: int = 8000,
                           ws="websockets-sansio",
                           ws_max_size=int(4 * limits.max_message_kb * 1024),
                           ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_keep_alive=5,
+                          # after the drain, what still waits for the decoder is cancelled
+                          timeout_graceful_shutdown=limits.shutdown_seconds,
                           ssl_certfile=str(certfile) if certfile else None,
                           ssl_keyfile=str(keyfile) if keyfile else None, **more)
