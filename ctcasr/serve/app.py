@@ -16,14 +16,15 @@
   a WebSocket code (1003 bad data, 1008 a limit, 1009 too big, 1013 too many streams).
 
 The model is loaded once. Decoding runs in worker threads off the event loop (``workers`` at a
-time, 1 by default: torch already uses the cores), each stream's chunks in arrival order, so
-concurrent streams take turns. A streaming model (:mod:`ctcasr.infer.stream`) decodes each chunk
-as it comes; any other model is re-decoded greedily on the open segment's audio at most every
-``partial_seconds`` of new audio, and once more at its end as the model carries (the final);
-its endpoint is read from the word times of the greedy re-decode (``silence_s`` after the last
-word). Limits (:class:`Limits`) answer with
-HTTP 413 / 415 / 503 or the close codes above; a client that vanishes frees its stream and
-nothing else notices. Nothing a client sends is used as a path.
+time, 1 by default: torch already uses the cores); concurrent streams take turns, and the audio
+a stream sends while its decoding step runs is decoded in one next step, so a busy server sends
+fewer partials instead of falling behind real time. A streaming model
+(:mod:`ctcasr.infer.stream`) decodes each chunk as it comes; any other model is re-decoded
+greedily on the open segment's audio at most every ``partial_seconds`` of new audio, and once
+more at its end as the model carries (the final); its endpoint is read from the word times of
+the greedy re-decode (a pause of ``silence_s`` between words or after the last). Limits
+(:class:`Limits`) answer with HTTP 413 / 415 / 503 or the close codes above; a client that
+vanishes frees its stream and nothing else notices. Nothing a client sends is used as a path.
 """
 
 from __future__ import annotations

@@ -5,11 +5,13 @@ others). The protocol is in :mod:`ctcasr.serve.app`'s doc and docs/serving.md.""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -42,13 +44,14 @@ class StreamSession:
     def __init__(self, server: Server, ws: WebSocket) -> None:
         self.server, self.ws = server, ws
         self.samples, self.compute, self.segments = 0, 0.0, 0
+        self.busy, self.failure = False, None  # a decoding step running; what ended the stream
 
     async def run(self) -> None:
         srv = self.server
         first = await self.receive(srv.limits.start_seconds, "the start message")
         if first is None:
             raise ClientError("the server is shutting down", 1001)
-        start = parse_start(first.get("text"), srv.sr)
+        self.start = start = parse_start(first.get("text"), srv.sr)
         srv.check_key(self.ws.headers, start.api_key)
         try:
             asr = srv.asr.with_hotwords(start.hotwords) if start.hotwords is not None \
@@ -57,24 +60,53 @@ class StreamSession:
             raise ClientError(f"hotwords: {e}") from None
         decoding = (Live(asr, srv.endpoint) if srv.streaming
                     else Redecode(asr, srv.sr, srv.limits.partial_seconds, srv.endpoint))
+        async with anyio.create_task_group() as tg:
+            try:
+                await self.listen(decoding, tg)
+            except Exception as e:  # noqa: BLE001 (raised below, once the decoder is done)
+                self.failure = self.failure or e
+                tg.cancel_scope.cancel()
+        if self.failure is not None:
+            raise self.failure
+        finals = await self.timed(decoding.finish)
+        for k, t in enumerate(finals):
+            await self.send_final(t, k == len(finals) - 1)
+        await self.ws.close(1000)
+
+    async def listen(self, decoding: Live | Redecode, tg: anyio.abc.TaskGroup) -> None:
+        """Take audio until the stop message (or the drain), starting a decoding step
+        whenever one is due and none is running."""
+        srv = self.server
         while True:
             msg = await self.receive(srv.limits.idle_seconds, "audio or the stop message")
             if msg is None or msg.get("text") is not None:  # (None: the server drains)
                 if msg is not None and _json(msg["text"]).get("type") != "stop":
                     raise ClientError('expected binary audio or {"type": "stop"}')
-                finals = await self.timed(decoding.finish)
-                for k, t in enumerate(finals):
-                    await self.send_final(t, k == len(finals) - 1)
-                await self.ws.close(1000)
                 return
-            chunk = self.audio(msg.get("bytes") or b"", start.dtype, start.scale)
-            finals, text = await self.timed(decoding.accept, chunk)
-            for t in finals:
-                await self.send_final(t, False)
-            if text is not None:
-                await self.send({"type": "partial", "text": text,
-                                 "audio_s": round(self.samples / srv.sr, 4),
-                                 "segment": self.segments})
+            start = self.start
+            decoding.add(self.audio(msg.get("bytes") or b"", start.dtype, start.scale))
+            if not self.busy and decoding.due():
+                self.busy = True
+                tg.start_soon(self.decode, decoding, tg)
+
+    async def decode(self, decoding: Live | Redecode, tg: anyio.abc.TaskGroup) -> None:
+        """Decoding steps while one is due, each on all the audio taken so far: when the
+        decoder is behind, the audio that came meanwhile is decoded in one step (partials
+        thin out; the stream never queues work it cannot catch up with)."""
+        try:
+            while decoding.due():
+                finals, text, covered = await self.timed(decoding.step)
+                for t in finals:
+                    await self.send_final(t, False)
+                if text is not None:
+                    await self.send({"type": "partial", "text": text,
+                                     "audio_s": round(covered / self.server.sr, 4),
+                                     "segment": self.segments})
+        except Exception as e:  # noqa: BLE001 (the stream ends with it: run raises it)
+            self.failure = self.failure or e
+            tg.cancel_scope.cancel()
+        finally:
+            self.busy = False
 
     def audio(self, data: bytes, dtype: Any, scale: float) -> np.ndarray:
         """A binary message's samples, within the limits."""
@@ -194,20 +226,55 @@ async def close_with(ws: WebSocket, e: ClientError) -> None:
         pass  # the client is gone already
 
 
-class Live:
-    """A streaming model: each chunk decoded as it comes."""
+class _Audio:
+    """Audio taken on the event loop while a worker thread decodes what came before."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.chunks: list[np.ndarray] = []
+        self.samples = 0  # taken since the stream began
+
+    def add(self, chunk: np.ndarray) -> None:
+        with self.lock:
+            self.chunks.append(chunk)
+            self.samples += len(chunk)
+
+    def held(self) -> tuple[np.ndarray, int, int]:
+        """(the audio held, how many chunks it is, the stream's samples at its end)"""
+        with self.lock:
+            n, end = len(self.chunks), self.samples
+            audio = np.concatenate(self.chunks) if n else np.zeros(0, np.float32)
+        return audio, n, end
+
+    def let_go(self, n: int, keep: np.ndarray | None = None) -> None:
+        """Drop the first ``n`` chunks (those :meth:`held` returned), keeping ``keep``."""
+        with self.lock:
+            self.chunks = ([keep] if keep is not None and len(keep) else []) + self.chunks[n:]
+
+
+class Live(_Audio):
+    """A streaming model: the chunks taken since the last step fed to the stream."""
 
     def __init__(self, asr: Transcriber, endpoint: Endpoint | None) -> None:
+        super().__init__()
         self.stream, self.text, self.sent = asr.stream("stream", endpoint=endpoint), "", 0
 
-    def accept(self, chunk: np.ndarray) -> tuple[list[Transcript], str | None]:
-        """(the segments closed by this chunk, the open segment's text if it changed)"""
-        text = self.stream.accept(chunk, self.stream.sr).text
+    def due(self) -> bool:
+        return bool(self.chunks)
+
+    def step(self) -> tuple[list[Transcript], str | None, int]:
+        """(the segments closed, the open segment's text if it changed, samples decoded)"""
+        with self.lock:
+            chunks, self.chunks, end = self.chunks, [], self.samples
+        for chunk in chunks:  # one by one: the endpoint rule looks at each as it comes
+            text = self.stream.accept(chunk, self.stream.sr).text
         finals = self._closed()
         changed, self.text = text != self.text or bool(finals), text
-        return finals, text if changed and text else None
+        return finals, text if changed and text else None, end
 
     def finish(self) -> list[Transcript]:
+        if self.due():
+            self.step()
         last = self.stream.finish()
         return self._closed() + [last]
 
@@ -217,52 +284,72 @@ class Live:
         return new
 
 
-class Redecode:
-    """A full-context model: the open segment's audio decoded greedily every ``every`` seconds
-    of new audio (a partial); the segment ends ``endpoint.silence_s`` after its last word (or
-    when it is ``max_segment_s`` long) and is decoded once more as ``asr`` decodes (the model's
-    carried beam search and LM: the final); audio with no word in it is let go after
-    ``silence_s``. Partials are greedy because each re-decodes the whole open segment: with
-    beam + LM, four real-time streams already outran two cores."""
+class Redecode(_Audio):
+    """A full-context model: the open segment's audio decoded greedily at each step, at most
+    every ``every`` seconds of new audio (a partial). A segment ends at a pause of
+    ``endpoint.silence_s`` between its words (cut in the middle of the pause: a step may hold
+    several) or after its last word, or when it is ``max_segment_s`` long, and is decoded once
+    more as ``asr`` decodes (the model's carried beam search and LM: the final); audio with no
+    word in it is let go after ``silence_s``. Partials are greedy because each re-decodes the
+    whole open segment: with beam + LM, four real-time streams already outran two cores."""
 
     def __init__(self, asr: Transcriber, sr: int, every: float,
                  endpoint: Endpoint | None) -> None:
+        super().__init__()
         self.asr, self.sr, self.every = asr, sr, max(1, round(every * sr))
         self.partial = asr if asr.settings.decoder == "greedy" else \
             asr.with_settings(asr.settings.override(decoder="greedy", hotwords=()))
         self.endpoint = endpoint
-        self.chunks: list[np.ndarray] = []
-        self.start = self.samples = self.decoded = 0  # in samples: the segment's start, ...
+        self.start = self.decoded = 0  # in samples: the open segment's start, the last step's end
         self.text = ""
 
-    def accept(self, chunk: np.ndarray) -> tuple[list[Transcript], str | None]:
-        self.chunks.append(chunk)
-        self.samples += len(chunk)
-        if self.samples - self.decoded < self.every:
-            return [], None
-        self.decoded = self.samples
-        t = self._transcribe(self.partial)
-        ep, length = self.endpoint, (self.samples - self.start) / self.sr
-        if ep is not None and t.text:
-            quiet = self.samples / self.sr - t.words[-1].end if t.words else 0.0
-            if quiet >= ep.silence_s or length >= ep.max_segment_s:
-                final = t if self.partial is self.asr else self._transcribe(self.asr)
-                self.chunks, self.start, self.text = [], self.samples, ""
-                return [final], None
-        elif ep is not None and length >= ep.silence_s:  # nothing said: keep the last 0.5 s
-            audio = np.concatenate(self.chunks)[-self.sr // 2 :]
-            self.chunks, self.start = [audio], self.samples - len(audio)
+    def due(self) -> bool:
+        return self.samples - self.decoded >= self.every
+
+    def step(self) -> tuple[list[Transcript], str | None, int]:
+        """(the segments closed; the open segment's text if it changed; samples decoded)"""
+        audio, n, end = self.held()
+        self.decoded, finals = end, []
+        while True:
+            t = self._transcribe(self.partial, audio, end)
+            cut = self._cut(t, end)
+            if cut is None:
+                break
+            head = audio[: cut - self.start]
+            finals.append(t if cut == end and self.partial is self.asr
+                          else self._transcribe(self.asr, head, cut))
+            audio, self.start, self.text = audio[cut - self.start :], cut, ""
+        if self.endpoint is not None and not t.text \
+                and end - self.start >= self.endpoint.silence_s * self.sr:
+            audio = audio[-(self.sr // 2) :]  # nothing said: keep the last 0.5 s
+            self.start = end - len(audio)
+        self.let_go(n, audio)
+        if not t.text and finals:
+            return finals, None, end
         changed, self.text = t.text != self.text, t.text
-        return [], t.text if changed else None
+        return finals, t.text if changed else None, end
+
+    def _cut(self, t: Transcript, end: int) -> int | None:
+        """Where the open segment ends (samples from the stream's start), if it does."""
+        ep, sr = self.endpoint, self.sr
+        if ep is None or not t.text:
+            return None
+        for a, b in zip(t.words, t.words[1:], strict=False):
+            if b.start - a.end >= ep.silence_s:
+                return round((a.end + b.start) / 2 * sr)
+        quiet = end / sr - t.words[-1].end if t.words else 0.0
+        return end if quiet >= ep.silence_s or end - self.start >= ep.max_segment_s * sr \
+            else None
 
     def finish(self) -> list[Transcript]:
-        return [self._transcribe(self.asr)]
+        audio, _, end = self.held()
+        return [self._transcribe(self.asr, audio, end)]
 
-    def _transcribe(self, asr: Transcriber) -> Transcript:
+    def _transcribe(self, asr: Transcriber, audio: np.ndarray, end: int) -> Transcript:
+        """``audio``: the open segment up to ``end`` (samples from the stream's start)."""
         # (no audio at all: one silent sample; transcribe pads what is too short)
-        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(1, np.float32)
-        t = asr.transcribe(audio, self.sr, "stream")
+        t = asr.transcribe(audio if len(audio) else np.zeros(1, np.float32), self.sr, "stream")
         start = self.start / self.sr
         t.words = [replace(w, start=w.start + start, end=w.end + start) for w in t.words]
-        t.duration, t.start = (self.samples - self.start) / self.sr, start
+        t.duration, t.start = (end - self.start) / self.sr, start
         return t
