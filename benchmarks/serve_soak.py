@@ -95,7 +95,9 @@ class Soak:
                             ws.socket.shutdown(socket.SHUT_RDWR)
                 self.counts["churn"] += 1
             except Exception as e:  # noqa: BLE001 (counted)
-                self.error(f"churn: {type(e).__name__}")
+                rcvd = getattr(e, "rcvd", None)  # a close frame from the server: its code
+                self.error(f"churn: {type(e).__name__}"
+                           + (f" {rcvd.code} {rcvd.reason[:40]}" if rcvd else ""))
             k += 1
             time.sleep(0.5)
 
