@@ -100,14 +100,16 @@ def start_server(ckpt: Path, *args: str) -> tuple[subprocess.Popen, str, dict]:
 
 
 def client(url: str, wave: np.ndarray, sr: int, chunk: int, out: dict) -> None:
-    """Stream ``wave`` in real time; ``out`` gets partial_ms (a list), final_ms, rtf, text and
-    ``partials_at`` (wall time of each partial), or ``error``."""
+    """Stream ``wave`` in real time; ``out`` gets partial_ms (a list), final_ms (after the
+    stop), rtf, text (the segments' finals joined) and ``partials_at`` (wall time of each
+    partial), or ``error``."""
     from websockets.sync.client import connect
 
     pcm = (np.clip(wave, -1, 1) * 32767).astype("<i2")
     sent_at: list[tuple[float, float]] = []  # (seconds of audio sent, wall time)
     partial_ms: list[float] = []
     partials_at: list[float] = []
+    texts: list[str] = []  # each segment's final
     try:
         with connect(url, max_size=None) as ws:
             ws.send(json.dumps({"type": "start", "sample_rate": sr, "format": "s16le"}))
@@ -126,6 +128,8 @@ def client(url: str, wave: np.ndarray, sr: int, chunk: int, out: dict) -> None:
                             partials_at.append(time.time())
                     else:
                         final.update(msg, received=now)
+                        if msg["type"] == "final" and msg["text"]:
+                            texts.append(msg["text"])
                 done.set()
 
             th = threading.Thread(target=reader, daemon=True)
@@ -143,7 +147,7 @@ def client(url: str, wave: np.ndarray, sr: int, chunk: int, out: dict) -> None:
         if final.get("type") != "final":
             out["error"] = final.get("error", "no final result")
             return
-        out.update(partial_ms=partial_ms, partials_at=partials_at, text=final["text"],
+        out.update(partial_ms=partial_ms, partials_at=partials_at, text=" ".join(texts),
                    final_ms=1000 * (final["received"] - stop),
                    rtf=final["compute_s"] / (len(wave) / sr))
     except Exception as e:  # noqa: BLE001 (a benchmark counts every failure)

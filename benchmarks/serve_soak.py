@@ -9,8 +9,9 @@ The server runs as its own process (``ctcasr serve`` on a loopback port, as serv
 starts it, with two stream slots more than ``--streams`` for the churn). For ``--minutes``:
 
 - ``--streams`` clients stream ``--stream-seconds`` of audio each in real time (100 ms
-  messages), one stream after another, and check each final text against the first one's
-  (the same audio gives the same text);
+  messages), one stream after another, started ``stream-seconds / streams`` apart, and check
+  each stream's text (its segments' finals) against the first one's (the same audio gives
+  the same text);
 - a churn client opens connections and drops them every 0.5 s, in turn: a TCP connection that
   closes without a byte, a stream that starts, sends 0.1 s of audio and closes, and one that
   vanishes (its socket shut with no close frame);
@@ -61,7 +62,8 @@ class Soak:
         with self.lock:
             self.errors[kind] += 1
 
-    def streamer(self) -> None:
+    def streamer(self, delay: float) -> None:
+        time.sleep(delay)  # streams out of step, as people's are
         while time.time() < self.end:
             out: dict = {}
             client(self.ws, self.wave, self.sr, self.sr // 10, out)
@@ -194,7 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
         wave = audio(manifest, sr, args.stream_seconds)
         t0 = time.time()
         soak = Soak(base, server.pid, sr, wave, t0 + 60 * args.minutes)
-        workers = [threading.Thread(target=soak.streamer) for _ in range(args.streams)]
+        workers = [threading.Thread(target=soak.streamer,
+                                    args=(k * args.stream_seconds / args.streams,))
+                   for k in range(args.streams)]
         workers += [threading.Thread(target=soak.churn), threading.Thread(target=soak.uploads),
                     threading.Thread(target=soak.sampler, args=(args.sample_seconds,))]
         for w in workers:

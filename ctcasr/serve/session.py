@@ -287,8 +287,9 @@ class Live(_Audio):
 class Redecode(_Audio):
     """A full-context model: the open segment's audio decoded greedily at each step, at most
     every ``every`` seconds of new audio (a partial). A segment ends at a pause of
-    ``endpoint.silence_s`` between its words (cut in the middle of the pause: a step may hold
-    several) or after its last word, or when it is ``max_segment_s`` long, and is decoded once
+    ``endpoint.silence_s`` after a word (cut half that after the word, wherever the step's
+    audio ends: a step may hold several pauses) or when it is ``max_segment_s`` long (without
+    word times too), and is decoded once
     more as ``asr`` decodes (the model's carried beam search and LM: the final); audio with no
     word in it is let go after ``silence_s``. Partials are greedy because each re-decodes the
     whole open segment: with beam + LM, four real-time streams already outran two cores."""
@@ -334,12 +335,12 @@ class Redecode(_Audio):
         ep, sr = self.endpoint, self.sr
         if ep is None or not t.text:
             return None
-        for a, b in zip(t.words, t.words[1:], strict=False):
-            if b.start - a.end >= ep.silence_s:
-                return round((a.end + b.start) / 2 * sr)
-        quiet = end / sr - t.words[-1].end if t.words else 0.0
-        return end if quiet >= ep.silence_s or end - self.start >= ep.max_segment_s * sr \
-            else None
+        if t.words:  # half a pause after the word before it, however much audio came after
+            nexts = [w.start for w in t.words[1:]] + [end / sr]
+            for w, after in zip(t.words, nexts, strict=True):
+                if after - w.end >= ep.silence_s:
+                    return min(end, round((w.end + ep.silence_s / 2) * sr))
+        return end if end - self.start >= ep.max_segment_s * sr else None
 
     def finish(self) -> list[Transcript]:
         audio, _, end = self.held()
