@@ -57,10 +57,12 @@ class Soak:
         self.samples: list[dict] = []  # {"t", "rss_mb", "fds", "threads"}
         self.counts: collections.Counter[str] = collections.Counter()
         self.want_final: str | None = None
+        self.first_error: dict[str, float] = {}  # kind -> when it first happened
 
     def error(self, kind: str) -> None:
         with self.lock:
             self.errors[kind] += 1
+            self.first_error.setdefault(kind, time.time())
 
     def streamer(self, delay: float) -> None:
         time.sleep(delay)  # streams out of step, as people's are
@@ -71,7 +73,9 @@ class Soak:
             with self.lock:
                 self.counts["streams"] += 1
                 if "error" in out:
-                    self.errors[f"stream: {out['error'][:60]}"] += 1
+                    kind = f"stream: {out['error'][:60]}"
+                    self.errors[kind] += 1
+                    self.first_error.setdefault(kind, time.time())
                     continue
                 self.want_final = self.want_final if self.want_final is not None \
                     else out["text"]
@@ -173,7 +177,8 @@ def summary(soak: Soak, t0: float, warm: float, window: float, last: dict) -> di
         "p95_partial_ms_last": round(pct(last_p, 95), 1),
         "p95_final_ms_first": round(pct(first_f, 95), 1),
         "p95_final_ms_last": round(pct(last_f, 95), 1),
-        "errors": dict(soak.errors), "error_count": sum(soak.errors.values())}
+        "errors": dict(soak.errors), "error_count": sum(soak.errors.values()),
+        "first_error_minute": {k: round((t - t0) / 60, 1) for k, t in soak.first_error.items()}}
 
 
 def main(argv: list[str] | None = None) -> dict:

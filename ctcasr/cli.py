@@ -744,6 +744,36 @@ def average(
 
 
 @app.command()
+def prune(
+    checkpoint: Annotated[Path, typer.Argument(help="The model to prune (model.pt).")],
+    sparsity: Annotated[float, typer.Option("--sparsity", help="Share of the units to remove "
+                                            "from every layer, in [0, 1).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The pruned checkpoint to write.")],
+) -> None:
+    """Remove the least important units (LSTM / GRU hidden units; Conformer / Transformer
+    feed-forward channels; by weight norm) into a smaller dense model, then fine-tune it with
+    the `ctcasr train ... --init` line this prints (docs/inference.md, "Pruning")."""
+    from ctcasr.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from ctcasr.config import Config
+    from ctcasr.models.prune import prune as prune_weights
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = Config.from_dict(ckpt["config"])
+    pruned = prune_weights(ckpt["model"], cfg.model, sparsity)
+    for name, value in pruned.encoder_conf.items():
+        setattr(cfg.model.encoder_conf, name, value)
+    kept = {k: v for k, v in ckpt.items() if k not in ("format", "train_state")}
+    save_checkpoint({**kept, "config": cfg.to_dict(), "model": pruned.state}, out)
+    load_model(out)  # it loads as any model does
+    before, after = (sum(t.numel() for n, t in s.items() if not n.startswith("cmvn."))
+                     for s in (ckpt["model"], pruned.state))
+    sets = " ".join(f"--set model.encoder_conf.{k}={v}" for k, v in pruned.encoder_conf.items())
+    typer.echo(f"wrote {out}: {after:,} parameters ({before:,} before, "
+               f"{1 - after / before:.1%} fewer)\nfine-tune it: ctcasr train CONFIG --init "
+               f"{out} {sets}")
+
+
+@app.command()
 def plot(
     exp_dir: Annotated[Path, typer.Argument(help="Experiment folder with train_log.jsonl.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="PNG to write "

@@ -9,13 +9,17 @@
 #   egs/digits/transfer.sh [--seed N] [--exp NAME] [--english-config conf/lstm_short.yaml]
 #                          [--english-exp NAME] [--english-opts "KEY=VALUE ..."]
 #                          [--config conf/lstm16k_ft.yaml] [--epochs 3] [--train-opts "..."]
-#                          [--stage N]
+#                          [--prune "0.25 0.5"] [--prune-epochs 3] [--stage N]
 #
 # --seed N (train.seed of both trainings; default: the configs' own, 1) also names the runs:
 # egs/speechocean/exp/lstm_short_seedN and egs/digits/exp/transfer_short_seedN unless --exp /
 # --english-exp name them. --english-opts and --train-opts are `ctcasr train --set` overrides of
 # the two trainings. The English model is trained only when its model.pt does not exist.
-# Stages: 1 the English model, 2 the digits recipe (its own stages 1-5).
+# --prune "S ...": stage 3, for each sparsity S, `ctcasr prune` of the digits model (S of every
+# layer's LSTM units out, by weight norm) fine-tuned for --prune-epochs with the same recipe
+# (run.sh --init, the smaller hidden_size as a --set override) into egs/digits/exp/EXP_pruneP
+# (P: S in percent), ending in its WER table (docs/inference.md, "Pruning").
+# Stages: 1 the English model, 2 the digits recipe (its own stages 1-5), 3 pruning (--prune).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -28,8 +32,11 @@ english_opts=""
 config=conf/lstm16k_ft.yaml
 epochs=3
 train_opts=""
+prune=""
+prune_epochs=3
 stage=1
 . "$root/egs/common/parse_options.sh"
+[ -x "$root/.venv/bin/ctcasr" ] && export PATH="$root/.venv/bin:$PATH"
 
 suffix=${seed:+_seed$seed}
 english=${english_exp:-$(basename "$english_config" .yaml)$suffix}
@@ -51,4 +58,16 @@ if [ "$stage" -le 2 ]; then
   echo "== digits fine-tuned from $model -> egs/digits/exp/$exp"
   "$here/run.sh" --config "$config" --init "../../$model" --epochs "$epochs" --exp "$exp" \
     --train-opts "$train_opts" "${seed_opts[@]}"
+fi
+if [ "$stage" -le 3 ]; then
+  for sparsity in $prune; do
+    pct=$(python -c "print(round(100 * float('$sparsity')))")
+    pruned=egs/digits/exp/$exp/pruned$pct.pt
+    echo "== pruning $sparsity of egs/digits/exp/$exp/model.pt -> $pruned, fine-tuned into egs/digits/exp/${exp}_prune$pct"
+    said=$(cd "$root" && ctcasr prune "egs/digits/exp/$exp/model.pt" --sparsity "$sparsity" -o "$pruned")
+    echo "$said"
+    sets=$(echo "$said" | grep -o -- '--set [^ ]*' | sed 's/^--set //' | tr '\n' ' ')
+    "$here/run.sh" --config "$config" --init "../../$pruned" --epochs "$prune_epochs" \
+      --exp "${exp}_prune$pct" --train-opts "$train_opts $sets" "${seed_opts[@]}"
+  done
 fi
