@@ -758,12 +758,11 @@ def prune(
     from ctcasr.models.prune import prune as prune_weights
 
     ckpt = load_checkpoint(checkpoint)
-    cfg = Config.from_dict(ckpt["config"])
-    pruned = prune_weights(ckpt["model"], cfg.model, sparsity)
-    for name, value in pruned.encoder_conf.items():
-        setattr(cfg.model.encoder_conf, name, value)
+    pruned = prune_weights(ckpt["model"], Config.from_dict(ckpt["config"]).model, sparsity)
+    raw = Config.from_dict(ckpt["config"]).to_dict()
+    raw["model"]["encoder_conf"].update(pruned.encoder_conf)
     kept = {k: v for k, v in ckpt.items() if k not in ("format", "train_state")}
-    save_checkpoint({**kept, "config": cfg.to_dict(), "model": pruned.state}, out)
+    save_checkpoint({**kept, "config": raw, "model": pruned.state}, out)
     load_model(out)  # it loads as any model does
     before, after = (sum(t.numel() for n, t in s.items() if not n.startswith("cmvn."))
                      for s in (ckpt["model"], pruned.state))
