@@ -84,16 +84,19 @@ def start_server(ckpt: Path, *args: str) -> tuple[subprocess.Popen, str, dict]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # its log goes to a file: a pipe nobody reads fills up (64 KB) and then blocks the
+    # server's event loop at its next log line (a soak's churn logs thousands)
+    log = tempfile.TemporaryFile("w+")
     server = subprocess.Popen([sys.executable, "-m", "ctcasr", "serve", str(ckpt), "--port",
-                               str(port), *args],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               str(port), *args], stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(600):
         try:
             return server, f"http://127.0.0.1:{port}", \
                 httpx.get(f"http://127.0.0.1:{port}/healthz").json()
         except httpx.HTTPError:
             if server.poll() is not None:
-                sys.exit(f"error: the server stopped: {server.stderr.read()[-2000:]}")
+                log.seek(0)
+                sys.exit(f"error: the server stopped: {log.read()[-2000:]}")
             time.sleep(0.1)
     server.kill()
     sys.exit("error: the server did not answer in 60 s")
