@@ -70,12 +70,11 @@ class Soak:
             out: dict = {}
             client(self.ws, self.wave, self.sr, self.sr // 10, out)
             out["t"] = time.time()
+            if "error" in out:
+                self.error(f"stream: {out['error'][:60]}")
             with self.lock:
                 self.counts["streams"] += 1
                 if "error" in out:
-                    kind = f"stream: {out['error'][:60]}"
-                    self.errors[kind] += 1
-                    self.first_error.setdefault(kind, time.time())
                     continue
                 self.want_final = self.want_final if self.want_final is not None \
                     else out["text"]

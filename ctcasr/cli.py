@@ -758,8 +758,9 @@ def prune(
     from ctcasr.models.prune import prune as prune_weights
 
     ckpt = load_checkpoint(checkpoint)
-    pruned = prune_weights(ckpt["model"], Config.from_dict(ckpt["config"]).model, sparsity)
-    raw = Config.from_dict(ckpt["config"]).to_dict()
+    cfg = Config.from_dict(ckpt["config"])
+    pruned = prune_weights(ckpt["model"], cfg.model, sparsity)
+    raw = cfg.to_dict()
     raw["model"]["encoder_conf"].update(pruned.encoder_conf)
     kept = {k: v for k, v in ckpt.items() if k not in ("format", "train_state")}
     save_checkpoint({**kept, "config": raw, "model": pruned.state}, out)

@@ -72,8 +72,7 @@ def _sq(t: Tensor, dim: int) -> Tensor:
 
 def _topk(score: Tensor, k: int) -> Tensor:
     """The ``k`` highest-scoring indices, ascending (ties: the lower index)."""
-    order = sorted(range(len(score)), key=lambda j: (-float(score[j]), j))
-    return torch.tensor(sorted(order[:k]), dtype=torch.long)
+    return torch.sort(-score, stable=True).indices[:k].sort().values
 
 
 def _prune_rnn(state: dict[str, Tensor], cfg: ModelConfig, sparsity: float) -> Pruned:

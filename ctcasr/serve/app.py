@@ -143,8 +143,12 @@ class Server:
         return same or origin in self.limits.allow_origins
 
     async def run(self, fn, *args):
-        """``fn(*args)`` in a decoding thread (``limits.workers`` at a time)."""
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.worker)
+        """``fn(*args)`` in a decoding thread (``limits.workers`` at a time); then what it
+        freed may go back to the system (:meth:`trim`)."""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.worker)
+        finally:
+            await self.trim()
 
     async def page(self, request: Request) -> FileResponse:
         return FileResponse(PAGE, media_type="text/html")
@@ -171,8 +175,6 @@ class Server:
                                     upload.hotwords)
         except CtcasrError as e:
             return error(422, str(e))
-        finally:
-            await self.trim()
         return JSONResponse(result.to_dict())
 
     async def openai_transcriptions(self, request: Request) -> Response:
@@ -285,14 +287,13 @@ class Server:
             await close_with(ws, e)
         finally:
             self.streams -= 1
-            await self.trim()
 
     async def trim(self) -> None:
         """Give the memory freed since the last call back to the system (glibc's
-        ``malloc_trim``; at most every 10 s, off the event loop). Audio and activations of
-        every size, allocated in several threads, otherwise leave glibc's arenas fragmented,
-        and a long-running server's RSS grows though nothing is kept (measured by
-        benchmarks/serve_soak.py)."""
+        ``malloc_trim``, after decoding; at most every 10 s, off the event loop). Audio and
+        activations of every size, allocated in several threads, otherwise leave glibc's
+        arenas fragmented, and a long-running server's RSS grows though nothing is kept
+        (measured by benchmarks/serve_soak.py)."""
         if _LIBC is None or time.monotonic() - self.trimmed < 10.0:
             return
         self.trimmed = time.monotonic()

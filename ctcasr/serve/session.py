@@ -289,10 +289,10 @@ class Redecode(_Audio):
     every ``every`` seconds of new audio (a partial). A segment ends at a pause of
     ``endpoint.silence_s`` after a word (cut half that after the word, wherever the step's
     audio ends: a step may hold several pauses) or when it is ``max_segment_s`` long (without
-    word times too), and is decoded once
-    more as ``asr`` decodes (the model's carried beam search and LM: the final); audio with no
-    word in it is let go after ``silence_s``. Partials are greedy because each re-decodes the
-    whole open segment: with beam + LM, four real-time streams already outran two cores."""
+    word times too), and is decoded once more as ``asr`` decodes (the model's carried beam
+    search and LM: the final); audio with no word in it is let go after ``silence_s``.
+    Partials are greedy because each re-decodes the whole open segment: with beam + LM, four
+    real-time streams already outran two cores."""
 
     def __init__(self, asr: Transcriber, sr: int, every: float,
                  endpoint: Endpoint | None) -> None:
