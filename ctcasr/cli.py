@@ -603,6 +603,8 @@ def align(
     = 6.0,
     garbage_penalty: _opt("--garbage-penalty", "--find: the cost of a frame of speech that is "
                           "not in the transcript (nats below its best unit).") = 4.0,
+    snap: _opt("--snap/--no-snap", "Move word edges to the pauses in the audio (a CTC "
+               "model's spans end where its last unit fires).", bool) = True,
     device: DeviceOpt = "cpu",
     skip_bad: SkipBadOpt = False,
 ) -> None:
@@ -610,6 +612,7 @@ def align(
     as CTM, JSON lines or Praat TextGrids (docs/align.md)."""
     from ctcasr.data.manifest import iter_manifest
     from ctcasr.decode.align import Find
+    from ctcasr.decode.pauses import Snap
     from ctcasr.infer import Transcriber, open_engine
     from ctcasr.infer import align as A
     from ctcasr.infer.manifest import source
@@ -631,7 +634,8 @@ def align(
         print(f"skipped: {e}", file=sys.stderr, flush=True)
 
     how = Find(skip_penalty, garbage_penalty) if find else None
-    results = A.align_sources(asr, items, report if skip_bad else None, how)
+    results = A.align_sources(asr, items, report if skip_bad else None, how,
+                              Snap() if snap else None)
     if fmt == "textgrid":
         out.mkdir(parents=True, exist_ok=True)
         for a in results:

@@ -19,8 +19,11 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import torch
+
 from ctcasr.data.text import normalise
 from ctcasr.decode.align import AlignedWord, Find, Span, align, find
+from ctcasr.decode.pauses import HOP_S, Snap, frame_db, snap
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.transcriber import Source, Transcriber
 
@@ -41,9 +44,11 @@ class Aligned:
 
 def align_sources(asr: Transcriber, items: Iterable[tuple[Source, str]],
                   on_error: Callable[[CtcasrError], None] | None = None,
-                  how: Find | None = None) -> Iterator[Aligned]:
-    """Each (source, transcript) aligned (``how``: finding the transcript's words in the audio);
-    a failure raises, or with ``on_error`` is handed to it (naming the source) and left out."""
+                  how: Find | None = None, edges: Snap | None = Snap()) -> Iterator[Aligned]:
+    """Each (source, transcript) aligned (``how``: finding the transcript's words in the audio;
+    ``edges``: how word edges are moved to the audio's pauses, None: the model's spans as they
+    are); a failure raises, or with ``on_error`` is handed to it (naming the source) and left
+    out."""
     for src, text in items:
         try:
             words = normalise(text).split()
@@ -52,16 +57,28 @@ def align_sources(asr: Transcriber, items: Iterable[tuple[Source, str]],
             lp = asr.log_probs_of(src)
             duration = src.num_samples(asr.sr) / asr.sr
             if how is None:
-                yield Aligned(src, duration, align(lp, words, asr.tokenizer, asr.info.frame_s))
+                got = Aligned(src, duration, align(lp, words, asr.tokenizer, asr.info.frame_s))
             else:
                 f = find(lp, words, asr.tokenizer, asr.info.frame_s, how)
-                yield Aligned(src, duration, f.words, True, [(i, words[i]) for i in f.missing],
+                got = Aligned(src, duration, f.words, True, [(i, words[i]) for i in f.missing],
                               f.unmatched)
+            if edges is not None:
+                got.words = snap(got.words, level(src, asr.sr), edges)
+            yield got
         except CtcasrError as e:
             err = CtcasrError(f"{src.where or src.name}: cannot align: {e}")
             if on_error is None:
                 raise err from None
             on_error(err)
+
+
+def level(src: Source, sr: int, piece_s: float = 60.0) -> torch.Tensor:
+    """The source's level track (:func:`ctcasr.decode.pauses.frame_db`), read a minute at a
+    time so that an hour-long file is never in memory twice."""
+    total, hop = src.num_samples(sr), round(sr * HOP_S)
+    step = hop * max(1, round(piece_s / HOP_S))
+    return torch.cat([frame_db(src.read(sr, start, min(step, total - start)), sr)
+                      for start in range(0, total, step)] or [torch.empty(0)])
 
 
 def ctm_lines(uid: str, words: list[AlignedWord], units: bool = False) -> list[str]:

@@ -1,0 +1,96 @@
+"""Word edges moved to the audio's pauses (``ctcasr.decode.pauses``): on tone bursts with known
+edges, a word's spike-wide span grows (or shrinks) to exactly where its sound is; words with no
+pause between them meet; what is not a pause (a short closure, a recording that never pauses)
+moves nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ctcasr.decode.align import AlignedWord, Span
+from ctcasr.decode.pauses import Snap, frame_db, pauses, snap
+
+SR = 16000
+
+
+def audio(*pieces: tuple[float, float]) -> torch.Tensor:
+    """Pieces of (seconds, amplitude): a 300 Hz tone, or low noise where amplitude is 0."""
+    rng = np.random.default_rng(0)
+    out = []
+    for seconds, amp in pieces:
+        n = round(seconds * SR)
+        t = np.arange(n) / SR
+        out.append(amp * np.sin(2 * np.pi * 300 * t) if amp else 1e-4 * rng.standard_normal(n))
+    return torch.from_numpy(np.concatenate(out).astype(np.float32))
+
+
+def word(text: str, start: float, end: float) -> AlignedWord:
+    """A word as CTC alignment gives it: two units, each a one-frame spike."""
+    units = [Span(text[0], start, start + 0.04, 0.9), Span(text[1:], end - 0.04, end, 0.8)]
+    return AlignedWord(text, start, end, 0.85, units)
+
+
+def edges(words: list[AlignedWord]) -> list[tuple[float, float]]:
+    return [(round(w.start, 3), round(w.end, 3)) for w in words]
+
+
+def test_levels_and_pauses():
+    db = frame_db(audio((0.1, 0), (0.2, 0.5), (0.02, 0), (0.2, 0.5), (0.05, 0), (0.1, 0.5)), SR)
+    assert db.shape == (67,)
+    assert db[:10].max() < -70 and db[10:30].min() > -10  # noise ~ -80 dB, tone ~ -9 dB
+    # a pause at the start (any length), the 50 ms one; the 20 ms closure is not a pause
+    assert pauses(db) == [(0, 10), (52, 57)]
+    assert pauses(db, Snap(min_pause_s=0.01)) == [(0, 10), (30, 32), (52, 57)]
+    assert pauses(torch.full((50,), -20.0)) == []  # one level: nothing stands out of it
+    assert pauses(torch.empty(0)) == []
+
+
+def test_word_edges_move_to_the_sound():
+    # sound at 0.3-0.7 s and 1.0-1.5 s; the spikes: late start and early end for the first,
+    # a start before the sound (a bidirectional model firing early) for the second
+    wave = audio((0.3, 0), (0.4, 0.5), (0.3, 0), (0.5, 0.5), (0.3, 0))
+    words = [word("one", 0.36, 0.52), word("two", 0.92, 1.2)]
+    got = snap(words, frame_db(wave, SR))
+    assert edges(got) == [(0.3, 0.7), (1.0, 1.5)]
+    for w in got:  # the units stay inside the word, the first and last at its edges
+        assert w.units[0].start == w.start and w.units[-1].end == w.end
+        assert all(w.start <= u.start <= u.end <= w.end for u in w.units)
+    assert edges(words) == [(0.36, 0.52), (0.92, 1.2)]  # the input is left as it was
+
+
+def test_words_with_no_pause_between_them_meet():
+    wave = audio((0.2, 0), (1.0, 0.5), (0.2, 0))
+    got = snap([word("one", 0.3, 0.5), word("two", 0.7, 1.0)], frame_db(wave, SR))
+    assert edges(got) == [(0.2, 0.7), (0.7, 1.2)]
+
+
+def test_what_lies_between_two_pauses_is_neither_word():
+    # a cough (0.9-1.1 s) between the words, a pause on either side of it
+    wave = audio((0.2, 0), (0.4, 0.5), (0.3, 0), (0.2, 0.5), (0.3, 0), (0.4, 0.5), (0.2, 0))
+    got = snap([word("one", 0.3, 0.5), word("two", 1.5, 1.7)], frame_db(wave, SR))
+    assert edges(got) == [(0.2, 0.6), (1.4, 1.8)]
+
+
+def test_a_short_closure_inside_a_word_is_not_a_pause():
+    # the word's sound has a 20 ms gap (a stop's closure) after its last spike
+    wave = audio((0.2, 0), (0.3, 0.5), (0.02, 0), (0.1, 0.5), (0.3, 0))
+    got = snap([word("six", 0.25, 0.45)], frame_db(wave, SR))
+    assert edges(got) == [(0.2, 0.62)]
+
+
+@pytest.mark.parametrize("level", [0.5, 0.0])
+def test_nothing_moves_without_a_pause_to_move_to(level):
+    # one steady level throughout, loud or quiet: the words keep the model's spans
+    wave = audio((1.0, level))
+    words = [word("one", 0.3, 0.5), word("two", 0.6, 0.8)]
+    assert edges(snap(words, frame_db(wave, SR))) == edges(words)
+    assert snap([], frame_db(wave, SR)) == []
+
+
+def test_a_word_inside_a_pause_keeps_its_span():
+    # the model put the second word where the audio is quiet: it is not stretched or cut
+    wave = audio((0.2, 0), (0.4, 0.5), (0.6, 0))
+    got = snap([word("one", 0.3, 0.5), word("two", 0.8, 1.0)], frame_db(wave, SR))
+    assert edges(got) == [(0.2, 0.6), (0.8, 1.0)]
