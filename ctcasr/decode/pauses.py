@@ -43,8 +43,9 @@ def frame_db(wave: torch.Tensor, sr: int, hop_s: float = HOP_S) -> torch.Tensor:
     """The level (dB of the mean square) of each whole ``hop_s`` of ``wave``; a long file may
     be given piece by piece, each a whole number of frames, and the results joined."""
     hop = round(sr * hop_s)
-    n = wave.shape[0] // hop
-    power = wave[: n * hop].float().view(n, hop).pow(2).mean(1)
+    frames = wave[: wave.shape[0] // hop * hop].view(-1, hop)
+    power = torch.cat([f.float().pow(2).mean(1) for f in frames.split(6000)]  # a minute at a time
+                      or [torch.empty(0)])
     return 10.0 * torch.log10(power + 1e-10)
 
 
