@@ -108,17 +108,8 @@ def main() -> None:
             for w, (a, b) in zip(got, spans, strict=True):
                 errs.setdefault(("start", how), []).append(abs(w.start - a) * 1000)
                 errs.setdefault(("end", how), []).append(abs(w.end - b) * 1000)
-    noise = "no noise" if args.snr is None else f"white noise at {args.snr:g} dB SNR"
-    print(f"{args.checkpoint}: {args.utts} strings of {args.speaker}'s digits, "
-          f"{len(errs[('start', SPANS)])} words, "
-          f"{args.gaps[0]:g}-{args.gaps[1]:g} s between them, {noise}; output frames of "
-          f"{frame_s * 1000:.0f} ms")
-    print("| boundary | times | mean ms | median ms | 90th pct ms |\n"
-          "| --- | --- | --- | --- | --- |")
-    for (k, how), e in sorted(errs.items(), key=lambda x: (x[0][0] == "end", x[0][1])):
-        a = np.array(e)
-        print(f"| word {k} | {how} | {a.mean():.1f} | {np.median(a):.1f} | "
-              f"{np.percentile(a, 90):.1f} |")
+    if args.utts:
+        table(args, errs, frame_s)
     if args.find:
         find_truth(asr, recs, args.utts, random.Random(1))
     if args.hour > 0:
@@ -141,6 +132,20 @@ def main() -> None:
               f"peak RSS {peak_mib():.0f} MiB (the audio itself "
               f"{long.numel() * 4 / 2**20:.0f} MiB); last word at "
               f"{aligned[-1].start:.1f} s")
+
+
+def table(args, errs: dict[tuple[str, str], list[float]], frame_s: float) -> None:
+    noise = "no noise" if args.snr is None else f"white noise at {args.snr:g} dB SNR"
+    print(f"{args.checkpoint}: {args.utts} strings of {args.speaker}'s digits, "
+          f"{len(errs[('start', SPANS)])} words, "
+          f"{args.gaps[0]:g}-{args.gaps[1]:g} s between them, {noise}; output frames of "
+          f"{frame_s * 1000:.0f} ms")
+    print("| boundary | times | mean ms | median ms | 90th pct ms |\n"
+          "| --- | --- | --- | --- | --- |")
+    for (k, how), e in sorted(errs.items(), key=lambda x: (x[0][0] == "end", x[0][1])):
+        a = np.array(e)
+        print(f"| word {k} | {how} | {a.mean():.1f} | {np.median(a):.1f} | "
+              f"{np.percentile(a, 90):.1f} |")
 
 
 def find_truth(asr, recs, utts: int, rng: random.Random) -> None:
