@@ -154,6 +154,7 @@ def decode(
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write words.ctm (word "
                                              "start, duration, confidence).")] = False,
     device: DeviceOpt = "cpu",
+    precision: PrecisionOpt = "fp32",
     max_frames: Annotated[int, typer.Option("--max-frames", help="Padded feature frames per "
                                             "batch (0: 20000).")] = 0,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Threads reading audio "
@@ -176,7 +177,8 @@ def decode(
         checkpoint, device, max_frames, num_workers, chunk_size, left_chunks, timestamps,
         decoder=decoder, lm=lm, vocab=vocab, beam=beam, nbest=nbest, topk=topk, prune=prune,
         beam_prune=beam_prune, lm_weight=lm_weight, word_bonus=word_bonus,
-        unk_penalty=unk_penalty, hotwords=hotword_list(hotwords, hotword_boost))
+        unk_penalty=unk_penalty, hotwords=hotword_list(hotwords, hotword_boost),
+        precision=precision)
     typer.echo(f"decoder: {asr.settings.describe()}", err=True)
     s = decode_manifest(asr, manifest, out_dir, timestamps, skip_bad)
     typer.echo(f"{manifest}: {s.line()}" if s else f"{manifest}: decoded (no references)")
@@ -186,7 +188,7 @@ def decode(
 def _manifest_transcriber(model: Path, device: str, max_frames: int = 0, workers: int = 0,
                           chunk_size: int = 0, left_chunks: int = -1, timestamps: bool = False,
                           decoder: str | None = None, lm: Path | None = None,
-                          vocab: Path | None = None, **numbers):
+                          vocab: Path | None = None, precision: str = "fp32", **numbers):
     """A Transcriber for manifests: whole utterances (no windows) in batches of ``max_frames``
     padded feature frames (0: DECODE_MAX_FRAMES), decoding as the model carries with the
     options given on top."""
@@ -194,7 +196,7 @@ def _manifest_transcriber(model: Path, device: str, max_frames: int = 0, workers
     from ctcasr.infer.engine import EagerEngine
     from ctcasr.models import set_chunking
 
-    engine = open_engine(model, device=device)
+    engine = open_engine(model, device=device, precision=precision)
     if chunk_size:
         if not isinstance(engine, EagerEngine):
             raise CtcasrError("--chunk-size: decode a checkpoint, not an export")
@@ -257,6 +259,9 @@ def tune_lm(
     typer.echo(f"wrote {out}: decodes with beam {beam} + this LM by default")
 
 
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, or bf16 / fp16 autocast "
+                                           "of a checkpoint where the CPU (AVX512-BF16 / AMX) "
+                                           "or GPU computes in it natively.")]
 Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantisation of the linear "
                                        "and recurrent layers (CPU, onnxruntime: the onnx "
                                        "extra).")]
@@ -289,6 +294,7 @@ def transcribe(
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads (0: the "
                                          "library's default, all cores).")] = 0,
     device: DeviceOpt = "cpu",
+    precision: PrecisionOpt = "fp32",
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="Padded audio per "
                                                  "batch (seconds).")] = 120.0,
     chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Longer inputs are "
@@ -307,7 +313,7 @@ def transcribe(
     from ctcasr.infer import Transcriber, open_engine
     from ctcasr.infer.transcriber import expand_inputs
 
-    engine = open_engine(model, int8=int8, threads=threads, device=device)
+    engine = open_engine(model, int8=int8, threads=threads, device=device, precision=precision)
     settings = engine.info.decoding.override(
         decoder, lm, vocab, beam=beam, topk=topk, prune=prune, beam_prune=beam_prune,
         lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty,

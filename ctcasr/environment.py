@@ -53,3 +53,22 @@ def check_torch() -> None:
         raise CtcasrError(
             f"torch {installed('torch')} and torchaudio {installed('torchaudio')} do not load "
             f"together ({type(e).__name__}: {first_line(e)}); repair with: {REPAIR}") from None
+
+
+def native_16bit(cpuinfo: str | None = None) -> dict[str, bool]:
+    """Which 16-bit float types this CPU computes in natively, from its flags (``cpuinfo``:
+    the text of /proc/cpuinfo, read when not given; nothing is native where it cannot be read):
+    ``bf16`` with AVX512-BF16 or AMX-BF16, ``fp16`` with AVX512-FP16 or AMX-FP16. Elsewhere
+    torch emulates them, slower than fp32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {"bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
+            "fp16": bool(flags & {"avx512_fp16", "amx_fp16"})}

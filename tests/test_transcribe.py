@@ -307,3 +307,40 @@ def test_help_describes_every_option(capsys, monkeypatch):
         for line in out.splitlines():
             if line.strip().startswith("│ ") and "--" in line.split()[1]:
                 assert len(line.split("  ")) > 2, f"{verb}: option without help: {line}"
+
+
+def test_16bit_inference_where_native_and_one_line_where_not(trained, monkeypatch):
+    import ctcasr.infer.engine as engine_module
+    from ctcasr.environment import native_16bit
+    from ctcasr.errors import CtcasrError
+    from ctcasr.infer import open_engine
+
+    assert native_16bit("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n") == \
+        {"bf16": True, "fp16": False}  # AMD Zen 4
+    assert native_16bit("flags : avx2 amx_bf16 amx_fp16 amx_tile") == \
+        {"bf16": True, "fp16": True}  # Intel Granite Rapids
+    assert native_16bit("flags : avx2 f16c") == {"bf16": False, "fp16": False}  # f16c: storage
+    assert native_16bit("") == {"bf16": False, "fp16": False}
+    monkeypatch.setattr(engine_module, "native_16bit", lambda: {"bf16": False, "fp16": False})
+    with pytest.raises(CtcasrError, match=r"--precision bf16: this CPU \(.+\) has no native "
+                                          r"bf16 .+AVX512-BF16.+use fp32, or --int8"):
+        open_engine(trained, precision="bf16")
+    with pytest.raises(CtcasrError, match="choose fp32, bf16, fp16"):
+        open_engine(trained, precision="fp8")
+    with pytest.raises(CtcasrError, match="int8 and ONNX exports run in their own precision"):
+        open_engine(trained, precision="bf16", int8=True)
+    # as on a CPU with AVX512-BF16 (here torch emulates it: the numbers, not the speed)
+    monkeypatch.setattr(engine_module, "native_16bit", lambda: {"bf16": True, "fp16": True})
+    rng = np.random.default_rng(5)
+    waves = [utterance(rng, seed=500 + i)[0] for i in range(6)]
+    ref = open_engine(trained).log_probs([torch.from_numpy(w) for w in waves])
+    half = open_engine(trained, precision="bf16")
+    assert half.name == "eager bf16"
+    got = half.log_probs([torch.from_numpy(w) for w in waves])
+    for a, b in zip(ref, got, strict=True):
+        assert b.dtype == torch.float32 and a.shape == b.shape
+        assert not torch.equal(a, b)  # it did run in bf16
+        assert (a.exp() - b.exp()).abs().max() < 0.1
+    texts = [ctcasr.load(trained, decoder="greedy", precision=p).transcribe(waves, SR)
+             for p in ("fp32", "bf16")]
+    assert [t.text for t in texts[0]] == [t.text for t in texts[1]]

@@ -29,6 +29,7 @@ from ctcasr.checkpoint import LoadedModel, load_model
 from ctcasr.config import FbankConfig, from_dict
 from ctcasr.data.features import fbank, frame_seconds, samples_for_frames
 from ctcasr.decode.settings import DecodeSettings
+from ctcasr.environment import cpu_model, native_16bit
 from ctcasr.errors import CtcasrError, first_line
 from ctcasr.tokenizer import Tokenizer, tokenizer_from_state
 
@@ -119,22 +120,54 @@ class EagerEngine(Engine):
 
     kind = "eager"
 
-    def __init__(self, model: nn.Module, info: ModelInfo, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, info: ModelInfo, device: torch.device,
+                 precision: str = "fp32") -> None:
         self.model, self.info, self.device = model, info, device
+        self.precision, self.dtype = precision, PRECISIONS[precision]
 
     @classmethod
-    def open(cls, path: Path, device: str | torch.device = "cpu") -> EagerEngine:
+    def open(cls, path: Path, device: str | torch.device = "cpu",
+             precision: str = "fp32") -> EagerEngine:
         loaded = load_model(path, device)
-        return cls(loaded.model, ModelInfo.of(loaded), loaded.device)
+        check_precision(precision, loaded.device)
+        return cls(loaded.model, ModelInfo.of(loaded), loaded.device, precision)
+
+    @property
+    def name(self) -> str:
+        return self.kind + ("" if self.precision == "fp32" else f" {self.precision}")
 
     @torch.inference_mode()
     def log_probs(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
         feats = [fbank(w, self.info.features) for w in waves]
         lens = torch.tensor([f.shape[0] for f in feats])
         x = pad_sequence(feats, batch_first=True).to(self.device)
-        lp, out_lens = self.model(x, lens.to(self.device))
-        lp = lp.cpu()
+        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
+            lp, out_lens = self.model(x, lens.to(self.device))
+        lp = lp.float().cpu()
         return [lp[i, :n] for i, n in enumerate(out_lens.tolist())]
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse, in one line, a precision the device does not compute in natively: a CPU without
+    AVX512-BF16 / AMX would emulate it, slower than fp32 (and oneDNN's LSTM refuses it)."""
+    if precision not in PRECISIONS:
+        raise CtcasrError(f"--precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    if device.type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise CtcasrError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no "
+                              "bf16; use fp16")
+        return
+    if not native_16bit()[precision]:
+        need = {"bf16": "AVX512-BF16 or AMX-BF16", "fp16": "AVX512-FP16 or AMX-FP16"}
+        raise CtcasrError(
+            f"--precision {precision}: this CPU ({cpu_model()}) has no native {precision} "
+            f"arithmetic (it needs {need[precision]}); torch would emulate it, slower than "
+            "fp32: use fp32, or --int8 for a smaller and faster CPU model")
 
 
 class OnnxEngine(Engine):

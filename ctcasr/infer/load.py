@@ -21,18 +21,22 @@ from ctcasr.infer.transcriber import Transcriber
 
 
 def open_engine(path: str | Path, int8: bool = False, threads: int = 0,
-                device: str = "cpu") -> Engine:
+                device: str = "cpu", precision: str = "fp32") -> Engine:
     """An engine for a checkpoint (``.pt`` from training) or an ONNX export; ``int8`` quantises
     a checkpoint's model (through an int8 ONNX export; exports are quantised when exported);
-    ``threads`` > 0 sets torch's intra-op threads and onnxruntime's."""
+    ``threads`` > 0 sets torch's intra-op threads and onnxruntime's; ``precision`` (a
+    checkpoint's): ``bf16`` / ``fp16`` autocast where the device computes in it natively."""
     path = Path(path)
     if not path.is_file():
         raise CtcasrError(f"{path}: model file not found")
     if threads > 0:
         torch.set_num_threads(threads)
+    if precision != "fp32" and (int8 or model_kind(path) != "checkpoint"):
+        raise CtcasrError(f"--precision {precision}: for checkpoints run in PyTorch; int8 and "
+                          "ONNX exports run in their own precision")
     if model_kind(path) == "checkpoint":
         if not int8:
-            return EagerEngine.open(path, device)
+            return EagerEngine.open(path, device, precision)
         if device != "cpu":
             raise CtcasrError("--int8 runs on the CPU only (dynamic quantisation)")
         logging.getLogger(__name__).info("%s: exporting to int8 ONNX for --int8", path)
@@ -80,6 +84,7 @@ def load(
     int8: bool = False,
     threads: int = 0,
     device: str = "cpu",
+    precision: str = "fp32",
     timestamps: bool = True,
     chunk_seconds: float = 30.0,
     overlap_seconds: float = 2.0,
@@ -97,11 +102,13 @@ def load(
     a file of words, with counts, it may output besides the LM's; ``hotwords`` phrases to
     prefer (a hotwords file, or a list of phrases; :mod:`ctcasr.decode.context`).
     ``int8``: dynamic int8 quantisation of a checkpoint's model (through an int8 ONNX export).
-    ``threads`` > 0 sets the intra-op threads. Inputs longer than ``chunk_seconds`` are decoded
+    ``threads`` > 0 sets the intra-op threads. ``precision``: ``bf16`` or ``fp16`` autocast of
+    a checkpoint's model, where the device computes in it natively (refused elsewhere: an AVX2
+    CPU would emulate it, slower than fp32). Inputs longer than ``chunk_seconds`` are decoded
     in windows overlapping by ``overlap_seconds``; a batch holds at most ``batch_seconds`` of
     padded audio.
     """
-    engine = open_engine(model, int8=int8, threads=threads, device=device)
+    engine = open_engine(model, int8=int8, threads=threads, device=device, precision=precision)
     settings = engine.info.decoding.override(decoder, lm, vocab, beam=beam, lm_weight=lm_weight,
                                              word_bonus=word_bonus, unk_penalty=unk_penalty,
                                              hotwords=hotword_list(hotwords))
