@@ -9,7 +9,7 @@
 #   lm_stage TEXT LM                            a word 3-gram LM of TEXT (a manifest's
 #                                               transcripts, or a text file) -> LM
 #   model_stages CONFIG TRAIN VALID TOKENIZER EXP SEED "KEY=VALUE ..." N SELECT TEXT LM
-#                                               stages 2-5 of a recipe: tokenizer, train,
+#                [ctcasr train options ...]     stages 2-5 of a recipe: tokenizer, train,
 #                                               average, LM
 runs() {
   stage_now=$1
@@ -51,9 +51,10 @@ lm_stage() {
 model_stages() {
   local config=$1 train=$2 valid=$3 tokenizer=$4 exp=$5 seed=$6 opts=$7 n=$8 select=$9
   local text=${10} lm=${11}
+  shift 11
   if runs 2; then tokenizer_stage "$config" "$train" "$tokenizer"; fi
   if runs 3; then
-    train_stage "$config" "$train" "$valid" "$exp" "$seed" "tokenizer.path=$tokenizer $opts"
+    train_stage "$config" "$train" "$valid" "$exp" "$seed" "tokenizer.path=$tokenizer $opts" "$@"
   fi
   if runs 4; then average_stage "$exp" "$n" "$select"; fi
   if runs 5; then lm_stage "$text" "$lm"; fi

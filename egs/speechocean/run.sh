@@ -7,7 +7,8 @@
 #                          [--select cer|loss|best|last]
 #                          [--beam 32] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
 #                          [--unk-penalties "0 -5 -inf"] [--chunk-sizes "4 8 16"] [--left-chunks -1]
-#                          [--seed N] [--train-opts "KEY=VALUE ..."] [--stage N] [--stop-stage N]
+#                          [--seed N] [--train-opts "KEY=VALUE ..."] [--init CKPT]
+#                          [--prune "0.25 0.5"] [--prune-epochs 5] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
 # set of 8 whole training speakers, 4 children and 4 adults; --extra arctic, the default, adds all of CMU ARCTIC, one US-English voice, 1.23 h,
@@ -18,7 +19,12 @@
 # falls: measured in docs/experiments.md), 5 LM (3-gram on the training
 # transcripts only), 6 decode: greedy, beam, beam + LM with weight / bonus / OOV penalty chosen on
 # valid (-inf = only words of the training text, as a lexicon decoder), 7 report by speaker
-# (overall, children, adults, median and 90th-percentile speaker).
+# (overall, children, adults, median and 90th-percentile speaker), 8 pruning (with --prune).
+# --init CKPT: training starts from CKPT's weights (ctcasr train --init, its tokenizer kept).
+# --prune "S ...": stage 8, for each sparsity S, `ctcasr prune` of EXP/model.pt (S of every
+# layer's LSTM units, or of a Conformer's feed-forward channels, out by weight norm), fine-tuned
+# for --prune-epochs by this recipe (stages 3-7, --init, the smaller size as a --train-opts
+# override) into EXP_pruneP (P: S in percent), ending in its report (docs/inference.md).
 # --chunk-sizes "N ...": a streaming model (conf/conformer_chunked_phone.yaml) is also decoded on
 # test with attention in chunks of N output frames (ctcasr decode --chunk-size; --left-chunks of
 # left context, -1 all), greedy, beam and beam + LM at the settings valid chose with full context.
@@ -44,8 +50,11 @@ chunk_sizes=""
 left_chunks=-1
 seed=""
 train_opts=""
+init=""
+prune=""
+prune_epochs=5
 stage=1
-stop_stage=7
+stop_stage=8
 . "$root/egs/common/parse_options.sh"
 cd "$here"
 corpus=${corpus:-download}
@@ -70,8 +79,10 @@ if runs 1; then
     cat "$data/train.jsonl" "$data/arctic/train.jsonl" > "$train"
   fi
 fi
+init_opts=()
+[ -n "$init" ] && init_opts=(--init "$init" --set train.init_tokenizer=true)
 model_stages "$config" "$train" "$data/valid.jsonl" "$tokenizer" "$exp" "$seed" "$train_opts" \
-  "$average" "$select" "$data/text_train.txt" "$data/lm_3gram.arpa"
+  "$average" "$select" "$data/text_train.txt" "$data/lm_3gram.arpa" "${init_opts[@]}"
 if runs 6; then
   echo "== stage 6: decode"
   decode_tuned "$exp" "$data" "$beam" "$lm_weights" "$word_bonuses" "$unk_penalties"
@@ -86,4 +97,20 @@ if runs 7; then
   echo "== stage 7: report ($exp; test = 63 speakers never heard in training)"
   [ -f "$exp/lm_tuning.txt" ] && cat "$exp/lm_tuning.txt"
   python local/report.py "$exp" --data "$data"
+fi
+if [ -n "$prune" ] && runs 8; then
+  for sparsity in $prune; do
+    pct=$(python -c "print(round(100 * float('$sparsity')))")
+    pruned=$exp/pruned$pct.pt
+    echo "== stage 8: pruning $sparsity of $exp/model.pt -> $pruned, fine-tuned for" \
+      "$prune_epochs epochs into ${exp}_prune$pct"
+    said=$(ctcasr prune "$exp/model.pt" --sparsity "$sparsity" -o "$pruned")
+    echo "$said"
+    sets=$(echo "$said" | grep -o -- '--set [^ ]*' | sed 's/^--set //' | tr '\n' ' ')
+    "$here/run.sh" --config "$config" --extra "$extra" --exp "$(basename "$exp")_prune$pct" \
+      --init "$pruned" --train-opts "$train_opts train.epochs=$prune_epochs $sets" \
+      --average "$average" --select "$select" --beam "$beam" --lm-weights "$lm_weights" \
+      --word-bonuses "$word_bonuses" --unk-penalties "$unk_penalties" \
+      ${seed:+--seed "$seed"} --stage 3 --stop-stage 7
+  done
 fi
