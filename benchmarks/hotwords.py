@@ -3,6 +3,7 @@ the biasing list) and U-WER (on the rest), with and without the list, and the de
 
     .venv/bin/python benchmarks/hotwords.py --checkpoint EXP/model.pt --test DATA/test.jsonl \
         --train-text DATA/text_train.txt [--distractors 0 100 1000] [--boost 2.0] [--rare 2]
+        [--valid DATA/valid.jsonl --boost 0.5 1 1.5 2 2.5]
 
 The list, as Le et al. (2021) make it: the test references' words seen at most ``--rare`` times
 in the training text, plus N distractors drawn (seeded) from CMUdict's words that the test does
@@ -62,32 +63,52 @@ def main() -> None:
     ap.add_argument("--test", type=Path, required=True)
     ap.add_argument("--train-text", type=Path, required=True, help="one sentence per line")
     ap.add_argument("--distractors", type=int, nargs="+", default=[0, 100, 1000])
-    ap.add_argument("--boost", type=float, default=2.0)
+    ap.add_argument("--boost", type=float, nargs="+", default=[2.0],
+                    help="several: the one with the lowest WER on --valid is used on --test")
+    ap.add_argument("--valid", type=Path, help="held-out manifest that chooses the boost "
+                    "(its own rare words + 100 distractors)")
     ap.add_argument("--rare", type=int, default=2)
     args = ap.parse_args()
     seen = Counter(w for line in args.train_text.read_text().splitlines() for w in line.split())
-    utts = read_manifest(args.test)
+    asr = ctcasr.load(args.checkpoint, timestamps=False)
+    boost = args.boost[0]
+    if len(args.boost) > 1:
+        if args.valid is None:
+            ap.error("several --boost values need --valid to choose among them")
+        wers = {b: table(asr, args.valid, seen, args.rare, [100], b, baseline=i == 0)[100]
+                for i, b in enumerate(args.boost)}
+        boost = min(wers, key=wers.get)
+        print(f"\nboost chosen on {args.valid}: {boost:g} (WER "
+              + ", ".join(f"{w:.2f} at {b:g}" for b, w in wers.items()) + ")\n")
+    table(asr, args.test, seen, args.rare, args.distractors, boost)
+
+
+def table(asr, manifest: Path, seen: Counter, rare_max: int, counts: list[int], boost: float,
+          baseline: bool = True) -> dict[int | None, float]:
+    """Decode ``manifest`` without a list (``baseline``) and with its rare words + each count
+    of distractors; print a table; return the WER of each."""
+    utts = read_manifest(manifest)
     refs = [u.text for u in utts]
     test_words = {w for r in refs for w in r.split()}
-    rare = sorted(w for w in test_words if seen[w] <= args.rare)
-    asr = ctcasr.load(args.checkpoint, timestamps=False)
-    print(f"{args.test}: {len(utts)} utterances, {sum(len(r.split()) for r in refs)} words; "
-          f"{len(rare)} rare word types (seen <= {args.rare} times in training), "
+    rare = sorted(w for w in test_words if seen[w] <= rare_max)
+    print(f"{manifest}: {len(utts)} utterances, {sum(len(r.split()) for r in refs)} words; "
+          f"{len(rare)} rare word types (seen <= {rare_max} times in training), "
           f"{sum(w in set(rare) for r in refs for w in r.split())} tokens; decoder: "
-          f"{asr.settings.describe()}; boost {args.boost:g} per token")
+          f"{asr.settings.describe()}; boost {boost:g} per token")
     print("| list | WER % | B-WER % | U-WER % | decode s |")
     print("| --- | --- | --- | --- | --- |")
-    for n in [None, *args.distractors]:
+    wers = {}
+    for n in [None, *counts] if baseline else counts:
         words = [] if n is None else rare + distractors(n, test_words)
-        run = asr if n is None else asr.with_hotwords(
-            [Hotword(w, args.boost) for w in words])
+        run = asr if n is None else asr.with_hotwords([Hotword(w, boost) for w in words])
         t0 = time.perf_counter()
         hyps = [t.text for t in run.transcribe_iter(map(source, utts))]
         dt = time.perf_counter() - t0
-        wer = 100 * jiwer.wer(refs, hyps)
+        wers[n] = 100 * jiwer.wer(refs, hyps)
         b, u = biased_wer(refs, hyps, set(rare))
         label = "none" if n is None else f"rare words + {n} distractors ({len(words)})"
-        print(f"| {label} | {wer:.2f} | {b:.2f} | {u:.2f} | {dt:.1f} |", flush=True)
+        print(f"| {label} | {wers[n]:.2f} | {b:.2f} | {u:.2f} | {dt:.1f} |", flush=True)
+    return wers
 
 
 if __name__ == "__main__":
