@@ -21,6 +21,7 @@ reason.)
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 
 import torch
@@ -82,10 +83,11 @@ def snap(words: list[AlignedWord], db: torch.Tensor, how: Snap = Snap(),
     end = [min(max(round(w.end / hop_s), s + 1), frames) for w, s in zip(words, start,
                                                                          strict=True)]
     new_start, new_end = list(start), list(end)
+    firsts, lasts = [a for a, _ in found], [b for _, b in found]  # both ascending
     for i in range(len(words) + 1):  # the gap before word i (i = len: after the last)
         lo = end[i - 1] if i else 0
         hi = start[i] if i < len(words) else frames
-        inside = [(a, b) for a, b in found if a <= hi and b >= lo]
+        inside = found[bisect_left(lasts, lo) : bisect_right(firsts, hi)]  # touching [lo, hi]
         if inside:
             if i:
                 new_end[i - 1] = max(inside[0][0], start[i - 1] + 1)
