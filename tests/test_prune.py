@@ -209,3 +209,20 @@ def test_the_layers_the_ctc_head_reads_keep_the_same_units():
     for d in ("forward", "backward"):
         assert torch.equal(pruned.kept[f"layer 1 {d}"], pruned.kept[f"layer 3 {d}"])
         assert not torch.equal(pruned.kept[f"layer 1 {d}"], pruned.kept[f"layer 2 {d}"])
+
+
+def test_the_recipes_prune_stage_prints_the_fine_tune_overrides(uni, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "p.pt"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", "-c", f'. "{root}/egs/common/stages.sh"; '
+                        f'prune_model "{uni}" 0.5 "{out}"'],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["model.encoder_conf.hidden_size=16"]
+    assert "fewer)" in r.stderr and out.is_file()

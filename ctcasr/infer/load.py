@@ -31,10 +31,11 @@ def open_engine(path: str | Path, int8: bool = False, threads: int = 0,
         raise CtcasrError(f"{path}: model file not found")
     if threads > 0:
         torch.set_num_threads(threads)
-    if precision != "fp32" and (int8 or model_kind(path) != "checkpoint"):
+    checkpoint = model_kind(path) == "checkpoint"
+    if precision != "fp32" and (int8 or not checkpoint):
         raise CtcasrError(f"--precision {precision}: for checkpoints run in PyTorch; int8 and "
                           "ONNX exports run in their own precision")
-    if model_kind(path) == "checkpoint":
+    if checkpoint:
         if not int8:
             return EagerEngine.open(path, device, precision)
         if device != "cpu":

@@ -11,6 +11,9 @@
 #   model_stages CONFIG TRAIN VALID TOKENIZER EXP SEED "KEY=VALUE ..." N SELECT TEXT LM
 #                [ctcasr train options ...]     stages 2-5 of a recipe: tokenizer, train,
 #                                               average, LM
+#   prune_model MODEL S OUT                     ctcasr prune of MODEL (sparsity S) -> OUT; its
+#                                               report on stderr, on stdout the KEY=VALUE
+#                                               overrides (the smaller sizes) that fine-tune OUT
 runs() {
   stage_now=$1
   [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]
@@ -58,4 +61,11 @@ model_stages() {
   fi
   if runs 4; then average_stage "$exp" "$n" "$select"; fi
   if runs 5; then lm_stage "$text" "$lm"; fi
+}
+
+prune_model() {
+  local said
+  said=$(ctcasr prune "$1" --sparsity "$2" -o "$3")
+  echo "$said" >&2
+  echo "$said" | grep -o -- '--set [^ ]*' | sed 's/^--set //' | tr '\n' ' '
 }

@@ -23,6 +23,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/egs/common/stages.sh"  # (prune_model)
 
 seed=""
 exp=""
@@ -64,9 +65,7 @@ if [ "$stage" -le 3 ]; then
     pct=$(python -c "print(round(100 * float('$sparsity')))")
     pruned=egs/digits/exp/$exp/pruned$pct.pt
     echo "== pruning $sparsity of egs/digits/exp/$exp/model.pt -> $pruned, fine-tuned into egs/digits/exp/${exp}_prune$pct"
-    said=$(cd "$root" && ctcasr prune "egs/digits/exp/$exp/model.pt" --sparsity "$sparsity" -o "$pruned")
-    echo "$said"
-    sets=$(echo "$said" | grep -o -- '--set [^ ]*' | sed 's/^--set //' | tr '\n' ' ')
+    sets=$(cd "$root" && prune_model "egs/digits/exp/$exp/model.pt" "$sparsity" "$pruned")
     "$here/run.sh" --config "$config" --init "../../$pruned" --epochs "$prune_epochs" \
       --exp "${exp}_prune$pct" --train-opts "$train_opts $sets" "${seed_opts[@]}"
   done

@@ -104,9 +104,7 @@ if [ -n "$prune" ] && runs 8; then
     pruned=$exp/pruned$pct.pt
     echo "== stage 8: pruning $sparsity of $exp/model.pt -> $pruned, fine-tuned for" \
       "$prune_epochs epochs into ${exp}_prune$pct"
-    said=$(ctcasr prune "$exp/model.pt" --sparsity "$sparsity" -o "$pruned")
-    echo "$said"
-    sets=$(echo "$said" | grep -o -- '--set [^ ]*' | sed 's/^--set //' | tr '\n' ' ')
+    sets=$(prune_model "$exp/model.pt" "$sparsity" "$pruned")
     "$here/run.sh" --config "$config" --extra "$extra" --exp "$(basename "$exp")_prune$pct" \
       --init "$pruned" --train-opts "$train_opts train.epochs=$prune_epochs $sets" \
       --average "$average" --select "$select" --beam "$beam" --lm-weights "$lm_weights" \
