@@ -54,6 +54,8 @@ class AugmentConfig:
     spec_start_epoch: int = 1  # SpecAugment from this epoch on, counted from 1 as the logs
     #                            count (masks from the start can keep CTC on its all-blank
     #                            plateau; 0 or 1: from the start)
+    cr_time_masks_factor: float = 2.5  # with train.cr_ctc_weight: each copy gets this many
+    #                                    times time_masks (rounded; CR-CTC masks more in time)
 
     def __post_init__(self) -> None:
         if not self.speeds or any(not 0.5 <= s <= 2.0 for s in self.speeds):
@@ -66,6 +68,9 @@ class AugmentConfig:
                               f"noise_snr {self.noise_snr} (need [low, high] dB)")
         if not 0.0 <= self.time_mask_ratio <= 1.0:
             raise CtcasrError(f"data.augment.time_mask_ratio: {self.time_mask_ratio} not in 0..1")
+        if self.cr_time_masks_factor < 0:
+            raise CtcasrError(f"data.augment.cr_time_masks_factor: {self.cr_time_masks_factor} "
+                              "(must be >= 0)")
 
     @property
     def enabled(self) -> bool:
@@ -276,6 +281,10 @@ class TrainConfig:
     accum_grad: int = 1  # batches per optimizer step (per process)
     # loss = (1 - w) CTC(last layer) + w mean(CTC(model.inter_ctc_layers)), when there are any
     inter_ctc_weight: float = 0.3
+    # > 0: consistency-regularised CTC (CR-CTC, Yao et al. 2025): two copies of each utterance
+    # with independent SpecAugment masks; loss = mean of their CTC losses + this weight x the KL
+    # between their frame posteriors, each copy the other's (detached) target. ~2x the compute
+    cr_ctc_weight: float = 0.0
     amp: str = "none"  # none | bf16 | fp16: mixed precision on CUDA (ignored on CPU)
     patience: int = 0  # > 0: stop after this many epochs without a better validation WER
     max_bad_steps: int = 20  # stop after this many non-finite steps in a row
@@ -303,6 +312,8 @@ class TrainConfig:
         if not 0.0 <= self.inter_ctc_weight < 1.0:
             raise CtcasrError(f"train.inter_ctc_weight: {self.inter_ctc_weight} (must be in "
                               "[0, 1))")
+        if self.cr_ctc_weight < 0:
+            raise CtcasrError(f"train.cr_ctc_weight: {self.cr_ctc_weight} (must be >= 0)")
 
 
 @dataclass(frozen=True)

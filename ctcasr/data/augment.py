@@ -7,6 +7,8 @@ utterance comes from a generator seeded by ``(seed, epoch, index)``, so augmenta
 function of where we are in training: the same in DataLoader workers as in the main process,
 and the same after ``--resume``.
 Masks are applied to the raw log-mel features with value 0, before CMVN (as ESPnet and WeNet do).
+With ``views`` = 2 (CR-CTC) an utterance comes out twice: the same waveform augmentation (speed,
+VTLP, noise), two independent SpecAugment draws with ``cr_time_masks_factor`` times the time masks.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from ctcasr.config import AugmentConfig
 
 
 class Augmenter:
-    def __init__(self, cfg: AugmentConfig, sample_rate: int, seed: int) -> None:
+    def __init__(self, cfg: AugmentConfig, sample_rate: int, seed: int, views: int = 1) -> None:
         self.cfg = cfg
         self.sample_rate = sample_rate
         self.seed = seed
+        self.views = views
         self.freq_mask = T.FrequencyMasking(cfg.freq_mask_width)
         self.time_mask = T.TimeMasking(cfg.time_mask_width, p=cfg.time_mask_ratio)
 
@@ -67,15 +70,24 @@ class Augmenter:
         return AF.speed(wave, self.sample_rate, factor)[0]
 
     def spec_augment(self, feats: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
-        """[T, F] -> [T, F] with frequency and time masks (a new tensor)."""
+        """[T, F] -> [T, F] with frequency and time masks (a new tensor); with ``views`` > 1,
+        [views, T, F]: each copy its own draw."""
+        if self.views == 1:
+            return self._masked(feats, epoch, index, None)
+        return torch.stack([self._masked(feats, epoch, index, v) for v in range(self.views)])
+
+    def _masked(self, feats: torch.Tensor, epoch: int, index: int, view: int | None
+                ) -> torch.Tensor:
         cfg = self.cfg
         if (cfg.freq_masks == 0 and cfg.time_masks == 0) or epoch + 1 < cfg.spec_start_epoch:
             return feats
+        time_masks = cfg.time_masks if view is None else \
+            round(cfg.time_masks * cfg.cr_time_masks_factor)
         spec = feats.t().clone()  # torchaudio masks [..., freq, time]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed(epoch, index) + 1)
-            for _ in range(self.cfg.freq_masks):
+            torch.manual_seed(self._seed(epoch, index) + (1 if view is None else 5 + view))
+            for _ in range(cfg.freq_masks):
                 spec = self.freq_mask(spec)
-            for _ in range(self.cfg.time_masks):
+            for _ in range(time_masks):
                 spec = self.time_mask(spec)
         return spec.t()

@@ -26,22 +26,26 @@ from ctcasr.errors import CtcasrError
 from ctcasr.models.ctc import min_ctc_frames
 from ctcasr.tokenizer import Tokenizer
 
-Item = tuple[int, torch.Tensor, torch.Tensor] | tuple[int, None, str]  # (i, feats, tokens | why)
+# (i, feats [T, F] or [views, T, F], tokens | why)
+Item = tuple[int, torch.Tensor, torch.Tensor] | tuple[int, None, str]
 # (i, fbank of each speed factor, None) | (i, None, why)
 Variants = tuple[int, list[torch.Tensor], None] | tuple[int, None, str]
 
 
 @dataclass
 class Batch:
-    """A padded batch. ``feats[b, feat_lens[b]:]`` and ``tokens[b, token_lens[b]:]`` are padding."""
+    """A padded batch. ``feats[b, feat_lens[b]:]`` and ``tokens[b, token_lens[b]:]`` are padding.
+    With ``views`` > 1 (CR-CTC) ``feats`` holds each utterance that many times, differently
+    masked: rows ``v * B + b`` are view ``v`` of utterance ``b``; the rest is per utterance."""
 
-    feats: torch.Tensor  # [B, T, F] float32
-    feat_lens: torch.Tensor  # [B] int64
+    feats: torch.Tensor  # [views * B, T, F] float32
+    feat_lens: torch.Tensor  # [views * B] int64
     tokens: torch.Tensor  # [B, U] int64, padded with 0
     token_lens: torch.Tensor  # [B] int64
     ids: list[str]
     indices: list[int]  # positions in the dataset (manifest order)
     skipped: list[str] = field(default_factory=list)  # --skip-bad: why items were left out
+    views: int = 1
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(
@@ -52,12 +56,13 @@ class Batch:
             self.ids,
             self.indices,
             self.skipped,
+            self.views,
         )
 
     def pin_memory(self) -> Batch:
         return Batch(
             self.feats.pin_memory(), self.feat_lens.pin_memory(), self.tokens.pin_memory(),
-            self.token_lens.pin_memory(), self.ids, self.indices, self.skipped,
+            self.token_lens.pin_memory(), self.ids, self.indices, self.skipped, self.views,
         )
 
     def __len__(self) -> int:
@@ -68,7 +73,8 @@ class ASRDataset(torch.utils.data.Dataset):
     """Item ``i`` is ``(i, fbank [T, F], token ids [U])``.
 
     With an ``augmenter``, the key ``(epoch, i)`` gives utterance ``i`` augmented as drawn for
-    ``epoch`` (speed perturbation, VTLP, noise, SpecAugment); a plain ``i`` is never augmented.
+    ``epoch`` (speed perturbation, VTLP, noise, SpecAugment; ``[views, T, F]`` when the
+    augmenter makes several views); a plain ``i`` is never augmented.
     Features come from a :class:`FeatureStore` on disk once one is attached (:meth:`use_store`,
     unaugmented and speed-perturbed), from an in-memory cache (``cache_features``: grows with
     the corpus), or are computed each time.
@@ -209,6 +215,9 @@ class ASRDataset(torch.utils.data.Dataset):
         items = [it for it in items if it[1] is not None]
         indices = [i for i, _, _ in items]
         feats = [f for _, f, _ in items]
+        views = feats[0].shape[0] if feats and feats[0].dim() == 3 else 1
+        if views > 1:  # view-major: all first copies, then all second copies
+            feats = [f[v] for v in range(views) for f in feats]
         toks = [t for _, _, t in items]
         return Batch(
             feats=pad_sequence(feats, batch_first=True) if feats
@@ -220,6 +229,7 @@ class ASRDataset(torch.utils.data.Dataset):
             ids=[self.utts[i].id for i in indices],
             indices=indices,
             skipped=skipped,
+            views=views,
         )
 
 

@@ -14,6 +14,8 @@ layers also go through the CTC head (the same ``head``: no new output layer), an
 only for a loss, so decoding and exports cost what they did. Self-conditioned CTC (Nozaki &
 Komatsu, 2021; ``condition``): each intermediate prediction is also fed back, ``x +
 Linear(softmax)``, to the layers above, in training and decoding alike (so exports carry it).
+Consistency-regularised CTC (Yao et al., 2025): given two differently masked copies of each
+utterance, the loss is the mean of their losses plus ``cr_weight`` times :func:`consistency`.
 """
 
 from __future__ import annotations
@@ -73,6 +75,17 @@ def min_ctc_frames(tokens: torch.Tensor, token_lens: torch.Tensor) -> torch.Tens
     return token_lens + repeats.sum(1)
 
 
+def consistency(log_probs: torch.Tensor, out_lens: torch.Tensor) -> torch.Tensor:
+    """CR-CTC's term, per utterance: for each of two copies, KL(the other copy's posteriors ||
+    its own) summed over its frames, the other copy detached (each is the other's target), then
+    the mean of the two. ``log_probs [2B, T, V]`` (rows ``b`` and ``B + b``: the copies of
+    utterance ``b``), ``out_lens [2B]`` -> ``[B]``."""
+    target = torch.cat(log_probs.detach().chunk(2)[::-1])
+    kl = F.kl_div(log_probs, target, reduction="none", log_target=True).sum(-1)  # [2B, T]
+    kl = kl.masked_fill(make_pad_mask(out_lens, kl.shape[1]), 0.0).sum(1)
+    return kl.view(2, -1).mean(0)
+
+
 class GlobalCMVN(nn.Module):
     """``(x - mean) / std`` per feature bin: the one place CMVN is applied.
 
@@ -117,19 +130,30 @@ class CTCModel(nn.Module):
         return self.frontend.output_lengths(lengths)
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor, tokens: torch.Tensor | None = None,
-                token_lens: torch.Tensor | None = None, inter_weight: float = 0.0):
+                token_lens: torch.Tensor | None = None, inter_weight: float = 0.0,
+                cr_weight: float = 0.0):
         """``(log_probs [B,T',V], out_lens [B])``; with ``tokens [B,U]`` and ``token_lens``, a
-        :class:`CTCOutput` with the loss (intermediate layers weighted by ``inter_weight``)."""
+        :class:`CTCOutput` with the loss (intermediate layers weighted by ``inter_weight``).
+        ``x`` may hold two copies of each utterance (rows ``b`` and ``B + b``, CR-CTC): the loss
+        per utterance is then the copies' mean plus ``cr_weight`` x :func:`consistency`."""
         inter = tokens is not None and bool(self.inter_layers) and inter_weight > 0
         log_probs, h_lens, inter_out = self.outputs(x, x_lens, inter)
         if tokens is None:
             return log_probs, h_lens
         assert token_lens is not None
-        loss = ctc_loss(log_probs, h_lens, tokens, token_lens)
+        n = tokens.shape[0]
+        views = x.shape[0] // n if n else 1
+        if views * n != x.shape[0] or views > 2:
+            raise CtcasrError(f"{x.shape[0]} inputs for {n} transcripts: one or two copies each")
+        targets = (tokens.repeat(views, 1), token_lens.repeat(views))
+        loss = ctc_loss(log_probs, h_lens, *targets)
         if inter:
-            lower = torch.stack([ctc_loss(lp, h_lens, tokens, token_lens) for lp in inter_out])
+            lower = torch.stack([ctc_loss(lp, h_lens, *targets) for lp in inter_out])
             loss = (1 - inter_weight) * loss + inter_weight * lower.mean(0)
-        infeasible = h_lens < min_ctc_frames(tokens, token_lens)
+        loss = loss.view(views, n).mean(0)
+        if views == 2 and cr_weight > 0:
+            loss = loss + cr_weight * consistency(log_probs, h_lens)
+        infeasible = h_lens[:n] < min_ctc_frames(tokens, token_lens)
         return CTCOutput(log_probs, h_lens, loss, infeasible)
 
     def outputs(self, x: torch.Tensor, x_lens: torch.Tensor, intermediate: bool = False

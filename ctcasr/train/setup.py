@@ -89,8 +89,9 @@ def build_data(cfg: Config, train_manifest: Path, valid_manifest: Path, exp_dir:
     train_utts = read_manifest(train_manifest, bad=bad)
     valid_utts = read_manifest(valid_manifest, bad=bad)
     tokenizer = _tokenizer(cfg, ckpt, init, train_utts, dist)
-    augmenter = Augmenter(dcfg.augment, feat_cfg.sample_rate, tc.seed) if dcfg.augment.enabled \
-        else None
+    views = 2 if tc.cr_ctc_weight > 0 else 1  # CR-CTC: two copies of each utterance
+    augmenter = Augmenter(dcfg.augment, feat_cfg.sample_rate, tc.seed, views) \
+        if dcfg.augment.enabled or views > 1 else None
     lengths = Conv2dSubsampling(feat_cfg.num_mel_bins, cfg.model.frontend).output_lengths
     speeds = [1.0] + [f for f in dcfg.augment.speeds if f != 1.0]  # the variants stored
     cache = choose_feature_cache(dcfg, train_utts, len(speeds), exp_dir) if dist.is_main else ""

@@ -123,6 +123,7 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     frozen: list[torch.nn.Parameter] | None = None,
     inter_weight: float = 0.0,
+    cr_weight: float = 0.0,
 ) -> StepResult:
     """One optimizer step over this process's ``batches`` (gradient accumulation).
 
@@ -130,7 +131,8 @@ def train_step(
     scales its loss by ``world_size / step_utts`` because DDP averages gradients over processes.
     ``frozen`` parameters lose their gradients before clipping: the step leaves them as they are.
     The loss is the model's (:class:`ctcasr.models.ctc.CTCOutput`; intermediate CTC layers
-    weighted by ``inter_weight``).
+    weighted by ``inter_weight``, CR-CTC's consistency term by ``cr_weight`` when the batches
+    hold two copies of each utterance).
     """
     ddp = isinstance(model, DistributedDataParallel)
     optimizer.zero_grad(set_to_none=True)
@@ -142,7 +144,7 @@ def train_step(
         with sync:
             with autocast or contextlib.nullcontext():
                 out = model(batch.feats, batch.feat_lens, batch.tokens, batch.token_lens,
-                            inter_weight)
+                            inter_weight, cr_weight)
             infeasible += [batch.ids[i] for i in out.infeasible.nonzero().flatten().tolist()]
             loss = out.loss.sum()
             scaled = loss * (world_size / step_utts)
@@ -254,14 +256,16 @@ def train_one_epoch(run: Run) -> bool:
             g["lr"] = lr
         res = train_step(t.net, t.optimizer, mine, sum(len(b) for b in step_batches),
                          tc.max_norm, dist.world_size, t.autocast, t.scaler,
-                         frozen_parameters(t.model, tc, state.step), tc.inter_ctc_weight)
+                         frozen_parameters(t.model, tc, state.step), tc.inter_ctc_weight,
+                         tc.cr_ctc_weight)
         if run.governor is not None:
             run.governor.step()
         state.batch_in_epoch = start + len(step_batches)
         bar.update(len(step_batches))
         _account(run, res, mine)
-        meter.add(res.loss, sum(len(b) for b in mine), sum(int(b.feat_lens.sum()) for b in mine),
-                  sum(b.feats.shape[0] * b.feats.shape[1] for b in mine))
+        meter.add(res.loss, sum(len(b) for b in mine),  # the audio once, not each CR-CTC copy
+                  sum(int(b.feat_lens[: len(b)].sum()) for b in mine),
+                  sum(len(b) * b.feats.shape[1] for b in mine))
         if state.step % tc.log_every == 0 or state.batch_in_epoch == len(glob):
             rec = meter.flush()
             rec.update(step=state.step, epoch=state.epoch + 1, grad_norm=res.grad_norm, lr=lr,
