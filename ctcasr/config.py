@@ -203,9 +203,29 @@ class ConformerConfig(TransformerConfig):
             )
 
 
+@dataclass(frozen=True)
+class EBranchformerConfig(ConformerConfig):
+    """The Conformer's fields (conv_kernel: the cgMLP's depthwise kernel), and the branches'."""
+
+    conv_kernel: int = 31  # the cgMLP's depthwise convolution kernel (frames, odd)
+    cgmlp_dim: int = 1024  # the cgMLP's width before its gate halves it (even)
+    merge_kernel: int = 3  # the depthwise convolution merging the two branches (odd)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = "model.encoder_conf"
+        if self.cgmlp_dim < 2 or self.cgmlp_dim % 2:
+            raise CtcasrError(f"{where}.cgmlp_dim: must be even and positive, got "
+                              f"{self.cgmlp_dim}")
+        if self.merge_kernel < 1 or self.merge_kernel % 2 == 0:
+            raise CtcasrError(f"{where}.merge_kernel: must be odd and positive, got "
+                              f"{self.merge_kernel}")
+
+
 # model.encoder names the encoder (ctcasr.models.ENCODERS builds it) and types its encoder_conf
 ENCODER_CONFIGS: dict[str, type] = {"lstm": RNNConfig, "gru": RNNConfig,
-                                    "conformer": ConformerConfig, "transformer": TransformerConfig}
+                                    "conformer": ConformerConfig, "transformer": TransformerConfig,
+                                    "ebranchformer": EBranchformerConfig}
 
 
 def encoder_config_class(name: str) -> type:

@@ -7,10 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ctcasr.config import ConformerConfig, TransformerConfig
+from ctcasr.config import ConformerConfig, EBranchformerConfig, TransformerConfig
 from ctcasr.models.conformer import ConformerEncoder
+from ctcasr.models.ebranchformer import EBranchformerEncoder
 from ctcasr.models.mask import make_chunk_mask
 from ctcasr.models.transformer import TransformerEncoder
+
+KINDS = ["conformer", "transformer", "ebranchformer"]
 
 
 def test_chunk_mask_values():
@@ -29,10 +32,13 @@ def encoder(kind: str, chunk: int, left: int = -1, causal: bool = True, layers: 
                 chunk_size=chunk, left_chunks=left, dynamic_chunk=dynamic)
     if kind == "conformer":
         return ConformerEncoder(8, ConformerConfig(conv_kernel=5, causal=causal, **conf)).eval()
+    if kind == "ebranchformer":
+        return EBranchformerEncoder(8, EBranchformerConfig(conv_kernel=5, cgmlp_dim=32,
+                                                           causal=causal, **conf)).eval()
     return TransformerEncoder(8, TransformerConfig(**conf)).eval()
 
 
-@pytest.mark.parametrize("kind", ["conformer", "transformer"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("pos_chunk", [0, 1, 2, 3])
 def test_no_output_reads_a_later_chunk(kind, pos_chunk):
     """Changing the frames after chunk k leaves every output of chunks <= k as it was."""
@@ -49,10 +55,11 @@ def test_no_output_reads_a_later_chunk(kind, pos_chunk):
         assert (a[:, end:] - b[:, end:]).abs().max() > 1e-3
 
 
-def test_a_centred_convolution_reads_ahead():
-    """Without ``causal`` the Conformer's convolution reads kernel // 2 frames past the chunk:
-    chunked attention alone does not make it stream."""
-    enc = encoder("conformer", chunk=4, causal=False)
+@pytest.mark.parametrize("kind", ["conformer", "ebranchformer"])
+def test_a_centred_convolution_reads_ahead(kind):
+    """Without ``causal`` the Conformer's (E-Branchformer's) convolutions read kernel // 2
+    frames past the chunk: chunked attention alone does not make it stream."""
+    enc = encoder(kind, chunk=4, causal=False)
     x = torch.randn(1, 16, 8)
     y = x.clone()
     y[:, 4:] += 5.0
@@ -61,7 +68,7 @@ def test_a_centred_convolution_reads_ahead():
     assert (a[:, :4] - b[:, :4]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("kind", ["conformer", "transformer"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_left_context_is_bounded(kind):
     """With 1 chunk of left context and 2 layers, frames more than 2 chunks back are never
     read (the context grows by a chunk per layer) - here by the last chunk."""
@@ -76,7 +83,7 @@ def test_left_context_is_bounded(kind):
     assert (a[:, 3:6] - b[:, 3:6]).abs().max() > 1e-3  # chunk 1 reads chunk 0
 
 
-@pytest.mark.parametrize("kind", ["conformer", "transformer"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_padding_invariance_with_chunks(kind):
     enc = encoder(kind, chunk=3, left=1)
     x = torch.randn(3, 20, 8)

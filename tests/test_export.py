@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(not importlib.util.find_spec("onnxruntime"),
 trained = test_transcribe.trained  # the trained tiny Conformer (trained once per session)
 VARIANTS = [("lstm", {}), ("lstm", {"impl": "packed"}), ("lstm", {"bidirectional": False}),
             ("gru", {}), ("conformer", {}), ("transformer", {}),
-            ("transformer", {"pos_enc": "abs"})]
+            ("transformer", {"pos_enc": "abs"}), ("ebranchformer", {})]
 RNN_NODE = {"lstm": "LSTM", "gru": "GRU"}
 
 

@@ -15,7 +15,7 @@ from ctcasr.config import FrontendConfig, ModelConfig, RNNConfig
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
 
-ENCODERS = ["lstm", "gru", "conformer", "transformer"]
+ENCODERS = ["lstm", "gru", "conformer", "transformer", "ebranchformer"]
 
 
 def model(encoder: str, layers=(1, 2), condition=False, num_layers=3, seed=0):

@@ -3,7 +3,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctcasr.config import Config, ConformerConfig, ModelConfig, RNNConfig, TransformerConfig
+from ctcasr.config import (
+    Config,
+    ConformerConfig,
+    EBranchformerConfig,
+    ModelConfig,
+    RNNConfig,
+    TransformerConfig,
+)
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model, transformer
 from ctcasr.models.ctc import ctc_loss
@@ -40,6 +47,8 @@ def encoder_conf(encoder: str, variant: str = "", dropout: float = 0.3, size: in
                 attention_dropout=dropout, pos_enc=variant or "rotary")
     if encoder == "conformer":
         return ConformerConfig(conv_kernel=5, **conf)
+    if encoder == "ebranchformer":
+        return EBranchformerConfig(conv_kernel=5, cgmlp_dim=2 * size, **conf)
     return TransformerConfig(**conf)
 
 
@@ -58,9 +67,11 @@ def model_for(encoder: str, variant: str = "", subsampling: int = 4, init: str =
 VARIANTS = [
     ("lstm", "reverse"), ("lstm", "packed"), ("gru", "reverse"), ("gru", "packed"),
     ("conformer", "rotary"), ("conformer", "abs"), ("conformer", "none"),
-    ("transformer", "rotary"), ("transformer", "abs"),
+    ("transformer", "rotary"), ("transformer", "abs"), ("ebranchformer", "rotary"),
+    ("ebranchformer", "abs"),
 ]
-ATTENTION_VARIANTS = [v for v in VARIANTS if v[0] in ("conformer", "transformer")]
+ATTENTION = ("conformer", "transformer", "ebranchformer")
+ATTENTION_VARIANTS = [v for v in VARIANTS if v[0] in ATTENTION]
 
 
 @pytest.mark.parametrize("encoder,variant", VARIANTS)
@@ -91,7 +102,7 @@ def test_encoder_output_is_zero_at_padding(encoder, variant):
     assert (y[1, 12:] == 0).all() and (y[2, 1:] == 0).all() and (y[0] != 0).any(-1).all()
 
 
-@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+@pytest.mark.parametrize("encoder", ATTENTION)
 def test_attention_encoders_ignore_non_finite_padding(encoder):
     """inf / NaN in padded frames cannot leak through ``attention @ values`` (0 * NaN = NaN)."""
     enc = model_for(encoder, subsampling=1).encoder
@@ -143,7 +154,7 @@ def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
     assert low.dtype == torch.float32 and torch.allclose(low, ref, atol=0.1)
 
 
-@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+@pytest.mark.parametrize("encoder", ATTENTION)
 def test_cpu_attention_runs_in_fp32_under_autocast_and_in_bf16(encoder, monkeypatch):
     """The guard against the bf16 kernel above, checkable on any CPU: what reaches
     ``scaled_dot_product_attention`` on the CPU is fp32, under autocast or in a bf16 model."""
@@ -179,7 +190,7 @@ def test_rotary_scores_depend_on_offset_only():
     assert not torch.allclose(scores.diagonal(0)[0], scores.diagonal(1)[0])
 
 
-@pytest.mark.parametrize("encoder", ["lstm", "gru", "conformer", "transformer"])
+@pytest.mark.parametrize("encoder", ["lstm", "gru", *ATTENTION])
 def test_overfits_one_small_batch(encoder):
     """A tiny model learns a fixed random batch: the CTC loss goes to about zero (from ~8).
 
@@ -212,10 +223,14 @@ def test_overfits_one_small_batch(encoder):
         ({"pos_enc": "relative"}, "model.encoder_conf.pos_enc: unknown 'relative'"),
         ({"conv_kernel": 4}, "model.encoder_conf.conv_kernel: must be odd"),
         ({"kernel": 3}, "unknown config key model.encoder_conf.kernel"),
+        ({"cgmlp_dim": 7}, "model.encoder_conf.cgmlp_dim: must be even"),
+        ({"merge_kernel": 2}, "model.encoder_conf.merge_kernel: must be odd"),
     ],
 )
-@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+@pytest.mark.parametrize("encoder", ATTENTION)
 def test_attention_config_rejects_bad_values(encoder, conf, key):
+    if encoder != "ebranchformer" and ("cgmlp_dim" in conf or "merge_kernel" in conf):
+        key = f"unknown config key model.encoder_conf.{next(iter(conf))}"
     if encoder == "transformer" and "conv_kernel" in conf:
         key = "unknown config key model.encoder_conf.conv_kernel"
     with pytest.raises(CtcasrError, match=key):

@@ -58,6 +58,7 @@ CASES = {
                       {"num_layers": 3}),
     "conformer": ("conformer", {}, {}),
     "transformer": ("transformer", {}, {}),
+    "ebranchformer": ("ebranchformer", {}, {}),
 }
 
 

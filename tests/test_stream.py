@@ -50,11 +50,13 @@ def checkpoints(tmp_path_factory):
                                                "inter_ctc_condition": True}),
         "conformer-dynamic": make_checkpoint(d / "dyn.pt", "conformer", causal=True,
                                              dynamic_chunk=True, conv_kernel=5),
+        "ebranchformer": make_checkpoint(d / "eb.pt", "ebranchformer", causal=True,
+                                         chunk_size=4, left_chunks=2),
     }
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "lstm-sc", "conformer", "transformer-abs",
-                                  "conformer-dynamic"])
+                                  "conformer-dynamic", "ebranchformer"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_stream_equals_one_shot(checkpoints, name, seed):
     asr = ctcasr.load(checkpoints[name])

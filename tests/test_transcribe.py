@@ -43,6 +43,8 @@ ENCODER_CONF = {
                   "dropout": 0.0},
     "transformer": {"d_model": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64,
                     "dropout": 0.0},
+    "ebranchformer": {"d_model": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64,
+                      "cgmlp_dim": 64, "conv_kernel": 5, "dropout": 0.0},
     "lstm": {"hidden_size": 32, "num_layers": 2, "dropout": 0.0},
     "gru": {"hidden_size": 32, "num_layers": 2, "dropout": 0.0},
 }

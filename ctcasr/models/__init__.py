@@ -18,6 +18,7 @@ from ctcasr.config import ENCODER_CONFIGS
 from ctcasr.errors import CtcasrError
 from ctcasr.models.conformer import ConformerEncoder
 from ctcasr.models.ctc import CTCModel, GlobalCMVN
+from ctcasr.models.ebranchformer import EBranchformerEncoder
 from ctcasr.models.frontend import Conv2dSubsampling
 from ctcasr.models.init import init_weights
 from ctcasr.models.rnn import RNNEncoder
@@ -33,6 +34,7 @@ ENCODERS: dict[str, Callable[[int, Any], nn.Module]] = {
     "gru": lambda d, c: RNNEncoder("gru", d, c),
     "conformer": ConformerEncoder,
     "transformer": TransformerEncoder,
+    "ebranchformer": EBranchformerEncoder,
 }
 assert set(ENCODERS) == set(ENCODER_CONFIGS)
 
@@ -51,7 +53,7 @@ def build_model(
 
 def set_chunking(model: CTCModel, chunk_size: int, left_chunks: int = -1) -> None:
     """Decode ``model`` with chunked attention (``chunk_size`` output frames; 0: full context),
-    as a streaming Conformer / Transformer would see the audio."""
+    as a streaming Conformer / Transformer / E-Branchformer would see the audio."""
     if not hasattr(model.encoder, "set_chunking"):
         raise CtcasrError(f"--chunk-size: the {type(model.encoder).__name__} has no attention "
                           "to chunk (a Conformer or Transformer has)")

@@ -32,6 +32,29 @@ from ctcasr.models.transformer import (
 )
 
 
+class DepthwiseConv(nn.Conv1d):
+    """Depthwise convolution over time, ``forward(x [B,T,C], ctx) -> [B,T,C]``, that reads
+    zeros past the end of each utterance (its padded frames are zeroed first: the layers before
+    may have made them non-zero) and, streaming (``ctx.cache``), the last ``kernel - 1`` frames
+    of the chunks before. ``causal``: only past frames (``right`` = 0), as streaming needs."""
+
+    def __init__(self, channels: int, kernel: int, causal: bool) -> None:
+        super().__init__(channels, channels, kernel, groups=channels)
+        self.left = kernel - 1 if causal else kernel // 2
+        self.right = kernel - 1 - self.left
+
+    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:  # type: ignore[override]
+        x = x.masked_fill(ctx.pad.unsqueeze(-1), 0.0)
+        if ctx.cache is not None:  # streaming (causal): the frames before this chunk
+            before = ctx.cache.get(self)
+            if before is None:
+                before = x.new_zeros(x.shape[0], self.left, x.shape[2])
+            x = torch.cat([before, x], dim=1)
+            ctx.cache[self] = x[:, x.shape[1] - self.left :]
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(F.pad(x.transpose(1, 2), (self.left, self.right))).transpose(1, 2)
+
+
 class ConvModule(nn.Module):
     """Pointwise conv (D -> 2D) -> GLU -> depthwise conv -> LayerNorm -> Swish -> pointwise conv.
 
@@ -43,23 +66,12 @@ class ConvModule(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.pointwise_in = nn.Linear(d, 2 * d)
-        self.left = cfg.conv_kernel - 1 if cfg.causal else cfg.conv_kernel // 2
-        self.right = cfg.conv_kernel - 1 - self.left
-        self.depthwise = nn.Conv1d(d, d, cfg.conv_kernel, groups=d)
+        self.depthwise = DepthwiseConv(d, cfg.conv_kernel, cfg.causal)
         self.norm = nn.LayerNorm(d)
         self.pointwise_out = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        x = F.glu(self.pointwise_in(x), dim=-1).masked_fill(ctx.pad.unsqueeze(-1), 0.0)
-        if ctx.cache is not None:  # streaming (causal): the frames before this chunk
-            before = ctx.cache.get(self)
-            if before is None:
-                before = x.new_zeros(x.shape[0], self.left, x.shape[2])
-            x = torch.cat([before, x], dim=1)
-            ctx.cache[self] = x[:, x.shape[1] - self.left :]
-            return self.pointwise_out(F.silu(self.norm(
-                self.depthwise(x.transpose(1, 2)).transpose(1, 2))))
-        x = self.depthwise(F.pad(x.transpose(1, 2), (self.left, self.right))).transpose(1, 2)
+        x = self.depthwise(F.glu(self.pointwise_in(x), dim=-1), ctx)
         return self.pointwise_out(F.silu(self.norm(x)))
 
 

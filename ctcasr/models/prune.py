@@ -58,10 +58,10 @@ def prune(state: dict[str, Tensor], cfg: ModelConfig, sparsity: float) -> Pruned
     kept_count(1, sparsity)  # (checks the range)
     if cfg.encoder in GATES:
         return _prune_rnn(state, cfg, sparsity)
-    if cfg.encoder in ("conformer", "transformer"):
+    if cfg.encoder in ("conformer", "transformer", "ebranchformer"):
         return _prune_ffn(state, sparsity)
-    raise CtcasrError(f"prune: cannot prune a {cfg.encoder} encoder (lstm, gru, conformer or "
-                      "transformer can)")
+    raise CtcasrError(f"prune: cannot prune a {cfg.encoder} encoder (lstm, gru, conformer, "
+                      "transformer or ebranchformer can)")
 
 
 def _sq(t: Tensor, dim: int) -> Tensor:
