@@ -226,6 +226,9 @@ def tune_lm(
     unk_penalties: Annotated[str, typer.Option("--unk-penalties", help="Penalties for words "
                                                "the LM does not know (-inf: only its "
                                                "words).")] = "0 -5 -inf",
+    widen: Annotated[int, typer.Option("--widen", help="When the best weight or bonus is at "
+                                       "the grid's edge, try one more step past it, up to N "
+                                       "times (0: the grid only).")] = 2,
     vocab: VocabOpt = None,
     device: DeviceOpt = "cpu",
     max_frames: Annotated[int, typer.Option("--max-frames", help="Padded feature frames per "
@@ -245,7 +248,7 @@ def tune_lm(
                                                  (unk_penalties, "--unk-penalties"))]
     asr = _manifest_transcriber(checkpoint, device, max_frames)
     settings, grid, best = run_tune(asr, valid, str(lm), beam, *grids,
-                                    vocab=str(vocab) if vocab else None)
+                                    vocab=str(vocab) if vocab else None, widen=widen)
     out = out or checkpoint
     ckpt = load_checkpoint(checkpoint)
     save_checkpoint({**ckpt, "decoding": settings.state_dict()}, out)

@@ -37,7 +37,7 @@ def tuned(tmp_path_factory):
         assert r.returncode == 0, r.stderr
     r = subprocess.run([*cmd, "tune-lm", tmp / "exp" / "model.pt", "--valid", corpus, "--lm",
                         tmp / "lm", "--beam-size", "4", "--lm-weights", "0.2,1.5",
-                        "--word-bonuses", "0 2", "--unk-penalties=-inf 0", "-o",
+                        "--word-bonuses", "0 2", "--unk-penalties=-inf 0", "--widen", "0", "-o",
                         tmp / "exp" / "tuned.pt"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return tmp, corpus
@@ -58,6 +58,46 @@ def test_the_grid_is_scored_and_its_best_point_is_stored_with_the_lm(tuned):
     assert (tmp / "exp" / "lm_tuning.txt").read_text() == \
         f"LM weight {best[0]:g}, word bonus {best[1]:g}, unk penalty {best[2]:g} (best on valid)\n"
     assert "decoding" not in load_checkpoint(tmp / "exp" / "model.pt")  # -o: a new file
+
+
+def test_widened_values():
+    from ctcasr.infer.manifest import widened
+
+    assert widened([0.3, 0.5, 0.8], 0.8, floor=0.0) == pytest.approx([1.1])
+    assert widened([0.3, 0.5, 0.8], 0.5, floor=0.0) == []
+    assert widened([0.3, 0.5, 0.8], 0.3, floor=0.0) == pytest.approx([0.1])
+    assert widened([0.2, 1.5], 0.2, floor=0.0) == [0.0]  # the step would go below 0
+    assert widened([0.0, 0.5], 0.0, floor=0.0) == []
+    assert widened([0, 1, 2], 0) == [-1]  # bonuses may go below 0
+    assert widened([2], 2) == []
+
+
+def test_a_best_point_on_the_edge_widens_the_grid(tuned, tmp_path):
+    """Weights 0 and 0.01 (next to nothing): the tiny model's best weight is at the upper edge
+    unless the LM does not matter; the grid grows past it, and the choice is the best of all."""
+    tmp, corpus = tuned
+    out = tmp_path / "w" / "tuned.pt"
+    out.parent.mkdir()
+    r = subprocess.run([sys.executable, "-m", "ctcasr", "tune-lm", tmp / "exp" / "model.pt",
+                        "--valid", corpus, "--lm", tmp / "lm", "--beam-size", "4",
+                        "--lm-weights", "0 2", "--word-bonuses", "-4 -3",
+                        "--unk-penalties=0", "--widen", "2", "-o", out],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [x.split("\t") for x in (out.parent / "lm_tuning.tsv").read_text().splitlines()[1:]]
+    points = [(float(w), float(b)) for w, b, *_ in rows]
+    assert points[:4] == [(0, -4), (0, -3), (2, -4), (2, -3)]
+    assert len(points) == len(set(points))  # no point decoded twice
+    first = min(rows[:4], key=lambda x: (float(x[3]), float(x[4])))
+    w, b = float(first[0]), float(first[1])
+    grew = points[4:]
+    # the bonus is always on an edge: it grew past it; the weight grew past 2 if 2 was best,
+    # never below 0
+    assert any(p[1] == (-2 if b == -3 else -5) for p in grew)
+    assert any(p[0] == 4 for p in grew) if w == 2 else all(p[0] in (0, 2) for p in grew)
+    best = min(rows, key=lambda x: (float(x[3]), float(x[4])))
+    carried = load_checkpoint(out)["decoding"]
+    assert (carried["lm_weight"], carried["word_bonus"]) == (float(best[0]), float(best[1]))
 
 
 def test_decode_starts_from_the_carried_settings(tuned, tmp_path, capsys, monkeypatch):

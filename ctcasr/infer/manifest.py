@@ -82,14 +82,30 @@ class GridPoint:
                 f"{self.unk_penalty:g}")
 
 
+def widened(values: list[float], best: float, floor: float | None = None) -> list[float]:
+    """One more value past the edge of ``values`` that ``best`` sits on (the grid's last step
+    again; never below ``floor``), or none: ``best`` inside, or fewer than two values."""
+    v = sorted(set(values))
+    if len(v) < 2:
+        return []
+    if best == v[-1]:
+        return [v[-1] + (v[-1] - v[-2])]
+    if best == v[0]:
+        lower = v[0] - (v[1] - v[0])
+        return [lower] if floor is None or lower >= floor else ([floor] if v[0] > floor else [])
+    return []
+
+
 @torch.no_grad()
 def tune_lm(asr: Transcriber, valid: Path, lm: str, beam: int, weights: list[float],
-            bonuses: list[float], penalties: list[float], vocab: str | None = None
-            ) -> tuple[DecodeSettings, list[GridPoint], GridPoint]:
+            bonuses: list[float], penalties: list[float], vocab: str | None = None,
+            widen: int = 2) -> tuple[DecodeSettings, list[GridPoint], GridPoint]:
     """Beam ``beam`` + ``lm`` at every (weight, bonus, penalty) on ``valid``: the settings of
     the point with the lowest WER (ties: CER, then the grid's order), every point with its WER
-    / CER (grid order), and the best point. The validation set goes through the model once;
-    each batch's log-probs are decoded by every point of the grid."""
+    / CER (grid order), and the best point. Each pass sends the validation set through the
+    model once and decodes each batch's log-probs at every point. When the best weight or bonus
+    lies on the grid's edge (a better one may lie beyond), the grid grows one step past that
+    edge (weights never below 0) and the new points are decoded, up to ``widen`` times."""
     from ctcasr.lm import NGramLM, read_vocab
 
     utts = [u for u in read_manifest(valid) if u.text]
@@ -97,7 +113,32 @@ def tune_lm(asr: Transcriber, valid: Path, lm: str, beam: int, weights: list[flo
         raise CtcasrError(f"{valid}: no transcribed utterances to tune on")
     base = DecodeOptions(beam=beam, lm=NGramLM.read_arpa(lm),
                          vocab=read_vocab(vocab) if vocab else None)
-    grid = [GridPoint(w, b, u) for w, b, u in itertools.product(weights, bonuses, penalties)]
+    grid: list[GridPoint] = []
+    todo = [GridPoint(w, b, u) for w, b, u in itertools.product(weights, bonuses, penalties)]
+    for _ in range(widen + 1):
+        _score_points(asr, utts, base, todo)
+        grid += todo
+        best = min(grid, key=lambda p: (p.wer, p.cer))
+        more_w = widened(weights, best.lm_weight, floor=0.0)
+        more_b = widened(bonuses, best.word_bonus)
+        if not more_w and not more_b:
+            break
+        weights, bonuses = weights + more_w, bonuses + more_b
+        seen = {(p.lm_weight, p.word_bonus, p.unk_penalty) for p in grid}
+        todo = [GridPoint(w, b, u) for w, b, u in itertools.product(weights, bonuses, penalties)
+                if (w, b, u) not in seen]
+    i = min(range(len(grid)), key=lambda k: (grid[k].wer, grid[k].cer, k))
+    p = grid[i]
+    note = f"beam {beam} + LM tuned on {valid.name} (WER {p.wer:.2f} %)"
+    options = replace(base, lm_weight=p.lm_weight, word_bonus=p.word_bonus,
+                      unk_penalty=p.unk_penalty)
+    return DecodeSettings("beam", options, note), grid, p
+
+
+def _score_points(asr: Transcriber, utts: list[Utterance], base: DecodeOptions,
+                  grid: list[GridPoint]) -> None:
+    """Each point's WER / CER on ``utts``: one pass through the model, every point decoding
+    each batch's log-probs."""
     options = [replace(base, lm_weight=p.lm_weight, word_bonus=p.word_bonus,
                        unk_penalty=p.unk_penalty) for p in grid]
     decoders = [make_decoder("beam", o, asr.tokenizer) for o in options]
@@ -113,6 +154,3 @@ def tune_lm(asr: Transcriber, valid: Path, lm: str, beam: int, weights: list[flo
     for p, h in zip(grid, hyps, strict=True):
         s = score(refs, h)[0]
         p.wer, p.cer = s.wer, s.cer
-    i = min(range(len(grid)), key=lambda k: (grid[k].wer, grid[k].cer, k))
-    note = f"beam {beam} + LM tuned on {valid.name} (WER {grid[i].wer:.2f} %)"
-    return DecodeSettings("beam", options[i], note), grid, grid[i]
