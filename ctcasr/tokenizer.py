@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,13 @@ BLANK_ID = 0
 BLANK = "<blank>"
 SPACE = "▁"  # how the character tokenizer shows the word boundary (as SentencePiece does)
 log = logging.getLogger("ctcasr.tokenizer")
+_MARKED = re.compile(r"^(.+)\((\d+)\)$")  # word(N): the word's N-th pronunciation (CMUdict's way)
+
+
+def variant_of(word: str) -> tuple[str, int]:
+    """``the(2)`` -> ``("the", 1)`` (the variant from 0); a bare word -> ``(word, 0)``."""
+    m = _MARKED.match(word)
+    return (m.group(1), int(m.group(2)) - 1) if m else (word, 0)
 
 
 class Tokenizer(ABC):
@@ -205,9 +213,11 @@ class PhoneTokenizer(Tokenizer):
     default, 39 phones). Each phone is two tokens, ``▁AH`` where a word begins and ``AH`` inside
     one (Kaldi's word-position-dependent phones, with two positions instead of four), so that
     greedy output, word times and the LM search all see where words begin. A word with several
-    pronunciations is trained with the lexicon's first. ``decode`` gives phones (``HH AH L OW
-    W ER L D``): scored against :meth:`reference`, its WER is the phone error rate; words come
-    from the beam search with an LM, over the lexicon (:mod:`ctcasr.decode.beam`)."""
+    pronunciations is trained with the lexicon's first, unless the transcript names another as
+    CMUdict does, ``the(2)`` (``ctcasr realign`` writes such transcripts). ``decode`` gives
+    phones (``HH AH L OW W ER L D``): scored against :meth:`reference`, its WER is the phone
+    error rate; words come from the beam search with an LM, over the lexicon
+    (:mod:`ctcasr.decode.beam`)."""
 
     def __init__(self, lexicon: Lexicon) -> None:
         self.lexicon = lexicon
@@ -233,7 +243,12 @@ class PhoneTokenizer(Tokenizer):
 
     def pronunciation(self, word: str) -> tuple[str, ...]:
         if word not in self._prons:
-            self._prons[word] = self.lexicon.pronounce(word)[0]
+            base, k = variant_of(word)
+            prons = self.lexicon.pronounce(base)
+            if k >= len(prons) or k < 0:
+                raise ValueError(f"{word!r}: {self.lexicon.name} has {len(prons)} "
+                                 f"pronunciation(s) of {base!r}")
+            self._prons[word] = prons[k]
         return self._prons[word]
 
     def encode(self, text: str) -> list[int]:

@@ -8,7 +8,8 @@
 #                          [--beam 32] [--lm-weights "0.3 0.5 0.8"] [--word-bonuses "0 1 2"]
 #                          [--unk-penalties "0 -5 -inf"] [--chunk-sizes "4 8 16"] [--left-chunks -1]
 #                          [--seed N] [--train-opts "KEY=VALUE ..."] [--init CKPT]
-#                          [--prune "0.25 0.5"] [--prune-epochs 5] [--stage N] [--stop-stage N]
+#                          [--prune "0.25 0.5"] [--prune-epochs 5] [--realign true]
+#                          [--train-manifest FILE] [--stage N] [--stop-stage N]
 #
 # Stages: 1 prepare (ctcasr import-kaldi of train/ and test/, text normalisation, a validation
 # set of 8 whole training speakers, 4 children and 4 adults; --extra arctic, the default, adds all of CMU ARCTIC, one US-English voice, 1.23 h,
@@ -19,12 +20,18 @@
 # falls: measured in docs/experiments.md), 5 LM (3-gram on the training
 # transcripts only), 6 decode: greedy, beam, beam + LM with weight / bonus / OOV penalty chosen on
 # valid (-inf = only words of the training text, as a lexicon decoder), 7 report by speaker
-# (overall, children, adults, median and 90th-percentile speaker), 8 pruning (with --prune).
+# (overall, children, adults, median and 90th-percentile speaker), 8 pruning (with --prune),
+# 9 pronunciations realigned (with --realign true).
 # --init CKPT: training starts from CKPT's weights (ctcasr train --init, its tokenizer kept).
 # --prune "S ...": stage 8, for each sparsity S, `ctcasr prune` of EXP/model.pt (S of every
 # layer's LSTM units, or of a Conformer's feed-forward channels, out by weight norm), fine-tuned
 # for --prune-epochs by this recipe (stages 3-7, --init, the smaller size as a --train-opts
 # override) into EXP_pruneP (P: S in percent), ending in its report (docs/inference.md).
+# --realign true: stage 9, a phone model only: `ctcasr realign` of EXP/model.pt chooses, for
+# each training word token with several CMUdict pronunciations, the one the audio supports
+# (written as the(2), ...) into DATA/TRAIN_realigned_NAME.jsonl; the recipe then trains again
+# from scratch on it (stages 3-7, --train-manifest) into EXP_realigned (docs/training.md).
+# --train-manifest FILE: train on FILE instead of the prepared training manifest.
 # --chunk-sizes "N ...": a streaming model (conf/conformer_chunked_phone.yaml) is also decoded on
 # test with attention in chunks of N output frames (ctcasr decode --chunk-size; --left-chunks of
 # left context, -1 all), greedy, beam and beam + LM at the settings valid chose with full context.
@@ -53,8 +60,10 @@ train_opts=""
 init=""
 prune=""
 prune_epochs=5
+realign=false
+train_manifest=""
 stage=1
-stop_stage=8
+stop_stage=9
 . "$root/egs/common/parse_options.sh"
 cd "$here"
 corpus=${corpus:-download}
@@ -63,6 +72,8 @@ case "$extra" in arctic|none) ;; *) echo "error: --extra must be arctic or none,
 data=data
 train=$data/train.jsonl
 [ "$extra" = arctic ] && train=$data/train_arctic.jsonl
+prepared=$train
+train=${train_manifest:-$train}
 name=$(basename "$config" .yaml)
 exp=exp/${exp:-$name}
 tokenizer=$data/tokenizer_$name.json
@@ -111,4 +122,15 @@ if [ -n "$prune" ] && runs 8; then
       --word-bonuses "$word_bonuses" --unk-penalties "$unk_penalties" \
       ${seed:+--seed "$seed"} --stage 3 --stop-stage 7
   done
+fi
+if [ "$realign" = true ] && runs 9; then
+  realigned=$data/$(basename "$prepared" .jsonl)_realigned_$name.jsonl
+  echo "== stage 9: pronunciations chosen by $exp/model.pt -> $realigned, then trained again" \
+    "into ${exp}_realigned"
+  ctcasr realign "$exp/model.pt" "$prepared" -o "$realigned"
+  "$here/run.sh" --config "$config" --extra "$extra" --exp "$(basename "$exp")_realigned" \
+    --train-manifest "$realigned" --train-opts "$train_opts" \
+    --average "$average" --select "$select" --beam "$beam" --lm-weights "$lm_weights" \
+    --word-bonuses "$word_bonuses" --unk-penalties "$unk_penalties" \
+    ${seed:+--seed "$seed"} --stage 3 --stop-stage 7
 fi
