@@ -281,6 +281,10 @@ def transcribe(
     json_lines: Annotated[bool, typer.Option("--json", help="Print JSON lines with word "
                                              "times and confidences instead of "
                                              "path<TAB>text.")] = False,
+    snap: Annotated[bool, typer.Option("--snap", help="--json: move word edges to the "
+                                       "pauses in the audio, as `ctcasr align` does (a CTC "
+                                       "model's word ends where its last unit fires).")]
+    = False,
     decoder: DecoderOpt = None,
     beam: BeamOpt = None,
     topk: TopkOpt = None,
@@ -321,8 +325,10 @@ def transcribe(
         decoder, lm, vocab, beam=beam, topk=topk, prune=prune, beam_prune=beam_prune,
         lm_weight=lm_weight, word_bonus=word_bonus, unk_penalty=unk_penalty,
         hotwords=hotword_list(hotwords, hotword_boost))
+    from ctcasr.decode.pauses import Snap
+
     asr = Transcriber(engine, settings, json_lines, chunk_seconds, overlap_seconds,
-                      batch_seconds)
+                      batch_seconds, snap=Snap() if snap else None)
     failed = 0
 
     def report(e: CtcasrError) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_transcribe import trained  # noqa: F401 (a fixture)
 
 from ctcasr.decode.align import AlignedWord, Span
 from ctcasr.decode.pauses import Snap, frame_db, pauses, snap
@@ -94,3 +95,41 @@ def test_a_word_inside_a_pause_keeps_its_span():
     wave = audio((0.2, 0), (0.4, 0.5), (0.6, 0))
     got = snap([word("one", 0.3, 0.5), word("two", 0.8, 1.0)], frame_db(wave, SR))
     assert edges(got) == [(0.2, 0.6), (0.8, 1.0)]
+
+
+def test_transcribe_snaps_recognised_words_to_the_pauses(trained, tmp_path):  # noqa: F811
+    """``ctcasr transcribe --json --snap``: the tiny trained model's words on its own training
+    utterances (tone words between digital silences), each edge within a level frame of
+    where its tone starts and stops; without --snap the edges are the model's frames."""
+    import json
+
+    import soundfile as sf
+    from test_transcribe import SR as MODEL_SR
+    from test_transcribe import run, utterance
+
+    from ctcasr.decode.pauses import HOP_S
+
+    model = trained
+    rng = np.random.default_rng(0)
+    files, truth = [], []
+    for k in range(4):
+        wave, text = utterance(rng, seed=k)  # make_checkpoint's first training utterances
+        path = tmp_path / f"u{k}.wav"
+        sf.write(path, wave, MODEL_SR)
+        files.append(path)
+        loud = np.flatnonzero(np.diff(np.concatenate([[0], wave != 0, [0]]).astype(int)))
+        truth.append([(a / MODEL_SR, b / MODEL_SR) for a, b in zip(loud[::2], loud[1::2],
+                                                                   strict=True)])
+        assert len(truth[-1]) == len(text.split())
+    for snapped in (True, False):
+        r = run("transcribe", model, *files, "--json", *(["--snap"] if snapped else []))
+        assert r.returncode == 0, r.stderr
+        got = [[(w["start"], w["end"]) for w in json.loads(x)["words"]]
+               for x in r.stdout.splitlines()]
+        assert [len(g) for g in got] == [len(t) for t in truth]
+        worst = max(max(abs(a - c), abs(b - d)) for g, t in zip(got, truth, strict=True)
+                    for (a, b), (c, d) in zip(g, t, strict=True))
+        if snapped:
+            assert worst <= HOP_S + 0.002, got
+        else:  # the model's frames (40 ms each): its spans are not the tones' edges
+            assert worst > 2 * HOP_S, got

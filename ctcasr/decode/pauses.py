@@ -73,30 +73,38 @@ def pauses(db: torch.Tensor, how: Snap = Snap(), hop_s: float = HOP_S) -> list[t
 def snap(words: list[AlignedWord], db: torch.Tensor, how: Snap = Snap(),
          hop_s: float = HOP_S) -> list[AlignedWord]:
     """``words`` (in time order, as aligned) with their edges moved to the pauses of ``db``
-    (module doc); a word's first unit starts and its last unit ends with it. A word never
-    shrinks to nothing: an edge stays at least one level frame inside the word's own span."""
+    (module doc); a word's first unit starts and its last unit ends with it."""
+    spans = snap_spans([(w.start, w.end) for w in words], db, how, hop_s)
+    return [w if s is None else _moved(w, *s) for w, s in zip(words, spans, strict=True)]
+
+
+def snap_spans(spans: list[tuple[float, float]], db: torch.Tensor, how: Snap = Snap(),
+               hop_s: float = HOP_S) -> list[tuple[float, float] | None]:
+    """Each ``(start, end)`` (seconds, in time order) moved to the pauses of ``db`` (module
+    doc), or None where it stays as it is. A span never shrinks to nothing: an edge stays at
+    least one level frame inside its own span; one inside a pause stays."""
     found = pauses(db, how, hop_s)
-    if not words or not found:
-        return words
+    if not spans or not found:
+        return [None] * len(spans)
     frames = len(db)
-    start = [min(round(w.start / hop_s), frames) for w in words]
-    end = [min(max(round(w.end / hop_s), s + 1), frames) for w, s in zip(words, start,
-                                                                         strict=True)]
+    start = [min(round(a / hop_s), frames) for a, _ in spans]
+    end = [min(max(round(b / hop_s), s + 1), frames) for (_, b), s in zip(spans, start,
+                                                                          strict=True)]
     new_start, new_end = list(start), list(end)
     firsts, lasts = [a for a, _ in found], [b for _, b in found]  # both ascending
-    for i in range(len(words) + 1):  # the gap before word i (i = len: after the last)
+    for i in range(len(spans) + 1):  # the gap before span i (i = len: after the last)
         lo = end[i - 1] if i else 0
-        hi = start[i] if i < len(words) else frames
+        hi = start[i] if i < len(spans) else frames
         inside = found[bisect_left(lasts, lo) : bisect_right(firsts, hi)]  # touching [lo, hi]
         if inside:
             if i:
                 new_end[i - 1] = max(inside[0][0], start[i - 1] + 1)
-            if i < len(words):
+            if i < len(spans):
                 new_start[i] = min(inside[-1][1], end[i] - 1)
-        elif 0 < i < len(words):
+        elif 0 < i < len(spans):
             new_end[i - 1] = max(hi, new_end[i - 1])
-    return [w if a >= b else _moved(w, a * hop_s, b * hop_s)  # (a word inside a pause: as is)
-            for w, a, b in zip(words, new_start, new_end, strict=True)]
+    return [None if a >= b else (a * hop_s, b * hop_s)  # (a span inside a pause: as is)
+            for a, b in zip(new_start, new_end, strict=True)]
 
 
 def _moved(w: AlignedWord, start: float, end: float) -> AlignedWord:

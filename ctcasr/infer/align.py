@@ -19,13 +19,11 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import torch
-
 from ctcasr.data.text import normalise
 from ctcasr.decode.align import AlignedWord, Find, Span, align, find
-from ctcasr.decode.pauses import HOP_S, Snap, frame_db, snap
+from ctcasr.decode.pauses import Snap, snap
 from ctcasr.errors import CtcasrError
-from ctcasr.infer.transcriber import Source, Transcriber
+from ctcasr.infer.transcriber import Source, Transcriber, level
 
 FORMATS = ("ctm", "json", "textgrid")
 
@@ -70,15 +68,6 @@ def align_sources(asr: Transcriber, items: Iterable[tuple[Source, str]],
             if on_error is None:
                 raise err from None
             on_error(err)
-
-
-def level(src: Source, sr: int, piece_s: float = 60.0) -> torch.Tensor:
-    """The source's level track (:func:`ctcasr.decode.pauses.frame_db`), read a minute at a
-    time so that an hour-long file is never in memory twice."""
-    total, hop = src.num_samples(sr), round(sr * HOP_S)
-    step = hop * max(1, round(piece_s / HOP_S))
-    return torch.cat([frame_db(src.read(sr, start, min(step, total - start)), sr)
-                      for start in range(0, total, step)] or [torch.empty(0)])
 
 
 def ctm_lines(uid: str, words: list[AlignedWord], units: bool = False) -> list[str]:

@@ -18,6 +18,10 @@ context on both sides. Each piece is decoded on its own (the beam search's LM co
 at a cut, which falls in a pause when there is one), its tokens and word times shifted to the
 file's time line and joined. Memory holds a batch of windows, never the file: it does not grow
 with the input's length (tests/test_transcribe.py checks a 10-minute file).
+
+**Word times** (``timestamps``) span each word's units' frames; with ``snap`` their edges move to
+the pauses in the audio (:mod:`ctcasr.decode.pauses`, as ``ctcasr align`` does; the level track
+is read a minute at a time).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ctcasr.data.audio import audio_duration, load_audio, to_mono
 from ctcasr.data.features import window_hop
 from ctcasr.data.sampler import BucketBatchSampler
 from ctcasr.decode import Hypothesis, make_decoder, output_text
+from ctcasr.decode.pauses import HOP_S, Snap, frame_db, snap_spans
 from ctcasr.decode.settings import DecodeSettings, hotword_list
 from ctcasr.decode.timestamps import WordTime, word_times
 from ctcasr.errors import CtcasrError
@@ -125,6 +130,7 @@ class Transcriber:
         batch_seconds: float = 120.0,
         max_batch: int = 64,
         workers: int = 0,
+        snap: Snap | None = None,
     ) -> None:
         if chunk_seconds and not 0 <= overlap_seconds < chunk_seconds / 2:
             raise CtcasrError(f"overlap ({overlap_seconds} s) must be >= 0 and less than half "
@@ -137,6 +143,7 @@ class Transcriber:
         self.text_of = output_text(self.decoder, self.tokenizer)[0]  # tokens -> text
         self.nbest = self.settings.options.nbest
         self.timestamps = timestamps
+        self.snap = snap  # word edges to the audio's pauses (with timestamps)
         self.sr = self.info.features.sample_rate
         self.out_hop = self.info.subsampling * window_hop(self.info.features)[1]  # per frame
         # 0: never in windows
@@ -182,7 +189,7 @@ class Transcriber:
         """This transcriber, decoding as ``settings`` say (the engine is shared)."""
         return Transcriber(self.engine, settings, self.timestamps, self.chunk_seconds,
                            self.overlap_seconds, self.batch_samples / self.sr, self.max_batch,
-                           self.workers)
+                           self.workers, self.snap)
 
     def stream(self, name: str = "<stream>", chunk_size: int = 0, left_chunks: int = -1,
                endpoint: Endpoint | None = None) -> Stream:
@@ -258,7 +265,8 @@ class Transcriber:
             pieces = self._decode_batch(lps, lens, 0)
             for k, piece in zip(kept, pieces, strict=True):
                 i = short[k]
-                done[i] = self._transcript(chunk[i].name, lengths[i], [piece])
+                done[i] = self._snapped(self._transcript(chunk[i].name, lengths[i], [piece]),
+                                        chunk[i])
         for i in sorted(lengths):
             if i in long:
                 try:
@@ -272,7 +280,17 @@ class Transcriber:
         pieces = []
         for cut, lp in self._windows(src, total):
             pieces += self._decode_batch(lp[None], torch.tensor([lp.shape[0]]), cut)
-        return self._transcript(src.name, total, pieces)
+        return self._snapped(self._transcript(src.name, total, pieces), src)
+
+    def _snapped(self, t: Transcript, src: Source) -> Transcript:
+        """``t`` with its word edges moved to the pauses of ``src`` (with ``snap``)."""
+        if self.snap is None or not t.words:
+            return t
+        spans = snap_spans([(w.start, w.end) for w in t.words], level(src, self.sr), self.snap)
+        for w, new in zip(t.words, spans, strict=True):
+            if new is not None:
+                w.start, w.end = new
+        return t
 
     def _windows(self, src: Source, total: int) -> Iterator[tuple[int, torch.Tensor]]:
         """A long input's log-probs piece by piece, (its first output frame, ``[n, V]``): the
@@ -348,6 +366,15 @@ class _Inline:
     @staticmethod
     def map(fn: Callable, items: Iterable) -> Iterator:
         return map(fn, items)
+
+
+def level(src: Source, sr: int, piece_s: float = 60.0) -> torch.Tensor:
+    """The source's level track (:func:`ctcasr.decode.pauses.frame_db`), read a minute at a
+    time so that an hour-long file is never in memory twice."""
+    total, hop = src.num_samples(sr), round(sr * HOP_S)
+    step = hop * max(1, round(piece_s / HOP_S))
+    return torch.cat([frame_db(src.read(sr, start, min(step, total - start)), sr)
+                      for start in range(0, total, step)] or [torch.empty(0)])
 
 
 def _read(src: Source, sr: int) -> torch.Tensor | CtcasrError:
