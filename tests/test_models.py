@@ -315,3 +315,18 @@ def test_subsampling_length_formula_matches_output(factor):
         y, y_lens = sub(torch.randn(1, t, 23), lens)
         assert y.shape == (1, y_lens.item(), 5)
     assert sub.min_input_frames == {4: 7, 6: 11, 8: 15}[factor]
+
+
+@pytest.mark.parametrize("scheme", ["default", "xavier", "kaiming"])
+def test_ebranchformer_gate_starts_open_whatever_the_scheme(scheme):
+    """The cgMLP's gate: its depthwise convolution ~0 and bias 1, so the gating unit passes
+    its other half through at the start (ESPnet's initialisation), under every init scheme."""
+    model = model_for("ebranchformer", init=scheme)
+    gates = [m.conv for m in model.modules() if type(m).__name__ == "CgMLP"]
+    assert len(gates) == 2
+    for conv in gates:
+        assert conv.weight.abs().max() < 1e-4 and torch.equal(conv.bias,
+                                                               torch.ones_like(conv.bias))
+    other = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if scheme != "default":  # the scheme did reach the other layers
+        assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in other)

@@ -45,6 +45,14 @@ class CgMLP(nn.Module):
         self.conv = DepthwiseConv(half, cfg.conv_kernel, cfg.causal)
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj_out = nn.Linear(half, cfg.d_model)
+        self.init_own()
+
+    @torch.no_grad()
+    def init_own(self) -> None:
+        """The gate starts open (the convolution ~0, its bias 1): at first the cgMLP is a plain
+        MLP, ``Linear_out(r)`` (ESPnet's initialisation of the gating unit)."""
+        nn.init.normal_(self.conv.weight, std=1e-6)
+        nn.init.ones_(self.conv.bias)
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         r, g = F.gelu(self.proj_in(x)).chunk(2, dim=-1)

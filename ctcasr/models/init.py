@@ -8,7 +8,9 @@
 With ``xavier`` and ``kaiming`` the biases of those layers are zeroed, and LSTM / GRU layers get
 ``xavier_uniform_`` input weights, orthogonal recurrent weights (one orthogonal matrix per gate)
 and zero biases. Normalisation layers keep weight 1 and bias 0, and buffers (the CMVN
-statistics) are never touched.
+statistics) are never touched. Whatever the scheme, a module with an ``init_own()`` method then
+sets its own parameters that way (a part whose start matters more than its scale: the
+E-Branchformer's gate starts open, as ESPnet's ``espnet_initialization_fn`` does).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ def init_weights(model: nn.Module, scheme: str) -> None:
     """Re-initialise ``model``'s parameters in place (draws from torch's global RNG)."""
     if scheme not in INIT_SCHEMES:
         raise CtcasrError(f"model.init: unknown {scheme!r} (choose {', '.join(INIT_SCHEMES)})")
-    if scheme == "default":
-        return
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if scheme == "default":
+            pass
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             if scheme == "xavier":
                 nn.init.xavier_uniform_(module.weight)
             else:
@@ -37,6 +39,9 @@ def init_weights(model: nn.Module, scheme: str) -> None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, (nn.LSTM, nn.GRU)):
             _init_rnn(module)
+    for module in model.modules():
+        if hasattr(module, "init_own"):
+            module.init_own()
 
 
 def _init_rnn(rnn: nn.LSTM | nn.GRU) -> None:
