@@ -58,6 +58,7 @@ def worker(args: dict) -> dict:
     import ctcasr
     from ctcasr.data.audio import load_audio
     from ctcasr.data.manifest import read_manifest
+    from ctcasr.decode import output_text
     from ctcasr.infer import Source
     from ctcasr.scoring import score
 
@@ -93,7 +94,8 @@ def worker(args: dict) -> dict:
             hyps = [t.text for t in asr.transcribe_iter(sources)]
             dt = min(dt, time.perf_counter() - t0)
         audio = sum(u.duration for u in utts)
-        s = score([" ".join(u.text for u in g) for g in groups], hyps)[0]
+        reference = output_text(asr.decoder, asr.tokenizer)[1]  # greedy phones: phone refs
+        s = score([reference(" ".join(u.text for u in g)) for g in groups], hyps)[0]
         out["manifests"][Path(m).stem] = {"rtf": dt / audio, "wer": s.wer if s else None,
                                           "audio_s": audio}
         total_s, total_audio = total_s + dt, total_audio + audio
