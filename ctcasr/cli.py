@@ -684,24 +684,14 @@ def realign(
     """Choose, for each word with several pronunciations in the lexicon, the one the audio
     supports (the model's CTC likelihood), and write the transcripts with it marked as
     CMUdict marks variants (`the(2)`): training on OUT trains those phones (docs/training.md)."""
-    import json
-    import os
-
     from ctcasr.data.manifest import read_manifest, write_manifest
+    from ctcasr.data.split import manifest_line
     from ctcasr.infer.realign import realign as run
     from ctcasr.infer.realign import summary
 
     asr = _manifest_transcriber(model, device, max_frames)
     results = list(run(asr, read_manifest(manifest)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lines = {}  # the manifest's own fields, the audio path made relative to OUT's folder
-    for x in manifest.read_text(encoding="utf-8").splitlines():
-        if x.strip():
-            d = json.loads(x)
-            lines[d["id"]] = d
-    write_manifest(out, [{**lines[r.utt.id], "text": r.text,
-                          "audio": os.path.relpath(r.utt.audio, out.parent.resolve())}
-                         for r in results])
+    write_manifest(out, ({**manifest_line(r.utt), "text": r.text} for r in results))
     for line in summary(results, asr.tokenizer):
         typer.echo(line, err=True)
     typer.echo(f"wrote {out} ({len(results)} utterances)")
