@@ -40,7 +40,13 @@ _LETTERS = [  # (spelling, phones), longest first within each start letter
     ("o", "AA"), ("p", "P"), ("q", "K"), ("r", "R"), ("s", "S"), ("t", "T"), ("u", "AH"),
     ("v", "V"), ("w", "W"), ("x", "K S"), ("y", "Y"), ("z", "Z"),
 ]
-_VARIANT = re.compile(r"\(\d+\)$")
+_VARIANT = re.compile(r"^(.+)\((\d+)\)$")  # word(N): its N-th pronunciation, as CMUdict writes it
+
+
+def variant_of(word: str) -> tuple[str, int]:
+    """``the(2)`` -> ``("the", 1)`` (the variant from 0); a bare word -> ``(word, 0)``."""
+    m = _VARIANT.match(word)
+    return (m.group(1), int(m.group(2)) - 1) if m else (word, 0)
 
 
 class Lexicon:
@@ -74,7 +80,7 @@ class Lexicon:
                 why = "no phones after the word" if not pron else \
                     f"unknown phone {bad[0]!r} (the 39 ARPAbet phones, stress digits allowed)"
                 raise CtcasrError(f"{path}:{n}: {why}: {line.strip()!r}")
-            prons = entries.setdefault(_VARIANT.sub("", word).lower(), [])
+            prons = entries.setdefault(variant_of(word)[0].lower(), [])
             if pron not in prons:
                 prons.append(pron)
         if not entries:

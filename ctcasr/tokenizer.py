@@ -13,7 +13,6 @@ import functools
 import io
 import json
 import logging
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,19 +23,12 @@ import torch
 
 from ctcasr.config import TokenizerConfig
 from ctcasr.errors import CtcasrError
-from ctcasr.lexicon import PHONES, Lexicon
+from ctcasr.lexicon import PHONES, Lexicon, variant_of
 
 BLANK_ID = 0
 BLANK = "<blank>"
 SPACE = "▁"  # how the character tokenizer shows the word boundary (as SentencePiece does)
 log = logging.getLogger("ctcasr.tokenizer")
-_MARKED = re.compile(r"^(.+)\((\d+)\)$")  # word(N): the word's N-th pronunciation (CMUdict's way)
-
-
-def variant_of(word: str) -> tuple[str, int]:
-    """``the(2)`` -> ``("the", 1)`` (the variant from 0); a bare word -> ``(word, 0)``."""
-    m = _MARKED.match(word)
-    return (m.group(1), int(m.group(2)) - 1) if m else (word, 0)
 
 
 class Tokenizer(ABC):

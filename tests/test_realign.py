@@ -15,8 +15,8 @@ from test_transcribe import SR
 
 from ctcasr.checkpoint import load_checkpoint, save_checkpoint
 from ctcasr.infer.realign import choose, marked
-from ctcasr.lexicon import Lexicon
-from ctcasr.tokenizer import PhoneTokenizer, variant_of
+from ctcasr.lexicon import Lexicon, variant_of
+from ctcasr.tokenizer import PhoneTokenizer
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from ctcasr.data.manifest import Utterance
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.manifest import source
 from ctcasr.infer.transcriber import CHUNK, Transcriber
-from ctcasr.tokenizer import BLANK_ID, PhoneTokenizer, variant_of
+from ctcasr.lexicon import variant_of
+from ctcasr.tokenizer import BLANK_ID, PhoneTokenizer
 
 
 @dataclass
