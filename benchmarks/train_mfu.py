@@ -1,7 +1,8 @@
 """How far training is from what the cores can do: model-FLOPs utilisation per encoder.
 
     .venv/bin/python benchmarks/train_mfu.py [--threads 2] [--steps 20] [--batch 4x375]
-        [--models lstm gru uni-lstm conformer transformer chunked] [--profile] [--compile]
+        [--models lstm gru uni-lstm conformer conformer-separable transformer chunked]
+        [--profile] [--compile]
 
 For each encoder at the speechocean recipe's sizes (80 mel bins, x4 conv front end, characters),
 on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feature frames;
@@ -38,15 +39,18 @@ from ctcasr.train.trainer import train_step
 VOCAB = 30
 CONFORMER = {"d_model": 144, "num_layers": 8, "num_heads": 4, "ffn_dim": 576,
              "conv_kernel": 15, "dropout": 0.1}
-MODELS = {  # name -> (encoder, front-end dim, encoder_conf, channels)
-    "lstm": ("lstm", 256, {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, 32),
-    "gru": ("gru", 256, {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, 32),
-    "uni-lstm": ("lstm", 256, {"hidden_size": 256, "num_layers": 3, "dropout": 0.2,
-                               "bidirectional": False}, 32),
-    "conformer": ("conformer", 144, CONFORMER, 144),
-    "transformer": ("transformer", 256, {"d_model": 256, "num_layers": 6, "num_heads": 4,
-                                         "ffn_dim": 1024, "dropout": 0.1}, 32),
-    "chunked": ("conformer", 144, {**CONFORMER, "causal": True, "dynamic_chunk": True}, 144),
+NARROW = {"channels": 32, "dim": 256}
+WIDE = {"channels": 144, "dim": 144}
+MODELS = {  # name -> (encoder, encoder_conf, front end: model.frontend's keys)
+    "lstm": ("lstm", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, NARROW),
+    "gru": ("gru", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, NARROW),
+    "uni-lstm": ("lstm", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2,
+                          "bidirectional": False}, NARROW),
+    "conformer": ("conformer", CONFORMER, WIDE),
+    "conformer-separable": ("conformer", CONFORMER, {**WIDE, "separable": True}),
+    "transformer": ("transformer", {"d_model": 256, "num_layers": 6, "num_heads": 4,
+                                    "ffn_dim": 1024, "dropout": 0.1}, NARROW),
+    "chunked": ("conformer", {**CONFORMER, "causal": True, "dynamic_chunk": True}, WIDE),
 }
 
 
@@ -94,9 +98,9 @@ def gemm_peak(threads: int, n: int = 2048) -> float:
 
 
 def measure(name: str, b: int, t: int, steps: int, profile: bool, compile_: bool) -> dict:
-    encoder, dim, conf, channels = MODELS[name]
-    cfg = ModelConfig(frontend=FrontendConfig(subsampling=4, channels=channels, dim=dim),
-                      encoder=encoder, encoder_conf=conf)
+    encoder, conf, frontend = MODELS[name]
+    cfg = ModelConfig(frontend=FrontendConfig(subsampling=4, **frontend), encoder=encoder,
+                      encoder_conf=conf)
     torch.manual_seed(0)
     model = build_model(cfg, 80, VOCAB, torch.zeros(80), torch.ones(80))
     if compile_:

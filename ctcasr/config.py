@@ -122,6 +122,7 @@ class FrontendConfig:
     channels: int = 64  # convolution channels
     dim: int = 256  # output dimension (0 with subsampling 1: pass features through)
     dropout: float = 0.0  # on the projected output
+    separable: bool = False  # convolutions after the first: depthwise (with the stride) + 1x1
 
     def __post_init__(self) -> None:
         if self.subsampling != 1 and self.subsampling not in SUBSAMPLING:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctcasr.errors import CtcasrError
+from ctcasr.models.dropout import Dropout
 from ctcasr.models.mask import make_pad_mask
 from ctcasr.tokenizer import BLANK_ID
 
@@ -111,7 +112,7 @@ class CTCModel(nn.Module):
         self.cmvn = cmvn
         self.frontend = frontend
         self.encoder = encoder
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.head = nn.Linear(encoder.output_dim, vocab_size)
         self.inter_layers = tuple(sorted(set(inter_layers)))
         n = getattr(encoder, "num_layers", 0)

@@ -24,6 +24,7 @@ from torch import nn
 
 from ctcasr.config import EBranchformerConfig
 from ctcasr.models.conformer import DepthwiseConv
+from ctcasr.models.dropout import Dropout
 from ctcasr.models.transformer import (
     AttentionEncoder,
     Block,
@@ -43,7 +44,7 @@ class CgMLP(nn.Module):
         self.proj_in = nn.Linear(cfg.d_model, 2 * half)
         self.norm = nn.LayerNorm(half)
         self.conv = DepthwiseConv(half, cfg.conv_kernel, cfg.causal)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.proj_out = nn.Linear(half, cfg.d_model)
         self.init_own()
 
@@ -69,7 +70,7 @@ class Branches(nn.Module):
         self.mlp_norm, self.mlp = nn.LayerNorm(d), CgMLP(cfg)
         self.merge_conv = DepthwiseConv(2 * d, cfg.merge_kernel, cfg.causal)
         self.merge = nn.Linear(2 * d, d)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         both = torch.cat([self.dropout(self.attn(self.attn_norm(x), ctx)),

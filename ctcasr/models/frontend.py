@@ -1,9 +1,13 @@
 """Front ends that sit between the features and the encoder.
 
 ``Conv2dSubsampling`` (as in ESPnet / WeNet): 2-D convolutions over (time, frequency) that
-shorten time by 4, 6 or 8, then a linear projection to ``dim``. It owns its length formula,
-:meth:`output_lengths`; output frame ``t`` only sees input frames ``< lengths`` (the formula
-keeps every receptive field inside the real frames), so padding cannot leak into real outputs.
+shorten time by 4, 6 or 8, then a linear projection to ``dim``. With ``separable``, every
+convolution after the first is depthwise-separable (a depthwise convolution with the stride,
+then a 1 x 1 across channels, as Squeezeformer's front end): at 144 channels about 8x fewer
+multiply-adds than the full 3 x 3, the same lengths and receptive fields. It owns its length
+formula, :meth:`output_lengths`; output frame ``t`` only sees input frames ``< lengths`` (the
+formula keeps every receptive field inside the real frames), so padding cannot leak into real
+outputs.
 ``subsampling: 1`` is a plain linear projection (or identity when ``dim`` is 0).
 """
 
@@ -14,6 +18,7 @@ from torch import nn
 
 from ctcasr.config import FrontendConfig
 from ctcasr.errors import CtcasrError
+from ctcasr.models.dropout import Dropout
 
 # (kernel, stride) of each time-reducing convolution, per subsampling factor.
 _LAYERS = {4: [(3, 2), (3, 2)], 6: [(3, 2), (5, 3)], 8: [(3, 2), (3, 2), (3, 2)]}
@@ -29,15 +34,24 @@ class Conv2dSubsampling(nn.Module):
         convs: list[nn.Module] = []
         freq, in_ch = input_dim, 1
         for k, s in self.layers:
-            convs += [nn.Conv2d(in_ch, cfg.channels, k, s), nn.ReLU()]
+            if cfg.separable and in_ch == cfg.channels:
+                convs += [nn.Conv2d(in_ch, in_ch, k, s, groups=in_ch), nn.Conv2d(in_ch, in_ch, 1)]
+            else:
+                convs.append(nn.Conv2d(in_ch, cfg.channels, k, s))
+            convs.append(nn.ReLU())
             freq, in_ch = (freq - k) // s + 1, cfg.channels
         if freq < 1:
             raise CtcasrError(f"model.frontend: {input_dim} feature bins are too few to subsample")
         self.conv = nn.Sequential(*convs)
+        # Channels-last weights: oneDNN's CPU kernels for the one-channel first convolution and
+        # for depthwise ones run 2-3x faster in that layout (the full 3 x 3 across channels
+        # does not), and the layout follows the weights.
+        for c in convs[:1] if not cfg.separable else convs:
+            c.to(memory_format=torch.channels_last)
         flat = in_ch * freq
         self.proj = nn.Linear(flat, cfg.dim) if cfg.dim > 0 else nn.Identity()
         self.output_dim = cfg.dim if cfg.dim > 0 else flat
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.min_input_frames = self._min_frames()
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:

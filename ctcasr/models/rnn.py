@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ctcasr.config import RNNConfig
 from ctcasr.errors import CtcasrError
+from ctcasr.models.dropout import Dropout
 from ctcasr.models.mask import make_pad_mask
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class RNNEncoder(nn.Module):
             self.forward_layers.append(rnn_cls(d_in, cfg.hidden_size, batch_first=True))
             if cfg.bidirectional:
                 self.backward_layers.append(rnn_cls(d_in, cfg.hidden_size, batch_first=True))
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     @property
     def streams(self) -> bool:

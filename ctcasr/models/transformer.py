@@ -33,6 +33,7 @@ from torch import nn
 
 from ctcasr.config import TransformerConfig
 from ctcasr.errors import CtcasrError
+from ctcasr.models.dropout import Dropout
 from ctcasr.models.mask import make_attn_mask, make_chunk_mask, make_pad_mask
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.ffn_dim), nn.SiLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.d_model, cfg.ffn_dim), nn.SiLU(), Dropout(cfg.dropout),
             nn.Linear(cfg.ffn_dim, cfg.d_model),
         )
 
@@ -147,7 +148,7 @@ class Residual(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.fn = fn
         self.scale = scale
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         return x + self.scale * self.dropout(self.fn(self.norm(x), ctx))
@@ -191,7 +192,7 @@ class AttentionEncoder(nn.Module):
         self.proj = nn.Linear(input_dim, d) if input_dim != d else nn.Identity()
         self.pos_enc = cfg.pos_enc
         self.head_dim = d // cfg.num_heads
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(make_block(cfg) for _ in range(cfg.num_layers))
         self.chunking = (cfg.chunk_size, cfg.left_chunks)  # outside training (set_chunking)
         self.dynamic_chunk = cfg.dynamic_chunk
