@@ -302,9 +302,11 @@ def test_reverse_impl_equals_packed_impl(rnn):
     assert torch.allclose(ga, gb, atol=1e-5)
 
 
+@pytest.mark.parametrize("separable", [False, True])
 @pytest.mark.parametrize("factor", [4, 6, 8])
-def test_subsampling_length_formula_matches_output(factor):
-    sub = Conv2dSubsampling(23, FrontendConfig(subsampling=factor, channels=2, dim=5))
+def test_subsampling_length_formula_matches_output(factor, separable):
+    sub = Conv2dSubsampling(23, FrontendConfig(subsampling=factor, channels=2, dim=5,
+                                               separable=separable))
     for t in range(1, 201):
         lens = torch.tensor([t])
         if t < sub.min_input_frames:
@@ -330,3 +332,29 @@ def test_ebranchformer_gate_starts_open_whatever_the_scheme(scheme):
     other = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if scheme != "default":  # the scheme did reach the other layers
         assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in other)
+
+
+@pytest.mark.parametrize("factor", [4, 6, 8])
+def test_separable_front_end_ignores_padding_and_is_smaller(factor):
+    """The depthwise-separable front end: each later convolution is a depthwise one with the
+    stride and a 1 x 1 (fewer weights than the full one), its channels-last weights give the
+    same numbers as the usual layout, and padding after an utterance changes none of its
+    real output frames."""
+    torch.manual_seed(0)
+    full = Conv2dSubsampling(23, FrontendConfig(subsampling=factor, channels=8, dim=5))
+    sep = Conv2dSubsampling(23, FrontendConfig(subsampling=factor, channels=8, dim=5,
+                                               separable=True))
+    convs = [m for m in sep.conv if isinstance(m, nn.Conv2d)]
+    assert [m.groups for m in convs] == [1] + [8, 1] * (len(full.layers) - 1)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert sum(p.numel() for p in sep.parameters()) < sum(p.numel() for p in full.parameters())
+    x, lens = torch.randn(2, 90, 23), torch.tensor([90, 50])
+    y, y_lens = sep(x, lens)
+    alone, alone_lens = sep(x[1:, :50], lens[1:])
+    assert y_lens[1] == alone_lens[0]
+    assert torch.allclose(y[1, : y_lens[1]], alone[0], atol=1e-6)
+    plain = Conv2dSubsampling(23, FrontendConfig(subsampling=factor, channels=8, dim=5,
+                                                 separable=True))
+    plain.load_state_dict(sep.state_dict())
+    plain.conv.to(memory_format=torch.contiguous_format)
+    assert torch.allclose(plain(x, lens)[0], y, atol=1e-5)
