@@ -1,8 +1,8 @@
 """How far training is from what the cores can do: model-FLOPs utilisation per encoder.
 
-    .venv/bin/python benchmarks/train_mfu.py [--threads 2] [--steps 20] [--batch 4x375]
+    .venv/bin/python benchmarks/train_mfu.py [--threads 2] [--steps 8] [--rounds 4]
+        [--batch 4x375] [--profile] [--compile] [--torch-dropout]
         [--models lstm gru uni-lstm conformer conformer-separable transformer chunked]
-        [--profile] [--compile]
 
 For each encoder at the speechocean recipe's sizes (80 mel bins, x4 conv front end, characters),
 on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feature frames;
@@ -13,18 +13,24 @@ on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feat
   LSTM's one ``aten::lstm`` kernel; the GRU's products it sees) is counted analytically: per
   layer, direction and frame, ``2 x gates x H x (input + H)`` for the input and recurrent
   products, forward, and twice that backward;
-- **step ms**: the mean of ``--steps`` full training steps (``train_step``: forward, CTC loss,
-  backward, clipping, AdamW) after two warm-up steps;
+- **step ms**: full training steps (``train_step``: forward, CTC loss, backward, clipping,
+  AdamW) after two warm-up steps: ``--rounds`` rounds in which each model in turn times
+  ``--steps`` steps, and the median round (a CPU's speed drifts by 20 % within minutes, so the
+  models compared share the same minutes);
 - **MFU**: the achieved GFLOP/s over the **peak** the same threads reach on a large fp32 matrix
   product (2048 x 2048, the best of 5), the ceiling of dense arithmetic on these cores;
 - with ``--profile``, where the time goes: the profiler's top operators by self CPU time.
 
 ``--compile``: the same with ``train.compile`` (``torch.compile`` of the encoder).
+``--torch-dropout``: each model twice, the first as before ctcasr's own dropout
+(``ctcasr.models.dropout``) and channels-last front-end weights: torch's ``nn.Dropout`` and
+the default layout, for the speed-up of both.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections import defaultdict
 
@@ -34,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ctcasr.config import FrontendConfig, ModelConfig
 from ctcasr.data.dataset import Batch
 from ctcasr.models import build_model
+from ctcasr.models.dropout import Dropout
 from ctcasr.train.trainer import train_step
 
 VOCAB = 30
@@ -97,73 +104,95 @@ def gemm_peak(threads: int, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def measure(name: str, b: int, t: int, steps: int, profile: bool, compile_: bool) -> dict:
+def build(name: str, compile_: bool, torch_dropout: bool) -> dict:
+    """The model, its optimizer and its FLOPs per step on ``batch``."""
     encoder, conf, frontend = MODELS[name]
     cfg = ModelConfig(frontend=FrontendConfig(subsampling=4, **frontend), encoder=encoder,
                       encoder_conf=conf)
     torch.manual_seed(0)
     model = build_model(cfg, 80, VOCAB, torch.zeros(80), torch.ones(80))
+    if torch_dropout:  # before ctcasr's own: torch's mask and the front end's default layout
+        for m in model.modules():
+            if isinstance(m, Dropout):
+                m.__class__ = torch.nn.Dropout
+        model.frontend.conv.to(memory_format=torch.contiguous_format)
     if compile_:
         model.encoder = torch.compile(model.encoder, dynamic=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = batch(b, t)
+    return {"name": name + (" (torch dropout)" if torch_dropout else ""), "model": model,
+            "opt": torch.optim.AdamW(model.parameters(), lr=1e-4), "times": [],
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def count_flops(r: dict, x: Batch) -> None:
     with FlopCounterMode(display=False) as counter:
-        out = model(x.feats, x.feat_lens, x.tokens, x.token_lens)
+        out = r["model"](x.feats, x.feat_lens, x.tokens, x.token_lens)
         out.loss.sum().backward()
-    t_out = int(out.out_lens.max())
-    flops = counter.get_total_flops() + rnn_flops(model, b, t_out)
-    opt.zero_grad()
-    for _ in range(2):
-        train_step(model, opt, [x], b, 5.0)
+    r["gflop"] = (counter.get_total_flops() + rnn_flops(r["model"], len(x.ids),
+                                                        int(out.out_lens.max()))) / 1e9
+    r["opt"].zero_grad()
+
+
+def time_steps(r: dict, x: Batch, steps: int) -> None:
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(model, opt, [x], b, 5.0)
-    step_s = (time.perf_counter() - t0) / steps
-    top = []
-    if profile:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            for _ in range(3):
-                train_step(model, opt, [x], b, 5.0)
-        by_op: dict[str, float] = defaultdict(float)
-        for e in prof.key_averages():
-            by_op[e.key] += e.self_cpu_time_total
-        total = sum(by_op.values())
-        top = [(k, v / total) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:8]]
-    params = sum(p.numel() for p in model.parameters())
-    return {"name": name, "params": params, "gflop": flops / 1e9, "step_ms": step_s * 1000,
-            "audio_s_per_s": b * t / 100 / step_s, "top": top}
+        train_step(r["model"], r["opt"], [x], len(x.ids), 5.0)
+    r["times"].append((time.perf_counter() - t0) / steps)
+
+
+def profile(r: dict, x: Batch) -> None:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            train_step(r["model"], r["opt"], [x], len(x.ids), 5.0)
+    by_op: dict[str, float] = defaultdict(float)
+    for e in prof.key_averages():
+        by_op[e.key] += e.self_cpu_time_total
+    total = sum(by_op.values())
+    r["top"] = [(k, v / total) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:8]]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=8, help="steps per round")
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--batch", default="4x375", help="utterances x feature frames")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--torch-dropout", action="store_true",
+                    help="each model also with torch's dropout and front-end layout (before)")
     args = ap.parse_args()
     b, t = map(int, args.batch.split("x"))
     peak = gemm_peak(args.threads)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads; batch {b} x {t} frames "
           f"({b * t / 100:.1f} s of audio); fp32 GEMM peak {peak:.1f} GFLOP/s"
-          f"{'; torch.compile' if args.compile else ''}")
+          f"{'; torch.compile' if args.compile else ''}; step time: the median of "
+          f"{args.rounds} rounds of {args.steps} steps, the models taking turns")
+    x = batch(b, t)
+    rows = [build(n, args.compile, old) for n in args.models
+            for old in ([True, False] if args.torch_dropout else [False])]
+    for r in rows:
+        count_flops(r, x)
+        time_steps(r, x, 2)  # warm-up
+        r["times"].clear()
+    for _ in range(args.rounds):
+        for r in rows:
+            time_steps(r, x, args.steps)
     print("| encoder | parameters | GFLOP / step | step ms | GFLOP/s | MFU | audio s / s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    rows = []
-    for name in args.models:
-        r = measure(name, b, t, args.steps, args.profile, args.compile)
-        rows.append(r)
-        rate = r["gflop"] / (r["step_ms"] / 1000)
-        print(f"| {name} | {r['params'] / 1e6:.2f} M | {r['gflop']:.2f} | {r['step_ms']:.0f} | "
-              f"{rate:.1f} | {100 * rate / peak:.1f} % | {r['audio_s_per_s']:.0f} |", flush=True)
+    for r in rows:
+        step_s = statistics.median(r["times"])
+        rate = r["gflop"] / step_s
+        print(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['gflop']:.2f} | "
+              f"{step_s * 1000:.0f} | {rate:.1f} | {100 * rate / peak:.1f} % | "
+              f"{b * t / 100 / step_s:.0f} |", flush=True)
     if args.profile:
         print("\nwhere the time goes (self CPU time, top operators):")
         for r in rows:
+            profile(r, x)
             print(f"- {r['name']}: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["top"]))
-
 
 if __name__ == "__main__":
     main()
