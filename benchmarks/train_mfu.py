@@ -1,7 +1,7 @@
 """How far training is from what the cores can do: model-FLOPs utilisation per encoder.
 
     .venv/bin/python benchmarks/train_mfu.py [--threads 2] [--steps 8] [--rounds 4]
-        [--batch 4x375] [--profile] [--compile] [--torch-dropout]
+        [--batch 4x375] [--profile] [--compile] [--before]
         [--models lstm gru uni-lstm conformer conformer-separable transformer chunked]
 
 For each encoder at the speechocean recipe's sizes (80 mel bins, x4 conv front end, characters),
@@ -22,9 +22,10 @@ on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feat
 - with ``--profile``, where the time goes: the profiler's top operators by self CPU time.
 
 ``--compile``: the same with ``train.compile`` (``torch.compile`` of the encoder).
-``--torch-dropout``: each model twice, the first as before ctcasr's own dropout
-(``ctcasr.models.dropout``) and channels-last front-end weights: torch's ``nn.Dropout`` and
-the default layout, for the speed-up of both.
+``--before``: each model twice, the first as before ctcasr's own dropout
+(``ctcasr.models.dropout``), channels-last front-end weights and the fused AdamW: torch's
+``nn.Dropout``, the default layout and AdamW's loop over parameters (torch's default on the
+CPU), for the speed-up of the three.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from collections import defaultdict
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ctcasr.config import FrontendConfig, ModelConfig
+from ctcasr.config import FrontendConfig, ModelConfig, OptimConfig
 from ctcasr.data.dataset import Batch
 from ctcasr.models import build_model
 from ctcasr.models.dropout import Dropout
+from ctcasr.train.setup import adamw
 from ctcasr.train.trainer import train_step
 
 VOCAB = 30
@@ -104,22 +106,22 @@ def gemm_peak(threads: int, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def build(name: str, compile_: bool, torch_dropout: bool) -> dict:
+def build(name: str, compile_: bool, before: bool) -> dict:
     """The model, its optimizer and its FLOPs per step on ``batch``."""
     encoder, conf, frontend = MODELS[name]
     cfg = ModelConfig(frontend=FrontendConfig(subsampling=4, **frontend), encoder=encoder,
                       encoder_conf=conf)
     torch.manual_seed(0)
     model = build_model(cfg, 80, VOCAB, torch.zeros(80), torch.ones(80))
-    if torch_dropout:  # before ctcasr's own: torch's mask and the front end's default layout
+    if before:  # torch's dropout mask, the front end's default layout, AdamW's loop
         for m in model.modules():
             if isinstance(m, Dropout):
                 m.__class__ = torch.nn.Dropout
         model.frontend.conv.to(memory_format=torch.contiguous_format)
     if compile_:
         model.encoder = torch.compile(model.encoder, dynamic=True)
-    return {"name": name + (" (torch dropout)" if torch_dropout else ""), "model": model,
-            "opt": torch.optim.AdamW(model.parameters(), lr=1e-4), "times": [],
+    opt = adamw(model, OptimConfig(impl="loop" if before else "auto"), 1e-4)
+    return {"name": name + (" (before)" if before else ""), "model": model, "opt": opt, "times": [],
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -160,8 +162,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--torch-dropout", action="store_true",
-                    help="each model also with torch's dropout and front-end layout (before)")
+    ap.add_argument("--before", action="store_true",
+                    help="each model also as before: torch's dropout, layout and AdamW loop")
     args = ap.parse_args()
     b, t = map(int, args.batch.split("x"))
     peak = gemm_peak(args.threads)
@@ -172,7 +174,7 @@ def main() -> None:
           f"{args.rounds} rounds of {args.steps} steps, the models taking turns")
     x = batch(b, t)
     rows = [build(n, args.compile, old) for n in args.models
-            for old in ([True, False] if args.torch_dropout else [False])]
+            for old in ([True, False] if args.before else [False])]
     for r in rows:
         count_flops(r, x)
         time_steps(r, x, 2)  # warm-up

@@ -261,9 +261,9 @@ class OptimConfig:
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW's moment decays
     eps: float = 1e-9  # AdamW's denominator term
-    impl: str = "auto"  # AdamW's implementation: auto (torch's choice: a loop over the
-    #                     parameters on the CPU, foreach on CUDA), foreach (grouped tensor ops),
-    #                     fused (one kernel per step) or loop
+    impl: str = "auto"  # AdamW's implementation: auto (fused, or foreach where the device
+    #                     has no fused kernel), foreach (grouped tensor ops), fused (one kernel
+    #                     per parameter) or loop (torch's default on the CPU)
 
     def __post_init__(self) -> None:
         if self.impl not in ("auto", "foreach", "fused", "loop"):

@@ -4,15 +4,17 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from ctcasr.checkpoint import load_checkpoint
-from ctcasr.config import FrontendConfig, ModelConfig, RNNConfig, load_config
+from ctcasr.config import FrontendConfig, ModelConfig, OptimConfig, RNNConfig, load_config
 from ctcasr.data.dataset import ASRDataset
 from ctcasr.data.manifest import read_manifest
 from ctcasr.errors import CtcasrError
 from ctcasr.models import build_model
 from ctcasr.tokenizer import CharTokenizer
 from ctcasr.train.average import average_checkpoints, average_state_dicts, select_epochs
+from ctcasr.train.setup import adamw
 from ctcasr.train.trainer import train, train_step
 
 
@@ -186,3 +188,29 @@ def test_resume_with_augmentation_is_exact(tiny_config, corpus, tmp_path):
     assert all(torch.equal(v, b[k]) for k, v in a.items())
     c = load_checkpoint(tmp_path / "full" / "model.pt")
     assert full.step > 5 and c["config"]["data"]["augment"]["speeds"] == [0.9, 1.0, 1.1]
+
+
+@pytest.mark.parametrize("impl", ["auto", "fused", "foreach"])
+def test_adamw_implementations_make_the_same_update(impl):
+    """optim.impl: every implementation makes torch's reference update (the loop) within
+    float rounding over 20 steps; auto is the fused kernel on the CPU."""
+    def start():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    def run(which):
+        model = start()
+        opt = adamw(model, OptimConfig(impl=which), 1e-2)
+        for step in range(20):
+            torch.manual_seed(100 + step)
+            opt.zero_grad()
+            model(torch.randn(5, 6)).square().mean().backward()
+            opt.step()
+        return opt, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    _, ref = run("loop")
+    opt, got = run(impl)
+    assert bool(opt.defaults["fused"]) is (impl in ("auto", "fused"))
+    first = torch.cat([p.detach().flatten() for p in start().parameters()])
+    assert (ref - first).abs().max() > 0.05  # 20 steps at 1e-2 moved the weights
+    assert torch.allclose(got, ref, atol=1e-6)
