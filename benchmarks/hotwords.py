@@ -102,9 +102,10 @@ def table(asr, manifest: Path, seen: Counter, rare_max: int, counts: list[int], 
     refs = [u.text for u in utts]
     test_words = {w for r in refs for w in r.split()}
     rare = sorted(w for w in test_words if seen[w] <= rare_max)
+    rare_set = set(rare)
     print(f"{manifest}: {len(utts)} utterances, {sum(len(r.split()) for r in refs)} words; "
           f"{len(rare)} rare word types (seen <= {rare_max} times in training), "
-          f"{sum(w in set(rare) for r in refs for w in r.split())} tokens; decoder: "
+          f"{sum(w in rare_set for r in refs for w in r.split())} tokens; decoder: "
           f"{asr.settings.describe()}; boost {boost:g} per token; "
           f"{'a list per utterance' if per_utt else 'one list for the whole set'}")
     print("| list | WER % | B-WER % | U-WER % | decode s |")
@@ -113,18 +114,18 @@ def table(asr, manifest: Path, seen: Counter, rare_max: int, counts: list[int], 
     for n in [None, *counts] if baseline else counts:
         t0 = time.perf_counter()
         if n is not None and per_utt:  # each utterance its own rare words + n distractors
-            lists = [[w for w in dict.fromkeys(r.split()) if w in set(rare)]
+            lists = [[w for w in dict.fromkeys(r.split()) if w in rare_set]
                      + distractors(n, test_words, seed=i) for i, r in enumerate(refs)]
             hyps = [next(iter(asr.with_hotwords([Hotword(w, boost) for w in ws])
                               .transcribe_iter([source(u)]))).text
                     for u, ws in zip(utts, lists, strict=True)]
-            listed: set[str] | list[set[str]] = [set(ws) & set(rare) for ws in lists]
+            listed: set[str] | list[set[str]] = [set(ws) & rare_set for ws in lists]
             size = f"{sum(map(len, lists)) / len(lists):.0f} per utterance"
         else:
             words = [] if n is None else rare + distractors(n, test_words)
             run = asr if n is None else asr.with_hotwords([Hotword(w, boost) for w in words])
             hyps = [t.text for t in run.transcribe_iter(map(source, utts))]
-            listed, size = set(rare), str(len(words))
+            listed, size = rare_set, str(len(words))
         dt = time.perf_counter() - t0
         wers[n] = 100 * jiwer.wer(refs, hyps)
         b, u = biased_wer(refs, hyps, listed)

@@ -196,5 +196,6 @@ def main() -> None:
             profile(r, x)
             print(f"- {r['name']}: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["top"]))
 
+
 if __name__ == "__main__":
     main()

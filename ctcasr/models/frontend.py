@@ -46,7 +46,7 @@ class Conv2dSubsampling(nn.Module):
         # Channels-last weights: oneDNN's CPU kernels for the one-channel first convolution and
         # for depthwise ones run 2-3x faster in that layout (the full 3 x 3 across channels
         # does not), and the layout follows the weights.
-        for c in convs[:1] if not cfg.separable else convs:
+        for c in convs if cfg.separable else convs[:1]:
             c.to(memory_format=torch.channels_last)
         flat = in_ch * freq
         self.proj = nn.Linear(flat, cfg.dim) if cfg.dim > 0 else nn.Identity()

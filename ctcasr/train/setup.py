@@ -274,9 +274,6 @@ def _resume_checkpoint(cfg: Config, exp_dir: Path, resume: bool) -> dict[str, An
     return ckpt
 
 
-__all__ = ["Data", "Trainee", "build_data", "build_model_and_optimizer", "open_experiment"]
-
-
 def adamw(model: torch.nn.Module, oc: OptimConfig, lr: float) -> torch.optim.AdamW:
     """AdamW in ``optim.impl``'s implementation; ``auto`` is the fused one (one kernel per
     parameter and step: 5-7 % of a training step faster than torch's default on the CPU, a loop
@@ -289,3 +286,8 @@ def adamw(model: torch.nn.Module, oc: OptimConfig, lr: float) -> torch.optim.Ada
             return torch.optim.AdamW(model.parameters(), foreach=True, **kw)
     return torch.optim.AdamW(model.parameters(), foreach={"foreach": True, "loop": False}.get(
         oc.impl), fused=True if oc.impl == "fused" else None, **kw)
+
+
+__all__ = ["Data", "Trainee", "adamw", "build_data", "build_model_and_optimizer",
+           "open_experiment"]
+
