@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train_mfu.py [--threads 2] [--steps 8] [--rounds 4]
         [--batch 4x375] [--profile] [--compile] [--before]
         [--models lstm gru uni-lstm conformer conformer-separable transformer chunked]
+        [--espnet .venv-espnet/bin/python]
 
 For each encoder at the speechocean recipe's sizes (80 mel bins, x4 conv front end, characters),
 on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feature frames;
@@ -26,14 +27,20 @@ on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feat
 (``ctcasr.models.dropout``), channels-last front-end weights and the fused AdamW: torch's
 ``nn.Dropout``, the default layout and AdamW's loop over parameters (torch's default on the
 CPU), for the speed-up of the three.
+``--espnet PYTHON``: ESPnet2's CTC Conformer of the same size (``benchmarks/peers/espnet/step.py``
+in that interpreter: its own model, built from ``conf/train_ctc_conformer.yaml``, and its
+trainer's step) takes its turns in the same rounds, twice: as ESPnet trains (its STFT + mel
+front end runs in the step, on the waveform) and fed features as ctcasr's models are.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -125,7 +132,33 @@ def build(name: str, compile_: bool, before: bool) -> dict:
             "params": sum(p.numel() for p in model.parameters())}
 
 
+def espnet(python: str, b: int, t: int, features: bool) -> dict:
+    """A row timed by benchmarks/peers/espnet/step.py, a process of ESPnet's own venv."""
+    cmd = [python, str(Path(__file__).parent / "peers" / "espnet" / "step.py"),
+           "--batch", f"{b}x{t}", "--threads", str(torch.get_num_threads())]
+    proc = subprocess.Popen(cmd + (["--features"] if features else []), text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)  # its imports' download warnings
+    r = {"name": "ESPnet Conformer 8 x 144" + (" (fed features)" if features else
+                                                " (front end in the step)"),
+         "proc": proc, "times": []}
+    r["params"] = ask(r, "params")
+    return r
+
+
+def ask(r: dict, line: str) -> float:
+    r["proc"].stdin.write(line + "\n")
+    r["proc"].stdin.flush()
+    answer = r["proc"].stdout.readline()
+    if not answer:
+        raise SystemExit(f"{r['name']}: step.py ended (run it alone to see why)")
+    return float(answer)
+
+
 def count_flops(r: dict, x: Batch) -> None:
+    if "proc" in r:
+        r["gflop"] = ask(r, "flops") / 1e9
+        return
     with FlopCounterMode(display=False) as counter:
         out = r["model"](x.feats, x.feat_lens, x.tokens, x.token_lens)
         out.loss.sum().backward()
@@ -135,6 +168,9 @@ def count_flops(r: dict, x: Batch) -> None:
 
 
 def time_steps(r: dict, x: Batch, steps: int) -> None:
+    if "proc" in r:
+        r["times"].append(ask(r, str(steps)))
+        return
     t0 = time.perf_counter()
     for _ in range(steps):
         train_step(r["model"], r["opt"], [x], len(x.ids), 5.0)
@@ -164,6 +200,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--before", action="store_true",
                     help="each model also as before: torch's dropout, layout and AdamW loop")
+    ap.add_argument("--espnet", metavar="PYTHON",
+                    help="ESPnet's Conformer too, in this interpreter (.venv-espnet/bin/python)")
     args = ap.parse_args()
     b, t = map(int, args.batch.split("x"))
     peak = gemm_peak(args.threads)
@@ -175,6 +213,8 @@ def main() -> None:
     x = batch(b, t)
     rows = [build(n, args.compile, old) for n in args.models
             for old in ([True, False] if args.before else [False])]
+    if args.espnet:
+        rows += [espnet(args.espnet, b, t, features) for features in (False, True)]
     for r in rows:
         count_flops(r, x)
         time_steps(r, x, 2)  # warm-up
@@ -192,7 +232,7 @@ def main() -> None:
               f"{b * t / 100 / step_s:.0f} |", flush=True)
     if args.profile:
         print("\nwhere the time goes (self CPU time, top operators):")
-        for r in rows:
+        for r in (r for r in rows if "proc" not in r):
             profile(r, x)
             print(f"- {r['name']}: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["top"]))
 
