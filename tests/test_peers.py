@@ -119,3 +119,21 @@ def test_espnet_data_dirs_and_token_list_from_manifests(tmp_path):
     (tmp_path / "valid.jsonl").write_text('{"id": "v"}\n')
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode != 0 and f"{tmp_path / 'valid.jsonl'}:1:" in r.stderr
+
+
+ESPNET_PYTHON = REPO / ".venv-espnet/bin/python"
+
+
+@pytest.mark.skipif(not ESPNET_PYTHON.exists(),
+                    reason="no .venv-espnet (make bench-espnet installs it)")
+def test_espnets_step_answers_train_mfus_questions():
+    # train_mfu.py --espnet times ESPnet's step through these answers, one number per line
+    # (ESPnet's imports print on stdout: they must not reach the answers)
+    proc = subprocess.run([str(ESPNET_PYTHON), str(REPO / "benchmarks/peers/espnet/step.py"),
+                           "--batch", "2x120", "--threads", "1"], input="params\nflops\n2\n",
+                          capture_output=True, text=True, timeout=600, check=True)
+    params, flops, step_s = map(float, proc.stdout.split())
+    assert params == 4622430  # 8 x 144 Conformer + CTC over 30 units (train_mfu's VOCAB)
+    # forward + backward of 2 x 120 frames: roughly a third of 4 x 375's 20.5 GFLOP / (375/120)
+    assert 1e9 < flops < 4e9
+    assert step_s > 0
