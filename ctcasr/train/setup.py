@@ -290,4 +290,3 @@ def adamw(model: torch.nn.Module, oc: OptimConfig, lr: float) -> torch.optim.Ada
 
 __all__ = ["Data", "Trainee", "adamw", "build_data", "build_model_and_optimizer",
            "open_experiment"]
-
