@@ -43,12 +43,12 @@ digits: $(STAMP)
 	egs/digits/transfer.sh
 
 # The best digits model on unseen voices, in two steps (about 70 minutes on 2 cores): the
-# speechocean English model (the character BiLSTM, egs/speechocean/conf/lstm.yaml, about an
-# hour; kept when it exists), then digits fine-tuned from it with speechocean's digit strings in
-# training (about 7 minutes).
-SO_MODEL := egs/speechocean/exp/lstm/model.pt
+# speechocean English model of `make speechocean` (phones + SC-CTC, egs/speechocean/conf/
+# lstm_phone.yaml, about an hour; kept when it exists), then digits fine-tuned from it with
+# speechocean's digit strings in training (5-15 minutes; the digits are learnt as phones).
+SO_MODEL := egs/speechocean/exp/lstm_phone/model.pt
 digits-transfer: $(STAMP)
-	[ -f $(SO_MODEL) ] || egs/speechocean/run.sh --config conf/lstm.yaml --stop-stage 4
+	[ -f $(SO_MODEL) ] || egs/speechocean/run.sh --config conf/lstm_phone.yaml --stop-stage 4
 	egs/digits/run.sh --config conf/lstm16k_ft.yaml --init ../../$(SO_MODEL) --exp transfer
 
 yesno: $(STAMP)

@@ -174,24 +174,30 @@ def test_kill_9_and_resume_of_a_fine_tuned_run_is_bitwise_the_uninterrupted_one(
     assert not torch.equal(a["frontend.proj.weight"], src["frontend.proj.weight"])  # released
 
 
-@pytest.mark.parametrize("english, digits", [
-    ("egs/speechocean/conf/lstm_short.yaml", "egs/digits/conf/lstm16k_ft.yaml"),  # make digits
-    ("egs/speechocean/conf/lstm.yaml", "egs/digits/conf/lstm16k_ft.yaml"),  # digits-transfer
+@pytest.mark.parametrize("english, digits, unit, vocab, dropped", [
+    # make digits: the 3-epoch character model
+    ("egs/speechocean/conf/lstm_short.yaml", "egs/digits/conf/lstm16k_ft.yaml", "char", 29, []),
+    # make digits-transfer: make speechocean's phone + SC-CTC model; the digits model keeps its
+    # phones (the init's tokenizer) and its head, not the SC-CTC feedback layer
+    ("egs/speechocean/conf/lstm_phone.yaml", "egs/digits/conf/lstm16k_ft.yaml", "phone", 79,
+     ["condition.weight", "condition.bias"]),
 ])
-def test_the_digits_recipes_fine_tune_every_tensor_of_their_english_model(english, digits):
+def test_the_digits_recipes_fine_tune_every_tensor_of_their_english_model(english, digits, unit,
+                                                                        vocab, dropped):
     """`make digits` and `make digits-transfer` fine-tune the digits config from a speechocean
-    one: features, tokenizer and network must agree, or --init would start layers afresh (and
-    log it) instead of failing."""
+    one: features and network must agree, or --init would start layers afresh (and log it)
+    instead of failing; the init's tokenizer is kept (run.sh --init-tokenizer true)."""
     src_cfg, cfg = load_config(REPO / english), load_config(REPO / digits)
     assert src_cfg.data.features == cfg.data.features
-    assert src_cfg.tokenizer.type == cfg.tokenizer.type == "char"
-    dim, vocab = cfg.data.features.num_mel_bins, 29
+    assert src_cfg.tokenizer.type == unit
+    dim = cfg.data.features.num_mel_bins
     torch.manual_seed(0)
     src = build_model(src_cfg.model, dim, vocab, torch.zeros(dim), torch.ones(dim))
     model = build_model(cfg.model, dim, vocab, torch.zeros(dim), torch.ones(dim))
     report = init_from(model, {"model": src.state_dict()}, True, REPO / english)
-    names = [n for n in src.state_dict() if not n.startswith("cmvn.")]
+    names = [n for n in src.state_dict() if not n.startswith("cmvn.") and n not in dropped]
     assert report.loaded == names and report.reinitialised == []
-    assert [s.split(" ")[0] for s in report.left_out] == ["cmvn.mean", "cmvn.istd"]
+    assert "head.weight" in names and any(n.startswith("encoder.") for n in names)
+    assert [s.split(" ")[0] for s in report.left_out] == ["cmvn.mean", "cmvn.istd", *dropped]
     for name in names:
         assert torch.equal(model.state_dict()[name], src.state_dict()[name]), name
