@@ -2,12 +2,15 @@
 
     .venv/bin/python benchmarks/train_mfu.py [--threads 2] [--steps 8] [--rounds 4]
         [--batch 4x375] [--profile] [--compile] [--before]
-        [--models lstm gru uni-lstm conformer conformer-separable transformer chunked]
+        [--models lstm lstm-x6 gru uni-lstm conformer conformer-separable conformer-x6
+                  transformer chunked]
         [--espnet .venv-espnet/bin/python]
 
 For each encoder at the speechocean recipe's sizes (80 mel bins, x4 conv front end, characters),
 on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feature frames;
-1500-frame budget: 4 x 375 by default):
+1500-frame budget: 4 x 375 by default); ``lstm-x6`` and ``conformer-x6`` are the BiLSTM and the
+Conformer on the x6 front end (a third fewer frames for the encoder: for phones, whose ~11 a
+second fit in x6's 16.7 frames; characters at ~15 a second do not):
 
 - **GFLOP per training step** (forward + backward): ``torch.utils.flop_counter.FlopCounterMode``
   counts the matrix products and convolutions; a recurrent layer it does not see (on CPU the
@@ -59,6 +62,8 @@ NARROW = {"channels": 32, "dim": 256}
 WIDE = {"channels": 144, "dim": 144}
 MODELS = {  # name -> (encoder, encoder_conf, front end: model.frontend's keys)
     "lstm": ("lstm", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, NARROW),
+    "lstm-x6": ("lstm", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2},
+                {**NARROW, "subsampling": 6}),
     "gru": ("gru", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, NARROW),
     "uni-lstm": ("lstm", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2,
                           "bidirectional": False}, NARROW),
@@ -67,6 +72,7 @@ MODELS = {  # name -> (encoder, encoder_conf, front end: model.frontend's keys)
     "transformer": ("transformer", {"d_model": 256, "num_layers": 6, "num_heads": 4,
                                     "ffn_dim": 1024, "dropout": 0.1}, NARROW),
     "chunked": ("conformer", {**CONFORMER, "causal": True, "dynamic_chunk": True}, WIDE),
+    "conformer-x6": ("conformer", CONFORMER, {**WIDE, "subsampling": 6}),
 }
 
 
@@ -116,7 +122,7 @@ def gemm_peak(threads: int, n: int = 2048) -> float:
 def build(name: str, compile_: bool, before: bool) -> dict:
     """The model, its optimizer and its FLOPs per step on ``batch``."""
     encoder, conf, frontend = MODELS[name]
-    cfg = ModelConfig(frontend=FrontendConfig(subsampling=4, **frontend), encoder=encoder,
+    cfg = ModelConfig(frontend=FrontendConfig(**{"subsampling": 4, **frontend}), encoder=encoder,
                       encoder_conf=conf)
     torch.manual_seed(0)
     model = build_model(cfg, 80, VOCAB, torch.zeros(80), torch.ones(80))
