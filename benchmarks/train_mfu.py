@@ -9,8 +9,8 @@
 For each encoder at the speechocean recipe's sizes (80 mel bins, x4 conv front end, characters),
 on a batch shaped like that recipe's buckets (``--batch BxT``: utterances x feature frames;
 1500-frame budget: 4 x 375 by default); ``lstm-x6`` and ``conformer-x6`` are the BiLSTM and the
-Conformer on the x6 front end (a third fewer frames for the encoder: for phones, whose ~11 a
-second fit in x6's 16.7 frames; characters at ~15 a second do not):
+Conformer on the x6 front end (a third fewer frames for the encoder: for phones, 7 a second on
+speechocean, 13 at the 99th percentile, within x6's 16.7 frames; characters at ~15 do not):
 
 - **GFLOP per training step** (forward + backward): ``torch.utils.flop_counter.FlopCounterMode``
   counts the matrix products and convolutions; a recurrent layer it does not see (on CPU the
