@@ -60,13 +60,12 @@ CONFORMER = {"d_model": 144, "num_layers": 8, "num_heads": 4, "ffn_dim": 576,
              "conv_kernel": 15, "dropout": 0.1}
 NARROW = {"channels": 32, "dim": 256}
 WIDE = {"channels": 144, "dim": 144}
-MODELS = {  # name -> (encoder, encoder_conf, front end: model.frontend's keys)
-    "lstm": ("lstm", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, NARROW),
-    "lstm-x6": ("lstm", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2},
-                {**NARROW, "subsampling": 6}),
-    "gru": ("gru", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}, NARROW),
-    "uni-lstm": ("lstm", {"hidden_size": 256, "num_layers": 3, "dropout": 0.2,
-                          "bidirectional": False}, NARROW),
+RNN = {"hidden_size": 256, "num_layers": 3, "dropout": 0.2}
+MODELS = {  # name -> (encoder, encoder_conf, front end: model.frontend's keys; x4 by default)
+    "lstm": ("lstm", RNN, NARROW),
+    "lstm-x6": ("lstm", RNN, {**NARROW, "subsampling": 6}),
+    "gru": ("gru", RNN, NARROW),
+    "uni-lstm": ("lstm", {**RNN, "bidirectional": False}, NARROW),
     "conformer": ("conformer", CONFORMER, WIDE),
     "conformer-separable": ("conformer", CONFORMER, {**WIDE, "separable": True}),
     "transformer": ("transformer", {"d_model": 256, "num_layers": 6, "num_heads": 4,
@@ -122,7 +121,7 @@ def gemm_peak(threads: int, n: int = 2048) -> float:
 def build(name: str, compile_: bool, before: bool) -> dict:
     """The model, its optimizer and its FLOPs per step on ``batch``."""
     encoder, conf, frontend = MODELS[name]
-    cfg = ModelConfig(frontend=FrontendConfig(**{"subsampling": 4, **frontend}), encoder=encoder,
+    cfg = ModelConfig(frontend=FrontendConfig(**frontend), encoder=encoder,
                       encoder_conf=conf)
     torch.manual_seed(0)
     model = build_model(cfg, 80, VOCAB, torch.zeros(80), torch.ones(80))
