@@ -1,7 +1,7 @@
 """How far training is from what the cores can do: model-FLOPs utilisation per encoder.
 
     .venv/bin/python benchmarks/train_mfu.py [--threads 2] [--steps 8] [--rounds 4]
-        [--batch 4x375] [--profile] [--compile] [--before]
+        [--batch 4x375] [--profile] [--compile] [--before] [--bf16]
         [--models lstm lstm-x6 gru uni-lstm conformer conformer-separable conformer-x6
                   transformer chunked]
         [--espnet .venv-espnet/bin/python]
@@ -30,6 +30,9 @@ speechocean, 13 at the 99th percentile, within x6's 16.7 frames; characters at ~
 (``ctcasr.models.dropout``), channels-last front-end weights and the fused AdamW: torch's
 ``nn.Dropout``, the default layout and AdamW's loop over parameters (torch's default on the
 CPU), for the speed-up of the three.
+``--bf16``: each model also under bf16 autocast (``train.amp: bf16``; a CPU that computes in
+bf16 natively, AVX512-BF16 / AMX-BF16, is needed for it to pay; the GFLOP column counts the
+same products).
 ``--espnet PYTHON``: ESPnet2's CTC Conformer of the same size (``benchmarks/peers/espnet/step.py``
 in that interpreter: its own model, built from ``conf/train_ctc_conformer.yaml``, and its
 trainer's step) takes its turns in the same rounds, twice: as ESPnet trains (its STFT + mel
@@ -50,6 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ctcasr.config import FrontendConfig, ModelConfig, OptimConfig
 from ctcasr.data.dataset import Batch
+from ctcasr.environment import cpu_model, native_16bit
 from ctcasr.models import build_model
 from ctcasr.models.dropout import Dropout
 from ctcasr.train.setup import adamw
@@ -106,9 +110,9 @@ def rnn_flops(model: torch.nn.Module, b: int, t_out: int) -> float:
     return 3 * total  # forward, and backward's two products per forward one
 
 
-def gemm_peak(threads: int, n: int = 2048) -> float:
+def gemm_peak(threads: int, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(5):
@@ -118,7 +122,7 @@ def gemm_peak(threads: int, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def build(name: str, compile_: bool, before: bool) -> dict:
+def build(name: str, compile_: bool, before: bool, bf16: bool = False) -> dict:
     """The model, its optimizer and its FLOPs per step on ``batch``."""
     encoder, conf, frontend = MODELS[name]
     cfg = ModelConfig(frontend=FrontendConfig(**frontend), encoder=encoder,
@@ -133,7 +137,8 @@ def build(name: str, compile_: bool, before: bool) -> dict:
     if compile_:
         model.encoder = torch.compile(model.encoder, dynamic=True)
     opt = adamw(model, OptimConfig(impl="loop" if before else "auto"), 1e-4)
-    return {"name": name + (" (before)" if before else ""), "model": model, "opt": opt, "times": [],
+    return {"name": name + (" (before)" if before else "") + (" bf16" if bf16 else ""),
+            "model": model, "opt": opt, "times": [], "bf16": bf16,
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -178,14 +183,18 @@ def time_steps(r: dict, x: Batch, steps: int) -> None:
         return
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(r["model"], r["opt"], [x], len(x.ids), 5.0)
+        train_step(r["model"], r["opt"], [x], len(x.ids), 5.0, autocast=autocast(r))
     r["times"].append((time.perf_counter() - t0) / steps)
+
+
+def autocast(r: dict) -> torch.autocast | None:
+    return torch.autocast("cpu", dtype=torch.bfloat16) if r["bf16"] else None
 
 
 def profile(r: dict, x: Batch) -> None:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(3):
-            train_step(r["model"], r["opt"], [x], len(x.ids), 5.0)
+            train_step(r["model"], r["opt"], [x], len(x.ids), 5.0, autocast=autocast(r))
     by_op: dict[str, float] = defaultdict(float)
     for e in prof.key_averages():
         by_op[e.key] += e.self_cpu_time_total
@@ -205,19 +214,23 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--before", action="store_true",
                     help="each model also as before: torch's dropout, layout and AdamW loop")
+    ap.add_argument("--bf16", action="store_true", help="each model also under bf16 autocast")
     ap.add_argument("--espnet", metavar="PYTHON",
                     help="ESPnet's Conformer too, in this interpreter (.venv-espnet/bin/python)")
     args = ap.parse_args()
     b, t = map(int, args.batch.split("x"))
     peak = gemm_peak(args.threads)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads; batch {b} x {t} frames "
-          f"({b * t / 100:.1f} s of audio); fp32 GEMM peak {peak:.1f} GFLOP/s"
+    half = (f"; bf16 GEMM peak {gemm_peak(args.threads, dtype=torch.bfloat16):.1f} "
+            f"(native bf16: {native_16bit()['bf16']}; MFU is against fp32's)") if args.bf16 else ""
+    print(f"{cpu_model()}, torch {torch.__version__}, {args.threads} threads; batch {b} x {t} "
+          f"frames ({b * t / 100:.1f} s of audio); fp32 GEMM peak {peak:.1f} GFLOP/s{half}"
           f"{'; torch.compile' if args.compile else ''}; step time: the median of "
           f"{args.rounds} rounds of {args.steps} steps, the models taking turns")
     x = batch(b, t)
-    rows = [build(n, args.compile, old) for n in args.models
-            for old in ([True, False] if args.before else [False])]
+    rows = [build(n, args.compile, old, half) for n in args.models
+            for old in ([True, False] if args.before else [False])
+            for half in ([False, True] if args.bf16 else [False])]
     if args.espnet:
         rows += [espnet(args.espnet, b, t, features) for features in (False, True)]
     for r in rows:

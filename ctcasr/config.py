@@ -306,7 +306,7 @@ class TrainConfig:
     # with independent SpecAugment masks; loss = mean of their CTC losses + this weight x the KL
     # between their frame posteriors, each copy the other's (detached) target. ~2x the compute
     cr_ctc_weight: float = 0.0
-    amp: str = "none"  # none | bf16 | fp16: mixed precision on CUDA (ignored on CPU)
+    amp: str = "none"  # none | bf16 | fp16: mixed precision (CPU: bf16 only, where native)
     patience: int = 0  # > 0: stop after this many epochs without a better validation WER
     max_bad_steps: int = 20  # stop after this many non-finite steps in a row
     average: int = 0  # > 0: model.pt = the average of this many epoch checkpoints ...

@@ -166,14 +166,60 @@ def test_log_tensorboard_and_plot(tiny_config, corpus, tmp_path, capsys, monkeyp
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_amp_is_a_noop_on_cpu(tiny_config, corpus, tmp_path, caplog):
+def test_amp_on_a_cpu_without_native_bf16_trains_fp32(tiny_config, corpus, tmp_path, caplog,
+                                                       monkeypatch):
+    """train.amp on a CPU that would emulate bf16, and fp16 on any CPU: ignored with a warning
+    that says why, the run bit for bit the fp32 one."""
+    from ctcasr.train import setup
+    monkeypatch.setattr(setup, "native_16bit", lambda: {"bf16": False, "fp16": True})
     a = run_train(tiny_config, corpus, tmp_path / "a", ["train.epochs=1", "train.device=cpu"])
-    b = run_train(tiny_config, corpus, tmp_path / "b", ["train.epochs=1", "train.device=cpu",
-                                                        "train.amp=bf16"])
-    assert "train.amp=bf16 ignored" in caplog.text
     wa = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
-    wb = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
-    assert a.step == b.step and all(torch.equal(v, wb[k]) for k, v in wa.items())
+    for amp in ("bf16", "fp16"):
+        b = run_train(tiny_config, corpus, tmp_path / amp, ["train.epochs=1", "train.device=cpu",
+                                                             f"train.amp={amp}"])
+        assert f"train.amp={amp} ignored on cpu" in caplog.text
+        wb = load_checkpoint(tmp_path / amp / "last.pt")["model"]
+        assert a.step == b.step and all(torch.equal(v, wb[k]) for k, v in wa.items())
+    assert "no AVX512-BF16 / AMX-BF16" in caplog.text and "slower than fp32" in caplog.text
+
+
+TINY_CONFORMER = ["model.encoder=conformer", "train.device=cpu",
+                  'model.encoder_conf={"d_model": 16, "num_layers": 2, "num_heads": 2, '
+                  '"ffn_dim": 32, "conv_kernel": 5, "dropout": 0.1}']
+
+
+def test_bf16_autocast_on_a_cpu_that_has_it(tiny_config, corpus, tmp_path, caplog, monkeypatch):
+    """train.amp=bf16 where the CPU computes in bf16 (forced here: elsewhere torch emulates it,
+    slowly, with the same numbers): the step runs under autocast, so the weights move off the
+    fp32 run's but stay near them, the loss is still fp32's within bf16 rounding, and resuming
+    is still bit for bit the uninterrupted run."""
+    from ctcasr.train import setup
+    monkeypatch.setattr(setup, "native_16bit", lambda: {"bf16": True, "fp16": False})
+    caplog.set_level("INFO", logger="ctcasr")
+    fp32 = run_train(tiny_config, corpus, tmp_path / "fp32", TINY_CONFORMER)
+    bf16 = [*TINY_CONFORMER, "train.amp=bf16"]
+    full = run_train(tiny_config, corpus, tmp_path / "full", bf16)
+    assert "bf16 autocast on this CPU" in caplog.text
+    part = run_train(tiny_config, corpus, tmp_path / "part", [*bf16, "train.max_steps=4"])
+    assert part.step == 4 < full.step == fp32.step
+    run_train(tiny_config, corpus, tmp_path / "part", bf16, resume=True)
+    w32 = load_checkpoint(tmp_path / "fp32" / "last.pt")["model"]
+    w16 = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(v, resumed[k]) for k, v in w16.items())
+    assert all(v.dtype == torch.float32 for v in w16.values() if v.is_floating_point())
+    moved = [k for k, v in w32.items() if v.is_floating_point() and not torch.equal(v, w16[k])]
+    assert moved  # bf16 arithmetic happened
+    drift = max(float((w16[k] - w32[k]).abs().max() / (w32[k].abs().max() + 1e-8)) for k in moved)
+    assert drift < 0.2
+
+    def train_losses(exp):
+        records = map(json.loads, (exp / "train_log.jsonl").read_text().splitlines())
+        return [r["loss"] for r in records if "loss" in r]
+
+    l32, l16 = train_losses(tmp_path / "fp32"), train_losses(tmp_path / "full")
+    assert len(l32) == len(l16) > 4 and l16 != l32
+    assert l16 == pytest.approx(l32, rel=0.02)
 
 
 def test_resume_with_augmentation_is_exact(tiny_config, corpus, tmp_path):

@@ -25,6 +25,7 @@ from ctcasr.data.featstore import FeatureStore
 from ctcasr.data.features import CMVNStats, frames_for_duration
 from ctcasr.data.manifest import read_manifest
 from ctcasr.data.sampler import BucketBatchSampler
+from ctcasr.environment import cpu_model, native_16bit
 from ctcasr.errors import CtcasrError
 from ctcasr.models import CTCModel, build_model
 from ctcasr.models.frontend import Conv2dSubsampling
@@ -232,16 +233,26 @@ def _restore(ckpt: dict[str, Any], model: CTCModel, optimizer: torch.optim.Optim
 
 
 def _amp(mode: str, device: torch.device):
-    """(autocast context or None, GradScaler or None) for ``train.amp`` on ``device``."""
+    """(autocast context or None, GradScaler or None) for ``train.amp`` on ``device``.
+
+    On CUDA, bf16 or fp16 (with a gradient scaler). On a CPU, bf16 only where it computes in it
+    natively (AVX512-BF16 / AMX-BF16: the Conformer's step 1.5x, docs/training.md); elsewhere
+    torch emulates it, slower than fp32, and CPU fp16 is slower still even with AVX512-FP16
+    (60x measured), so both train in fp32 with a warning that says why."""
     if mode == "none":
         return None, None
-    if device.type != "cuda":
-        log.warning("train.amp=%s ignored: mixed precision is for CUDA, training in fp32 on %s",
-                    mode, device)
-        return None, None
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    autocast = torch.autocast(device_type="cuda", dtype=dtype)
-    return autocast, torch.amp.GradScaler("cuda") if mode == "fp16" else None
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+        autocast = torch.autocast(device_type="cuda", dtype=dtype)
+        return autocast, torch.amp.GradScaler("cuda") if mode == "fp16" else None
+    if device.type == "cpu" and mode == "bf16" and native_16bit()["bf16"]:
+        log.info("train.amp=bf16: bf16 autocast on this CPU (%s: AVX512-BF16 / AMX-BF16)",
+                 cpu_model())
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16), None
+    why = ("a CPU trains fp16 slower than fp32" if mode == "fp16" else
+           f"this CPU ({cpu_model()}) has no AVX512-BF16 / AMX-BF16, torch would emulate bf16")
+    log.warning("train.amp=%s ignored on %s: %s; training in fp32", mode, device, why)
+    return None, None
 
 
 def _without(dataset: ASRDataset, name: str, unreadable: list[list[str]]) -> ASRDataset:
