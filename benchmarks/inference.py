@@ -1,5 +1,6 @@
-"""Real-time factor, peak memory and WER of every inference path: eager fp32, ONNX fp32 / int8
-(``--int8`` on a checkpoint runs the int8 ONNX export), at batch 1 and batched.
+"""Real-time factor, peak memory and WER of every inference path: eager fp32 (and, with
+``--paths``, eager bf16 / fp16: ``--precision``, where the CPU computes in the type), ONNX fp32 /
+int8 (``--int8`` on a checkpoint runs the int8 ONNX export), at batch 1 and batched.
 
     .venv/bin/python benchmarks/inference.py --checkpoint CKPT [--checkpoint CKPT2 ...]
         --manifest TEST.jsonl [--manifest TEST2.jsonl ...] [--random conformer lstm ...]
@@ -34,7 +35,10 @@ from pathlib import Path
 
 import torch
 
-PATHS = [("eager", False), ("onnx", False), ("onnx", True)]
+PATHS = [("eager", False), ("onnx", False), ("onnx", True)]  # the default --paths
+# every path, in the table's order: (kind, int8, precision); eager 16-bit is autocast
+ALL_PATHS = [("eager", False, "fp32"), ("eager", False, "bf16"), ("eager", False, "fp16"),
+             ("onnx", False, "fp32"), ("onnx", True, "fp32")]
 
 
 def random_checkpoint(encoder: str, path: Path) -> Path:
@@ -63,7 +67,8 @@ def worker(args: dict) -> dict:
     from ctcasr.scoring import score
 
     asr = ctcasr.load(args["model"], int8=args["int8"], threads=args["threads"],
-                      timestamps=False, decoder=None if args["decoder"] == "carried" else "greedy")
+                      precision=args["precision"], timestamps=False,
+                      decoder=None if args["decoder"] == "carried" else "greedy")
     if args["batch1"]:
         asr.max_batch = 1
     out = {"manifests": {}}
@@ -132,8 +137,9 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     print("| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
     for label, ckpt, scored in models:
         base = None  # eager fp32 RTFs: the speed-up's reference
-        for kind, int8 in PATHS:
+        for kind, int8, precision in ALL_PATHS:
             name = f"{kind}{'-int8' if int8 else ''}"
+            name += "" if precision == "fp32" else f"-{precision}"
             if name not in args.paths:
                 continue
             model, size = ckpt, ckpt.stat().st_size
@@ -143,7 +149,8 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
             rows = {}
             for batch1 in (True, False):
                 rows[batch1] = run_worker({
-                    "model": str(model), "int8": int8, "threads": args.threads,
+                    "model": str(model), "int8": int8, "precision": precision,
+                    "threads": args.threads,
                     "batch1": batch1, "manifests": [str(m) for m in args.manifest],
                     "max_seconds": args.max_seconds if scored else args.random_seconds,
                     "concat": args.concat, "repeats": args.repeats,
@@ -180,7 +187,8 @@ def main() -> None:
                     help="transcribe K consecutive utterances as one input (longer inputs)")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes (the fastest counts)")
     ap.add_argument("--paths", nargs="*", default=[f"{k}{'-int8' if q else ''}"
-                                                   for k, q in PATHS])
+                                                   for k, q in PATHS],
+                    help="of eager eager-bf16 eager-fp16 onnx onnx-int8")
     ap.add_argument("--json", action="store_true", help="also print every row as JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
