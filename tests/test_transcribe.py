@@ -322,6 +322,8 @@ def test_16bit_inference_where_native_and_one_line_where_not(trained, monkeypatc
     assert native_16bit("flags : avx2 amx_bf16 amx_fp16 amx_tile") == \
         {"bf16": True, "fp16": True}  # Intel Granite Rapids
     assert native_16bit("flags : avx2 f16c") == {"bf16": False, "fp16": False}  # f16c: storage
+    assert native_16bit("flags : avx512f avx512_fp16 avx512_bf16 amx_bf16 amx_tile") == \
+        {"bf16": True, "fp16": False}  # Sapphire Rapids: fp16 over 100x slower than fp32 there
     assert native_16bit("") == {"bf16": False, "fp16": False}
     monkeypatch.setattr(engine_module, "native_16bit", lambda: {"bf16": False, "fp16": False})
     with pytest.raises(CtcasrError, match=r"--precision bf16: this CPU \(.+\) has no native "

@@ -163,7 +163,7 @@ def check_precision(precision: str, device: torch.device) -> None:
                               "bf16; use fp16")
         return
     if not native_16bit()[precision]:
-        need = {"bf16": "AVX512-BF16 or AMX-BF16", "fp16": "AVX512-FP16 or AMX-FP16"}
+        need = {"bf16": "AVX512-BF16 or AMX-BF16", "fp16": "AMX-FP16"}
         raise CtcasrError(
             f"--precision {precision}: this CPU ({cpu_model()}) has no native {precision} "
             f"arithmetic (it needs {need[precision]}); torch would emulate it, slower than "
