@@ -154,6 +154,25 @@ def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
     assert low.dtype == torch.float32 and torch.allclose(low, ref, atol=0.1)
 
 
+def test_a_front_end_one_bin_wide_convolves_in_fp32_on_the_cpu():
+    """oneDNN's bf16 convolution on AMX CPUs returns NaN / 1e37 for an output one bin wide
+    (seen 2026-12-07, torch 2.14.1; fine from two bins): a front end that narrows the feature
+    axis to one bin (6 or fewer bins at x4) convolves in fp32 on the CPU under autocast, and
+    in a bf16 model; a wider one keeps autocast's bf16 products."""
+    cfg = FrontendConfig(subsampling=4, channels=4, dim=8)
+    narrow, wide = Conv2dSubsampling(9, cfg), Conv2dSubsampling(23, cfg)
+    assert narrow.fp32_on_cpu and not wide.fp32_on_cpu
+    x = torch.randn(2, 1, 40, 9).abs()
+    with torch.no_grad():
+        ref = narrow.conv(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = narrow._conv(x)
+            assert wide._conv(torch.randn(2, 1, 40, 23)).dtype == torch.bfloat16
+        assert low.dtype == torch.float32 and torch.equal(low, ref)
+        half = narrow.to(torch.bfloat16)._conv(x.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), ref, atol=0.1)
+
+
 @pytest.mark.parametrize("encoder", ATTENTION)
 def test_cpu_attention_runs_in_fp32_under_autocast_and_in_bf16(encoder, monkeypatch):
     """The guard against the bf16 kernel above, checkable on any CPU: what reaches

@@ -14,6 +14,7 @@ outputs.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ctcasr.config import FrontendConfig
@@ -33,6 +34,10 @@ class Conv2dSubsampling(nn.Module):
         self.layers = _LAYERS.get(cfg.subsampling, [])
         convs: list[nn.Module] = []
         freq, in_ch = input_dim, 1
+        # oneDNN's bf16 convolution on AMX CPUs returns garbage (NaN, 1e37) when its output is
+        # one bin wide (torch 2.14.1; 6 or fewer feature bins at x4): such a stack runs in fp32
+        # on the CPU whatever the autocast (tests/test_models.py)
+        self.fp32_on_cpu = False
         for k, s in self.layers:
             if cfg.separable and in_ch == cfg.channels:
                 convs += [nn.Conv2d(in_ch, in_ch, k, s, groups=in_ch), nn.Conv2d(in_ch, in_ch, 1)]
@@ -40,6 +45,7 @@ class Conv2dSubsampling(nn.Module):
                 convs.append(nn.Conv2d(in_ch, cfg.channels, k, s))
             convs.append(nn.ReLU())
             freq, in_ch = (freq - k) // s + 1, cfg.channels
+            self.fp32_on_cpu |= freq == 1
         if freq < 1:
             raise CtcasrError(f"model.frontend: {input_dim} feature bins are too few to subsample")
         self.conv = nn.Sequential(*convs)
@@ -65,6 +71,16 @@ class Conv2dSubsampling(nn.Module):
             t += 1
         return t
 
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.fp32_on_cpu and x.device.type == "cpu"):
+            return self.conv(x)
+        dtype = x.dtype
+        with torch.autocast("cpu", enabled=False):
+            for m in self.conv:
+                x = F.conv2d(x.float(), m.weight.float(), m.bias.float(), m.stride, m.padding,
+                             groups=m.groups) if isinstance(m, nn.Conv2d) else m(x)
+        return x.to(dtype)
+
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not torch.compiler.is_exporting() and int(lens.min()) < self.min_input_frames:
             raise CtcasrError(
@@ -72,7 +88,7 @@ class Conv2dSubsampling(nn.Module):
                 f"needs at least {self.min_input_frames} frames"
             )
         if self.layers:
-            y = self.conv(x.unsqueeze(1))  # [B, C, T', F']
+            y = self._conv(x.unsqueeze(1))  # [B, C, T', F']
             b, c, t, f = y.shape
             x = y.transpose(1, 2).reshape(b, t, c * f)
         return self.dropout(self.proj(x)), self.output_lengths(lens)
