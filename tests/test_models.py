@@ -157,7 +157,7 @@ def test_attention_encoders_run_under_bf16_autocast(encoder, variant):
 def test_a_front_end_one_bin_wide_convolves_in_fp32_on_the_cpu():
     """oneDNN's bf16 convolution on AMX CPUs returns NaN / 1e37 for an output one bin wide
     (seen 2026-12-07, torch 2.14.1; fine from two bins): a front end that narrows the feature
-    axis to one bin (6 or fewer bins at x4) convolves in fp32 on the CPU under autocast, and
+    axis to one bin (7 to 10 bins at x4) convolves in fp32 on the CPU under autocast, and
     in a bf16 model; a wider one keeps autocast's bf16 products."""
     cfg = FrontendConfig(subsampling=4, channels=4, dim=8)
     narrow, wide = Conv2dSubsampling(9, cfg), Conv2dSubsampling(23, cfg)

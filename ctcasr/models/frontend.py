@@ -35,7 +35,7 @@ class Conv2dSubsampling(nn.Module):
         convs: list[nn.Module] = []
         freq, in_ch = input_dim, 1
         # oneDNN's bf16 convolution on AMX CPUs returns garbage (NaN, 1e37) when its output is
-        # one bin wide (torch 2.14.1; 6 or fewer feature bins at x4): such a stack runs in fp32
+        # one bin wide (torch 2.14.1; 7 to 10 feature bins at x4): such a stack runs in fp32
         # on the CPU whatever the autocast (tests/test_models.py)
         self.fp32_on_cpu = False
         for k, s in self.layers:
