@@ -38,7 +38,7 @@ from test_transcribe import trained  # noqa: F401
 import ctcasr
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 START = {"type": "start", "sample_rate": SR, "format": "s16le"}
@@ -317,6 +317,7 @@ def full_server(asr):
 
 @FUZZ
 @given(first=st.builds(json.dumps, START_FIELDS) | MESSAGE, then=st.lists(MESSAGE, max_size=6))
+@example(first=json.dumps({"type": "start", "sample_rate": SR, "format": []}), then=[])
 def test_fuzzed_streams(full_server, first, then):
     """Any messages in any order: each message back is a partial, a final or a one-line error,
     the close code is a documented one, and no traceback reaches the client."""

@@ -196,7 +196,7 @@ def parse_start(text: str | None, sr: int) -> Start:
         raise ClientError(f"sample_rate {rate}: this model takes {sr} Hz (resample before "
                           "sending; the page does)")
     fmt = start.get("format", "s16le")
-    if fmt not in PCM_FORMATS:
+    if not isinstance(fmt, str) or fmt not in PCM_FORMATS:
         raise ClientError(f"format {fmt!r}: choose {', '.join(PCM_FORMATS)}")
     hotwords = start.get("hotwords")
     if hotwords is not None and (not isinstance(hotwords, list) or len(hotwords) > 1000
