@@ -35,10 +35,11 @@ from pathlib import Path
 
 import torch
 
-PATHS = [("eager", False), ("onnx", False), ("onnx", True)]  # the default --paths
-# every path, in the table's order: (kind, int8, precision); eager 16-bit is autocast
-ALL_PATHS = [("eager", False, "fp32"), ("eager", False, "bf16"), ("eager", False, "fp16"),
-             ("onnx", False, "fp32"), ("onnx", True, "fp32")]
+# every path, in the table's order: name -> (kind, int8, precision); eager 16-bit is autocast
+PATHS = {"eager": ("eager", False, "fp32"), "eager-bf16": ("eager", False, "bf16"),
+         "eager-fp16": ("eager", False, "fp16"), "onnx": ("onnx", False, "fp32"),
+         "onnx-int8": ("onnx", True, "fp32")}
+DEFAULT_PATHS = ["eager", "onnx", "onnx-int8"]
 
 
 def random_checkpoint(encoder: str, path: Path) -> Path:
@@ -137,9 +138,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     print("| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
     for label, ckpt, scored in models:
         base = None  # eager fp32 RTFs: the speed-up's reference
-        for kind, int8, precision in ALL_PATHS:
-            name = f"{kind}{'-int8' if int8 else ''}"
-            name += "" if precision == "fp32" else f"-{precision}"
+        for name, (kind, int8, precision) in PATHS.items():
             if name not in args.paths:
                 continue
             model, size = ckpt, ckpt.stat().st_size
@@ -186,9 +185,7 @@ def main() -> None:
     ap.add_argument("--concat", type=int, default=1,
                     help="transcribe K consecutive utterances as one input (longer inputs)")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes (the fastest counts)")
-    ap.add_argument("--paths", nargs="*", default=[f"{k}{'-int8' if q else ''}"
-                                                   for k, q in PATHS],
-                    help="of eager eager-bf16 eager-fp16 onnx onnx-int8")
+    ap.add_argument("--paths", nargs="*", default=DEFAULT_PATHS, choices=list(PATHS))
     ap.add_argument("--json", action="store_true", help="also print every row as JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()

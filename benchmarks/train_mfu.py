@@ -221,16 +221,16 @@ def main() -> None:
     b, t = map(int, args.batch.split("x"))
     peak = gemm_peak(args.threads)
     torch.set_num_threads(args.threads)
-    half = (f"; bf16 GEMM peak {gemm_peak(args.threads, dtype=torch.bfloat16):.1f} "
+    bf16_peak = (f"; bf16 GEMM peak {gemm_peak(args.threads, dtype=torch.bfloat16):.1f} "
             f"(native bf16: {native_16bit()['bf16']}; MFU is against fp32's)") if args.bf16 else ""
     print(f"{cpu_model()}, torch {torch.__version__}, {args.threads} threads; batch {b} x {t} "
-          f"frames ({b * t / 100:.1f} s of audio); fp32 GEMM peak {peak:.1f} GFLOP/s{half}"
+          f"frames ({b * t / 100:.1f} s of audio); fp32 GEMM peak {peak:.1f} GFLOP/s{bf16_peak}"
           f"{'; torch.compile' if args.compile else ''}; step time: the median of "
           f"{args.rounds} rounds of {args.steps} steps, the models taking turns")
     x = batch(b, t)
-    rows = [build(n, args.compile, old, half) for n in args.models
+    rows = [build(n, args.compile, old, bf16) for n in args.models
             for old in ([True, False] if args.before else [False])
-            for half in ([False, True] if args.bf16 else [False])]
+            for bf16 in ([False, True] if args.bf16 else [False])]
     if args.espnet:
         rows += [espnet(args.espnet, b, t, features) for features in (False, True)]
     for r in rows:

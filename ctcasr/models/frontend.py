@@ -14,7 +14,6 @@ outputs.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ctcasr.config import FrontendConfig
@@ -74,12 +73,9 @@ class Conv2dSubsampling(nn.Module):
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.fp32_on_cpu and x.device.type == "cpu"):
             return self.conv(x)
-        dtype = x.dtype
+        fp32 = {name: p.float() for name, p in self.conv.named_parameters()}  # as is if fp32
         with torch.autocast("cpu", enabled=False):
-            for m in self.conv:
-                x = F.conv2d(x.float(), m.weight.float(), m.bias.float(), m.stride, m.padding,
-                             groups=m.groups) if isinstance(m, nn.Conv2d) else m(x)
-        return x.to(dtype)
+            return torch.func.functional_call(self.conv, fp32, (x.float(),)).to(x.dtype)
 
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not torch.compiler.is_exporting() and int(lens.min()) < self.min_input_frames:
