@@ -87,6 +87,10 @@ class DataConfig:
     sort_noise: float = 0.1  # training: durations jittered by up to +-10 % before bucketing
     sortagrad_epochs: int = 0  # the first N epochs go shortest batch first, unshuffled
     num_workers: int = 0  # DataLoader worker processes
+    # pad each batch's time axis up to a multiple of this many frames (padding only: lengths
+    # and masks unchanged): fewer distinct batch shapes, for kernels built per shape (oneDNN's
+    # bf16 kernels on the CPU: docs/training.md, "bf16 on a CPU that computes in it")
+    pad_to_multiple_of: int = 1
     # where training keeps fbank between epochs (docs/training.md, "Memory"):
     #   disk:   a feature store in EXP_DIR/feats, written before epoch 1 (each speed factor),
     #           read back per batch; memory does not grow with the corpus
@@ -100,6 +104,9 @@ class DataConfig:
         if self.feature_cache not in ("auto", "disk", "memory", "none"):
             raise CtcasrError(f"data.feature_cache: {self.feature_cache!r} (need auto, disk, "
                               "memory or none)")
+        if self.pad_to_multiple_of < 1:
+            raise CtcasrError(f"data.pad_to_multiple_of: {self.pad_to_multiple_of} (need 1 or "
+                              "more frames)")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ into one line naming both versions and the command that repairs the environment.
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -73,3 +74,18 @@ def native_16bit(cpuinfo: str | None = None) -> dict[str, bool]:
             break
     return {"bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
             "fp16": "amx_fp16" in flags}
+
+
+ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+
+
+def widen_onednn_cache(capacity: int = 16384) -> None:
+    """Let oneDNN keep the kernels it builds for ``capacity`` primitives instead of its default
+    1,024, unless the environment already says how many. Its bf16 kernels on the CPU are built
+    per tensor shape, dozens per training step; training walks through its batch shapes in
+    turn, so past ~25 shapes (with 1,024) every step rebuilds its kernels, and a bf16 Conformer
+    step on 40 shapes ran 1.5x slower than with room for them (docs/training.md). oneDNN reads
+    the setting when it first builds a primitive in the process: call this before any model
+    runs (later it changes nothing). The cached kernels take little memory (40 shapes: none
+    measurable)."""
+    os.environ.setdefault(ONEDNN_CACHE, str(capacity))

@@ -9,6 +9,7 @@ leaves it out of the batch and passes the message on in ``Batch.skipped``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -210,7 +211,8 @@ class ASRDataset(torch.utils.data.Dataset):
                 raise
             return i, None, str(e)
 
-    def collate(self, items: list[Item]) -> Batch:
+    def collate(self, items: list[Item], pad_to: int = 1) -> Batch:
+        """A :class:`Batch`; its time axis padded up to a multiple of ``pad_to`` frames."""
         skipped = [why for _, f, why in items if f is None]
         items = [it for it in items if it[1] is not None]
         indices = [i for i, _, _ in items]
@@ -219,9 +221,12 @@ class ASRDataset(torch.utils.data.Dataset):
         if views > 1:  # view-major: all first copies, then all second copies
             feats = [f[v] for v in range(views) for f in feats]
         toks = [t for _, _, t in items]
+        padded = pad_sequence(feats, batch_first=True) if feats \
+            else torch.zeros(0, 0, self.feat_cfg.num_mel_bins)
+        if padded.shape[1] % pad_to:
+            padded = torch.nn.functional.pad(padded, (0, 0, 0, pad_to - padded.shape[1] % pad_to))
         return Batch(
-            feats=pad_sequence(feats, batch_first=True) if feats
-            else torch.zeros(0, 0, self.feat_cfg.num_mel_bins),
+            feats=padded,
             feat_lens=torch.tensor([f.shape[0] for f in feats], dtype=torch.long),
             tokens=pad_sequence(toks, batch_first=True) if any(len(t) for t in toks)
             else torch.zeros(len(toks), 0, dtype=torch.long),
@@ -255,14 +260,15 @@ def read_each(dataset: ASRDataset, indices: Sequence[int], num_workers: int,
 
 
 def make_loader(
-    dataset: ASRDataset, sampler, num_workers: int, pin_memory: bool = False
+    dataset: ASRDataset, sampler, num_workers: int, pin_memory: bool = False, pad_to: int = 1
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``sampler``'s batches. It gets its own generator: a DataLoader draws
+    """A DataLoader over ``sampler``'s batches (time padded to a multiple of ``pad_to``
+    frames). It gets its own generator: a DataLoader draws
     from the global RNG each time an epoch starts, which would make a resumed run diverge."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=dataset.collate,
+        collate_fn=functools.partial(dataset.collate, pad_to=pad_to),
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,

@@ -42,6 +42,7 @@ class BucketBatchSampler:
         rank: int = 0,
         world_size: int = 1,
         tag_epoch: bool = False,
+        pad_to: int = 1,
     ) -> None:
         if max_frames <= 0 or max_utts <= 0:
             raise ValueError("max_frames and max_utts must be positive")
@@ -54,6 +55,7 @@ class BucketBatchSampler:
         self.sortagrad_epochs = sortagrad_epochs
         self.rank, self.world_size = rank, world_size
         self.tag_epoch = tag_epoch
+        self.pad_to = pad_to
         self.epoch = 0
         self.start = 0
         over = int((self.frames > max_frames).sum())
@@ -77,13 +79,15 @@ class BucketBatchSampler:
             lengths = lengths * noise
         order = torch.argsort(lengths, stable=True).tolist()
         frames = self.frames.tolist()
+        m = self.pad_to
         batches: list[list[int]] = []
         cur: list[int] = []
         longest = 0.0  # of cur, in true frames (with sort_noise the newcomer may be shorter)
         for i in order:
             n = frames[i]
             if cur and (
-                (len(cur) + 1) * max(longest, n) > self.max_frames or len(cur) >= self.max_utts
+                (len(cur) + 1) * -(-max(longest, n) // m) * m > self.max_frames
+                or len(cur) >= self.max_utts
             ):
                 batches.append(cur)
                 cur, longest = [], 0.0

@@ -50,6 +50,7 @@ from tqdm import tqdm
 from ctcasr.checkpoint import copy_checkpoint, model_checkpoint, save_checkpoint
 from ctcasr.config import Config
 from ctcasr.data.dataset import Batch
+from ctcasr.environment import widen_onednn_cache
 from ctcasr.decode import greedy_search
 from ctcasr.errors import CtcasrError
 from ctcasr.models import CTCModel
@@ -80,6 +81,7 @@ def train(
     """Train (or resume training) a model; returns the final training state.
 
     Under ``torchrun`` every process calls this; they train one model together (DDP)."""
+    widen_onednn_cache()  # before any oneDNN kernel is built in this process
     dist, device = D.init_distributed(cfg.train.device)
     handler = None
     level = log.level
