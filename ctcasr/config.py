@@ -313,7 +313,9 @@ class TrainConfig:
     # with independent SpecAugment masks; loss = mean of their CTC losses + this weight x the KL
     # between their frame posteriors, each copy the other's (detached) target. ~2x the compute
     cr_ctc_weight: float = 0.0
-    amp: str = "none"  # none | bf16 | fp16: mixed precision (CPU: bf16 only, where native)
+    # none | bf16 | fp16: mixed precision (CPU: bf16 only, where native); auto: bf16 where the
+    # device computes in it (a GPU that has it, a CPU with AVX512-BF16 / AMX-BF16), else fp32
+    amp: str = "none"
     patience: int = 0  # > 0: stop after this many epochs without a better validation WER
     max_bad_steps: int = 20  # stop after this many non-finite steps in a row
     average: int = 0  # > 0: model.pt = the average of this many epoch checkpoints ...
@@ -329,7 +331,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "amp": (self.amp, ("none", "bf16", "fp16")),
+            "amp": (self.amp, ("none", "bf16", "fp16", "auto")),
             "average_select": (self.average_select, ("best", "cer", "loss", "last")),
         }
         for key, (value, allowed) in checks.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -109,3 +110,19 @@ def test_version_names_every_part_even_when_torch_is_broken():
         assert r.stdout.split() == ["ctcasr", ctcasr.__version__, "torch", installed("torch"),
                                     "torchaudio", installed("torchaudio"), "python",
                                     sys.version.split()[0]]
+
+
+def test_onednn_cache_widened_unless_the_user_chose(monkeypatch, tiny_config, corpus, tmp_path):
+    """oneDNN's primitive cache gets room for many batch shapes when training starts (and when a
+    model is opened for decoding); a capacity the user set is left as it is."""
+    from ctcasr.config import load_config
+    from ctcasr.environment import ONEDNN_CACHE, widen_onednn_cache
+    from ctcasr.train.trainer import train
+
+    monkeypatch.setenv(ONEDNN_CACHE, "2048")
+    widen_onednn_cache()
+    assert os.environ[ONEDNN_CACHE] == "2048"
+    monkeypatch.delenv(ONEDNN_CACHE)
+    cfg = load_config(tiny_config, ["train.epochs=1", "train.max_steps=1"])
+    train(cfg, corpus, corpus, tmp_path / "exp")
+    assert os.environ[ONEDNN_CACHE] == "16384"

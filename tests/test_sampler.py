@@ -69,6 +69,24 @@ def test_collate_pads_and_keeps_lengths(corpus):
         assert (b.feats[k, f.shape[0] :] == 0).all()
         assert torch.equal(b.tokens[k, : len(t)], t)
     assert b.ids == ["utt000", "utt001", "utt002"] and b.indices == [0, 1, 2]
+    p = ds.collate(items, pad_to=64)  # more padding, nothing else
+    assert p.feats.shape[1] % 64 == 0 and 0 < p.feats.shape[1] - b.feats.shape[1] < 64
+    assert torch.equal(p.feats[:, : b.feats.shape[1]], b.feats)
+    assert (p.feats[:, b.feats.shape[1] :] == 0).all()
+    assert torch.equal(p.feat_lens, b.feat_lens) and torch.equal(p.tokens, b.tokens)
+
+
+def test_padding_to_a_multiple_counts_in_the_budget():
+    """Batches padded up to multiples of 64 frames keep ``max_frames`` with the padding."""
+    frames = [100, 100, 100, 100, 30]
+    assert [len(b) for b in BucketBatchSampler(frames, 400).batches(0)] == [4, 1]  # 4 x 100
+    padded = BucketBatchSampler(frames, 400, pad_to=64).batches(0)  # 100 -> 128: 3 x 128
+    assert [len(b) for b in padded] == [3, 2]  # [30, 100, 100] and [100, 100]: 3 x 128
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(500, generator=g) * 900 + 100).long().tolist()
+    s = BucketBatchSampler(frames, 2000, shuffle=True, seed=1, sort_noise=0.1, pad_to=32)
+    for b in s.batches(1):
+        assert len(b) == 1 or len(b) * -(-max(frames[i] for i in b) // 32) * 32 <= 2000
 
 
 def test_ranks_share_the_global_batches_without_overlap():

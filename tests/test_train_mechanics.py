@@ -48,6 +48,39 @@ def test_accumulating_k_batches_equals_one_k_times_larger_batch(corpus):
     assert not torch.allclose(w_acc, step(parts[:1])[1], atol=1e-4)  # the test can fail
 
 
+@pytest.mark.parametrize("encoder", ["lstm", "conformer"])
+def test_padding_the_time_axis_to_a_multiple_changes_no_step(encoder, corpus):
+    """``data.pad_to_multiple_of``: a batch padded to a multiple of 64 frames makes the same
+    training step (loss, gradient, weights) as the batch padded to its longest member only."""
+    from test_models import encoder_conf
+
+    utts = read_manifest(corpus)
+    tok = CharTokenizer.train(u.text for u in utts)
+    cfg = load_config(None, ["data.features.sample_rate=8000", "data.features.num_mel_bins=9"])
+    ds = ASRDataset(utts[:5], cfg.data.features, tok)
+    items = [ds[i] for i in range(5)]
+    plain, padded = ds.collate(items), ds.collate(items, pad_to=64)
+    assert padded.feats.shape[1] > plain.feats.shape[1]
+
+    def step(batch):
+        torch.manual_seed(0)
+        model = build_model(
+            ModelConfig(frontend=FrontendConfig(4, 4, 16), encoder=encoder,
+                        encoder_conf=encoder_conf(encoder, dropout=0.0)),
+            9, tok.vocab_size, torch.zeros(9), torch.ones(9) * 5,
+        )
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        res = train_step(model, opt, [batch], 5, max_norm=100.0)
+        return res, torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+
+    (a, wa), (b, wb) = step(plain), step(padded)
+    assert a.ok and b.ok
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)
+    assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-4)
+    assert torch.allclose(wa, wb, atol=1e-5)
+    assert not torch.allclose(wa, step(ds.collate(items[:4]))[1], atol=1e-4)  # it can fail
+
+
 def test_accum_grad_in_the_trainer_counts_steps(tiny_config, corpus, tmp_path):
     one = run_train(tiny_config, corpus, tmp_path / "a", ["train.epochs=1"])
     two = run_train(tiny_config, corpus, tmp_path / "b", ["train.epochs=1", "train.accum_grad=2"])
@@ -169,7 +202,7 @@ def test_log_tensorboard_and_plot(tiny_config, corpus, tmp_path, capsys, monkeyp
 def test_amp_on_a_cpu_without_native_bf16_trains_fp32(tiny_config, corpus, tmp_path, caplog,
                                                        monkeypatch):
     """train.amp on a CPU that would emulate bf16, and fp16 on any CPU: ignored with a warning
-    that says why, the run bit for bit the fp32 one."""
+    that says why, the run bit for bit the fp32 one; auto is fp32 there without a warning."""
     from ctcasr.train import setup
     monkeypatch.setattr(setup, "native_16bit", lambda: {"bf16": False, "fp16": True})
     a = run_train(tiny_config, corpus, tmp_path / "a", ["train.epochs=1", "train.device=cpu"])
@@ -181,6 +214,12 @@ def test_amp_on_a_cpu_without_native_bf16_trains_fp32(tiny_config, corpus, tmp_p
         wb = load_checkpoint(tmp_path / amp / "last.pt")["model"]
         assert a.step == b.step and all(torch.equal(v, wb[k]) for k, v in wa.items())
     assert "no AVX512-BF16 / AMX-BF16" in caplog.text and "slower than fp32" in caplog.text
+    caplog.clear()
+    auto = run_train(tiny_config, corpus, tmp_path / "auto", ["train.epochs=1", "train.device=cpu",
+                                                             "train.amp=auto"])
+    w = load_checkpoint(tmp_path / "auto" / "last.pt")["model"]
+    assert a.step == auto.step and all(torch.equal(v, w[k]) for k, v in wa.items())
+    assert "ignored" not in caplog.text  # auto says nothing louder than an info line
 
 
 TINY_CONFORMER = ["model.encoder=conformer", "train.device=cpu",
@@ -207,6 +246,9 @@ def test_bf16_autocast_on_a_cpu_that_has_it(tiny_config, corpus, tmp_path, caplo
     w16 = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     resumed = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
     assert all(torch.equal(v, resumed[k]) for k, v in w16.items())
+    run_train(tiny_config, corpus, tmp_path / "auto", [*TINY_CONFORMER, "train.amp=auto"])
+    auto = load_checkpoint(tmp_path / "auto" / "last.pt")["model"]
+    assert all(torch.equal(v, auto[k]) for k, v in w16.items())  # auto is bf16 here
     assert all(v.dtype == torch.float32 for v in w16.values() if v.is_floating_point())
     moved = [k for k, v in w32.items() if v.is_floating_point() and not torch.equal(v, w16[k])]
     assert moved  # bf16 arithmetic happened

@@ -14,6 +14,7 @@ import torch
 
 from ctcasr.decode.context import Hotword
 from ctcasr.decode.settings import hotword_list
+from ctcasr.environment import widen_onednn_cache
 from ctcasr.errors import CtcasrError
 from ctcasr.infer.engine import EagerEngine, Engine, OnnxEngine
 from ctcasr.infer.export import export
@@ -31,6 +32,7 @@ def open_engine(path: str | Path, int8: bool = False, threads: int = 0,
         raise CtcasrError(f"{path}: model file not found")
     if threads > 0:
         torch.set_num_threads(threads)
+    widen_onednn_cache()  # batched bf16 decoding meets as many shapes as training does
     checkpoint = model_kind(path) == "checkpoint"
     if precision != "fp32" and (int8 or not checkpoint):
         raise CtcasrError(f"--precision {precision}: for checkpoints run in PyTorch; int8 and "

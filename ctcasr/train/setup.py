@@ -240,7 +240,16 @@ def _amp(mode: str, device: torch.device):
     natively (AVX512-BF16 / AMX-BF16: a Conformer step 1.3x on one batch shape, an epoch of the
     recipe 1.08x: docs/training.md); elsewhere torch emulates it, slower than fp32, and CPU
     fp16 is slower still even with AVX512-FP16 (60x measured), so both train in fp32 with a
-    warning that says why."""
+    warning that says why. ``auto``: bf16 where the device computes in it, else fp32 quietly
+    (what a recipe sets to run on any machine)."""
+    if mode == "auto":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else \
+            device.type == "cpu" and native_16bit()["bf16"]
+        if not native:
+            log.info("train.amp=auto: fp32 (%s does not compute in bf16 natively)",
+                     cpu_model() if device.type == "cpu" else device)
+            return None, None
+        mode = "bf16"
     if mode == "none":
         return None, None
     if device.type == "cuda":
