@@ -50,8 +50,8 @@ from tqdm import tqdm
 from ctcasr.checkpoint import copy_checkpoint, model_checkpoint, save_checkpoint
 from ctcasr.config import Config
 from ctcasr.data.dataset import Batch
-from ctcasr.environment import widen_onednn_cache
 from ctcasr.decode import greedy_search
+from ctcasr.environment import widen_onednn_cache
 from ctcasr.errors import CtcasrError
 from ctcasr.models import CTCModel
 from ctcasr.scoring import score
