@@ -263,8 +263,8 @@ def make_loader(
     dataset: ASRDataset, sampler, num_workers: int, pin_memory: bool = False, pad_to: int = 1
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over ``sampler``'s batches (time padded to a multiple of ``pad_to``
-    frames). It gets its own generator: a DataLoader draws
-    from the global RNG each time an epoch starts, which would make a resumed run diverge."""
+    frames). It gets its own generator: a DataLoader draws from the global RNG each time an
+    epoch starts, which would make a resumed run diverge."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,

@@ -16,7 +16,9 @@ Distributed training: every process computes the same global list of batches and
 multiple of ``world_size`` (dropping at most ``world_size - 1`` batches of the epoch, different ones
 each epoch) so that all processes take the same number of steps. ``max_frames`` is per process.
 With ``tag_epoch`` the sampler yields ``(epoch, index)`` keys, which tell the dataset which
-epoch's augmentation to draw.
+epoch's augmentation to draw. With ``pad_to`` > 1 the loader pads each batch's time axis up to a
+multiple of it (``data.pad_to_multiple_of``) and the budget counts the longest member rounded up
+the same way.
 """
 
 from __future__ import annotations

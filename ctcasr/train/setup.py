@@ -238,10 +238,11 @@ def _amp(mode: str, device: torch.device):
 
     On CUDA, bf16 or fp16 (with a gradient scaler). On a CPU, bf16 only where it computes in it
     natively (AVX512-BF16 / AMX-BF16: a Conformer step 1.3x on one batch shape, the speechocean
-    recipe's training 1.1-1.3x with its batches padded to 32 frames: docs/training.md); elsewhere torch emulates it, slower than fp32, and CPU
-    fp16 is slower still even with AVX512-FP16 (60x measured), so both train in fp32 with a
-    warning that says why. ``auto``: bf16 where the device computes in it, else fp32 quietly
-    (what a recipe sets to run on any machine)."""
+    recipe's training 1.1-1.3x with its batches padded to 32 frames: docs/training.md);
+    elsewhere torch emulates it, slower than fp32, and CPU fp16 is slower still even with
+    AVX512-FP16 (60x measured), so both train in fp32 with a warning that says why. ``auto``:
+    bf16 where the device computes in it, else fp32 quietly (what a recipe sets to run on any
+    machine)."""
     if mode == "auto":
         native = torch.cuda.is_bf16_supported() if device.type == "cuda" else \
             device.type == "cpu" and native_16bit()["bf16"]
