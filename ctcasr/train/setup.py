@@ -192,7 +192,8 @@ def _loaders(cfg: Config, train_ds: ASRDataset, valid_ds: ASRDataset, tag_epoch:
              dist: D.DistInfo, device: torch.device):
     """(the training sampler, the two loaders, the run's optimizer steps, batches per step)"""
     tc, dcfg, feat_cfg = cfg.train, cfg.data, cfg.data.features
-    shard = dict(rank=dist.rank, world_size=dist.world_size, pad_to=dcfg.pad_to_multiple_of)
+    pad = dcfg.pad_to_multiple_of  # the samplers' budget and the loaders' collate both pad
+    shard = dict(rank=dist.rank, world_size=dist.world_size, pad_to=pad)
     sampler = BucketBatchSampler(
         [frames_for_duration(u.duration, feat_cfg) for u in train_ds.utts],
         dcfg.max_frames_per_batch, dcfg.max_utts_per_batch,
@@ -209,7 +210,6 @@ def _loaders(cfg: Config, train_ds: ASRDataset, valid_ds: ASRDataset, tag_epoch:
         math.ceil(len(sampler.batches(e)) / group) for e in range(tc.epochs)
     )
     check_schedule(cfg.scheduler, total_steps)
-    pad = dcfg.pad_to_multiple_of
     return (sampler, make_loader(train_ds, sampler, dcfg.num_workers, pin, pad),
             make_loader(valid_ds, valid_sampler, dcfg.num_workers, pin, pad), total_steps, group)
 
